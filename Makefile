@@ -1,0 +1,29 @@
+# One-command set-up: everything a fresh machine needs lives here.
+PYTHON ?= python3
+VENV   ?= .venv
+PY      = $(VENV)/bin/python
+# The CPU wheel is installed first: a bare `torch` requirement would pull a multi-GB CUDA build.
+TORCH_SPEC ?= torch==2.13.0
+
+.PHONY: setup test lint bench clean
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet "$(TORCH_SPEC)"
+	$(PY) -m pip install --quiet -e ".[dev]"
+	touch $@
+
+setup: $(VENV)/.installed
+
+lint: setup
+	$(VENV)/bin/ruff check fwp tests benchmarks
+
+test: setup lint
+	$(VENV)/bin/pytest -n 2 -q
+
+bench: setup
+	$(PY) benchmarks/ops.py
+
+clean:
+	rm -rf $(VENV) build *.egg-info

@@ -1,0 +1,5 @@
+import sys
+
+from fwp.cli import main
+
+sys.exit(main())

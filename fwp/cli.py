@@ -1,0 +1,50 @@
+"""The ``fwp`` command line: ``fwp <workflow> <command> [options]``.
+
+Each workflow package (``fwp.fewshot``, ``fwp.formal``, ...) owns a ``cli`` module with a
+``register(subparsers)`` function that adds its commands; every command sets ``func`` to a
+callable taking the parsed arguments and returning an exit code.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import importlib.util
+import sys
+
+from fwp.errors import UserError
+
+WORKFLOWS = {
+    "fewshot": ("fwp.fewshot.cli", "sequential N-way K-shot learning"),
+    "formal": ("fwp.formal.cli", "formal-language tests of expressivity"),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="fwp", description="Fast weight programmers.")
+    workflows = parser.add_subparsers(dest="workflow", metavar="WORKFLOW")
+    for name, (module_name, help_text) in WORKFLOWS.items():
+        if importlib.util.find_spec(module_name) is None:
+            continue
+        sub = workflows.add_parser(name, help=help_text)
+        commands = sub.add_subparsers(dest="command", metavar="COMMAND")
+        importlib.import_module(module_name).register(commands)
+        sub.set_defaults(_parser=sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if getattr(args, "func", None) is None:
+        (getattr(args, "_parser", None) or parser).print_help()
+        return 2
+    try:
+        return int(args.func(args) or 0)
+    except UserError as error:
+        print(f"fwp: error: {error}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
