@@ -1,0 +1,28 @@
+"""``nn.Module`` layers that own parameters and projections around the operators of ``fwp.ops``.
+
+Every layer maps ``x [B, T, d_model]`` and an optional state to ``(y [B, T, d_model], state)``,
+and is registered by name in :data:`LAYERS`, so a model is a list of names (:class:`LayerStack`).
+"""
+
+from fwp.layers.baselines import LSTM, SoftmaxAttention
+from fwp.layers.block import Block, FeedForward, LayerStack
+from fwp.layers.fast_weights import SRWM, DeltaNet, LinearAttention
+from fwp.layers.registry import LAYERS, build_layer, register_layer
+from fwp.layers.state import clone_state, detach_state, map_state
+
+__all__ = [
+    "LAYERS",
+    "LSTM",
+    "SRWM",
+    "Block",
+    "DeltaNet",
+    "FeedForward",
+    "LayerStack",
+    "LinearAttention",
+    "SoftmaxAttention",
+    "build_layer",
+    "clone_state",
+    "detach_state",
+    "map_state",
+    "register_layer",
+]

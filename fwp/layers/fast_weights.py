@@ -1,0 +1,153 @@
+"""Multi-head fast weight layers that replace self-attention: sum rule, delta rule, SRWM."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from fwp.errors import UserError
+from fwp.layers.registry import register_layer
+from fwp.ops import delta_rule, feature_dim, get_feature_map, linear_attention, srwm, srwm_rows
+
+
+def split_heads(x: torch.Tensor, n_heads: int) -> torch.Tensor:
+    """[B, T, H·D] → [B, T, H, D]."""
+    return x.unflatten(-1, (n_heads, -1))
+
+
+def head_dim_for(d_model: int, n_heads: int, head_dim: int | None) -> int:
+    if head_dim is not None:
+        return head_dim
+    if d_model % n_heads:
+        raise UserError(
+            f"d_model = {d_model} is not divisible by n_heads = {n_heads}: "
+            f"change one of them or pass head_dim"
+        )
+    return d_model // n_heads
+
+
+@register_layer("linear")
+class LinearAttention(nn.Module):
+    """Linear transformer / sum-rule FWP (Katharopoulos et al. 2020; Schlag et al. 2021).
+
+    q, k, v = projections of x; S_t = S_{t−1} + φ(k_t) v_tᵀ; o_t = S_tᵀ φ(q_t), divided by
+    φ(q_t)·Σ_{τ≤t} φ(k_τ) when ``normalize``. The normaliser rides along as an extra value
+    column of ones, so the state is ``[B, H, K, V + 1]`` when normalised.
+    """
+
+    def __init__(
+        self,
+        d_model: int,
+        n_heads: int,
+        head_dim: int | None = None,
+        feature_map: str = "elu+1",
+        normalize: bool = True,
+        eps: float = 1e-5,
+        mode: str = "auto",
+        chunk_size: int = 64,
+    ) -> None:
+        super().__init__()
+        self.n_heads, self.head_dim = n_heads, head_dim_for(d_model, n_heads, head_dim)
+        self.phi = get_feature_map(feature_map)
+        self.key_dim = feature_dim(feature_map, self.head_dim)
+        self.normalize, self.eps, self.mode, self.chunk_size = normalize, eps, mode, chunk_size
+        self.qkv = nn.Linear(d_model, 3 * n_heads * self.head_dim, bias=False)
+        self.out = nn.Linear(n_heads * self.head_dim, d_model, bias=False)
+
+    def forward(
+        self, x: torch.Tensor, state: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        q, k, v = split_heads(self.qkv(x), self.n_heads).chunk(3, dim=-1)
+        q, k = self.phi(q), self.phi(k)
+        if self.normalize:
+            v = torch.cat([v, torch.ones_like(v[..., :1])], dim=-1)
+        o, state = linear_attention(
+            q, k, v, initial_state=state, output_final_state=True,
+            mode=self.mode, chunk_size=self.chunk_size,
+        )
+        if self.normalize:
+            o = o[..., :-1] / (o[..., -1:] + self.eps)
+        return self.out(o.flatten(-2)), state
+
+
+@register_layer("deltanet")
+class DeltaNet(nn.Module):
+    """DeltaNet (Schlag, Irie, Schmidhuber 2021): delta-rule fast weights.
+
+    q, k, v = projections of x, β_t = σ(w_β · x_t) per head; keys and queries go through φ
+    (ELU+1 with sum-normalisation by default, as in the paper).
+    """
+
+    def __init__(
+        self,
+        d_model: int,
+        n_heads: int,
+        head_dim: int | None = None,
+        feature_map: str = "elu+1_sum",
+        mode: str = "auto",
+        chunk_size: int = 64,
+    ) -> None:
+        super().__init__()
+        self.n_heads, self.head_dim = n_heads, head_dim_for(d_model, n_heads, head_dim)
+        self.phi = get_feature_map(feature_map)
+        self.mode, self.chunk_size = mode, chunk_size
+        self.qkv = nn.Linear(d_model, 3 * n_heads * self.head_dim, bias=False)
+        self.beta = nn.Linear(d_model, n_heads)
+        self.out = nn.Linear(n_heads * self.head_dim, d_model, bias=False)
+
+    def forward(
+        self, x: torch.Tensor, state: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        q, k, v = split_heads(self.qkv(x), self.n_heads).chunk(3, dim=-1)
+        beta = torch.sigmoid(self.beta(x))
+        o, state = delta_rule(
+            self.phi(q), self.phi(k), v, beta, initial_state=state, output_final_state=True,
+            mode=self.mode, chunk_size=self.chunk_size,
+        )
+        return self.out(o.flatten(-2)), state
+
+
+@register_layer("srwm")
+class SRWM(nn.Module):
+    """Modern self-referential weight matrix layer (Irie et al. 2022; seed paper Eq. 2–4).
+
+    The input is split into heads (projected first if d_model ≠ n_heads·head_dim); each head has
+    its own self-modifying matrix W0 ∈ R^{R×D}, R = 3D + n_beta, the layer's only slow weights
+    besides the output projection. The state is the per-sequence matrix ``[B, H, R, D]``.
+
+    Init as in the public code: each block N(0, init_std²) with init_std = 1/√D by default,
+    and the β block's mean ``beta_init_mean`` (0: rates start around σ(0) = ½).
+    """
+
+    def __init__(
+        self,
+        d_model: int,
+        n_heads: int,
+        head_dim: int | None = None,
+        n_beta: int = 1,
+        input_softmax: bool = False,
+        init_std: float | None = None,
+        beta_init_mean: float = 0.0,
+        mode: str = "auto",
+    ) -> None:
+        super().__init__()
+        self.n_heads, self.head_dim = n_heads, head_dim_for(d_model, n_heads, head_dim)
+        D = self.head_dim
+        self.n_beta, self.input_softmax, self.mode = n_beta, input_softmax, mode
+        inner = n_heads * D
+        self.inp = nn.Identity() if inner == d_model else nn.Linear(d_model, inner, bias=False)
+        std = 1.0 / math.sqrt(D) if init_std is None else init_std
+        W0 = torch.randn(n_heads, srwm_rows(D, D, n_beta), D) * std
+        W0[:, -n_beta:] += beta_init_mean
+        self.W0 = nn.Parameter(W0)
+        self.out = nn.Linear(inner, d_model, bias=False)
+
+    def forward(
+        self, x: torch.Tensor, state: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        h = split_heads(self.inp(x), self.n_heads)
+        W = self.W0 if state is None else state
+        y, state = srwm(h, W, n_beta=self.n_beta, input_softmax=self.input_softmax, mode=self.mode)
+        return self.out(y.flatten(-2)), state

@@ -1,0 +1,21 @@
+"""Pure tensor operators of fast weight programmers: no parameters, no modules.
+
+Every operator takes ``[B, T, H, D]`` inputs, returns ``(output, state)``, and has a slow
+reference mode (``"recurrent"``) beside its fast forms.
+"""
+
+from fwp.ops.delta_rule import delta_rule
+from fwp.ops.feature_maps import FEATURE_MAPS, dpfp, feature_dim, get_feature_map
+from fwp.ops.linear_attention import linear_attention
+from fwp.ops.srwm import srwm, srwm_rows
+
+__all__ = [
+    "FEATURE_MAPS",
+    "delta_rule",
+    "dpfp",
+    "feature_dim",
+    "get_feature_map",
+    "linear_attention",
+    "srwm",
+    "srwm_rows",
+]

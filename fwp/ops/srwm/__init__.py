@@ -1,0 +1,69 @@
+"""The modern self-referential weight matrix (Irie et al., ICML 2022; seed paper Eq. 2–4)."""
+
+from __future__ import annotations
+
+import torch
+
+from fwp.errors import UserError
+from fwp.ops._validation import check_rank, pick_mode
+from fwp.ops.srwm.naive import srwm_recurrent
+from fwp.ops.srwm.scan import srwm_scan
+
+MODES = {"recurrent": srwm_recurrent, "scan": srwm_scan}
+
+
+def srwm_rows(d_out: int, d_in: int, n_beta: int = 1) -> int:
+    """Rows R of an SRWM head: y (d_out), k (d_in), q (d_in), β (n_beta)."""
+    return d_out + 2 * d_in + n_beta
+
+
+def srwm(
+    x: torch.Tensor,
+    W0: torch.Tensor,
+    *,
+    n_beta: int = 1,
+    input_softmax: bool = False,
+    mode: str = "auto",
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Self-referential weight matrix, one matrix per head. Per step, with W = W_{t−1}:
+
+        [y_t; k_t; q_t; b_t] = W x_t                      (Eq. 2)
+        v_t = W φ(q_t),  v̄_t = W φ(k_t)                   (Eq. 3)
+        W_t = W + σ(b_t) (v_t − v̄_t) ⊗ φ(k_t)              (Eq. 4)
+
+    φ is the softmax. With ``n_beta=4`` each block of rows (y, k, q, β) has its own rate
+    σ(b_{t,i}), as in the public code; with ``n_beta=1`` one rate serves all rows.
+
+    Args:
+        x: ``[B, T, H, D]`` inputs (softmaxed first when ``input_softmax``).
+        W0: ``[H, R, D]`` (shared by the batch) or ``[B, H, R, D]`` (a per-sequence state, to
+            continue a sequence), with R = D_out + 2·D + n_beta, rows in the order y, k, q, β.
+        mode: ``"scan"`` (memory-light backward: rebuilds W_{t−1} from W_t in reverse),
+            ``"recurrent"`` (reference loop through autograd) or ``"auto"``.
+
+    Returns:
+        ``(y [B, T, H, D_out], W_T [B, H, R, D])``; y has x's dtype, W_T at least float32.
+    """
+    check_rank("x", x, "B, T, H, D")
+    B, T, H, D = x.shape
+    if T == 0:
+        raise UserError("the sequence is empty (T = 0): pass at least one time step")
+    if n_beta not in (1, 4):
+        raise UserError(
+            f"n_beta must be 1 (one rate) or 4 (one per block y, k, q, β), got {n_beta}"
+        )
+    check_rank("W0", W0, "B, H, R, D" if W0.dim() == 4 else "H, R, D")
+    if W0.shape[-3] != H or W0.shape[-1] != D or (W0.dim() == 4 and W0.shape[0] != B):
+        expected = f"[{H}, R, {D}] or [{B}, {H}, R, {D}]"
+        raise UserError(
+            f"W0 must be {expected} for x of shape {tuple(x.shape)}, got {tuple(W0.shape)}"
+        )
+    if W0.shape[-2] - 2 * D - n_beta < 1:
+        raise UserError(
+            f"W0 has R = {W0.shape[-2]} rows, too few for y, k, q ({D} each) and β ({n_beta}): "
+            f"R must be D_out + 2·D + n_beta with D_out ≥ 1 (see fwp.ops.srwm_rows)"
+        )
+    if W0.device != x.device:
+        raise UserError(f"W0 is on {W0.device} but x is on {x.device}: move them to one device")
+    fn = pick_mode("srwm", mode, MODES, default="scan")
+    return fn(x, W0, n_beta, input_softmax)

@@ -1,0 +1,88 @@
+import pytest
+import torch
+
+from fwp.errors import UserError
+from fwp.layers import (
+    LAYERS,
+    SRWM,
+    Block,
+    DeltaNet,
+    LayerStack,
+    LinearAttention,
+    clone_state,
+    detach_state,
+)
+
+CORE_LAYERS = ["linear", "deltanet", "srwm", "transformer", "lstm"]
+
+
+@pytest.mark.parametrize("name", CORE_LAYERS)
+def test_pieces_equal_whole_and_gradients_flow(name):
+    stack = LayerStack([name, name], d_model=24, n_heads=3, d_ff=48).double().eval()
+    x = torch.randn(2, 19, 24, dtype=torch.float64, requires_grad=True)
+    y, _ = stack(x)
+    y1, state = stack(x[:, :8])
+    y2, _ = stack(x[:, 8:], clone_state(state))
+    torch.testing.assert_close(torch.cat([y1, y2], dim=1), y)
+    y.square().sum().backward()
+    assert x.grad.abs().sum() > 0
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in stack.parameters())
+
+
+@pytest.mark.parametrize("name", CORE_LAYERS)
+def test_layers_are_causal(name):
+    layer = LAYERS[name](16, 2)
+    x = torch.randn(1, 12, 16)
+    x2 = x.clone()
+    x2[:, 7:] += torch.randn(1, 5, 16)
+    torch.testing.assert_close(layer(x)[0][:, :7], layer(x2)[0][:, :7])
+
+
+def test_normalised_linear_attention_is_weighted_average_of_values():
+    layer = LinearAttention(8, 1, normalize=True).double()
+    layer.out.weight.data = torch.eye(8, dtype=torch.float64)
+    x = torch.randn(1, 10, 8, dtype=torch.float64)
+    y, state = layer(x)
+    assert state.shape == (1, 1, 8, 9)  # value column of ones carries the normaliser
+    q, k, v = layer.qkv(x).chunk(3, dim=-1)
+    phi_q, phi_k = torch.nn.functional.elu(q) + 1, torch.nn.functional.elu(k) + 1
+    weights = (phi_q @ phi_k.transpose(-1, -2)).tril()
+    expected = weights @ v / (weights.sum(-1, keepdim=True) + layer.eps)
+    torch.testing.assert_close(y, expected)
+
+
+def test_srwm_layer_options_and_init():
+    layer = SRWM(32, 4, n_beta=4, beta_init_mean=-2.0)
+    assert layer.W0.shape == (4, 3 * 8 + 4, 8)
+    assert abs(layer.W0[:, -4:].mean().item() + 2.0) < 0.3
+    assert abs(layer.W0[:, :-4].std().item() - 8**-0.5) < 0.05
+    y, state = layer(torch.randn(3, 5, 32))
+    assert y.shape == (3, 5, 32) and state.shape == (3, 4, 28, 8)
+
+
+def test_deltanet_beta_in_unit_interval_and_state_helpers():
+    layer = DeltaNet(16, 2)
+    _, state = layer(torch.randn(2, 6, 16))
+    copy = clone_state([state, (state, None)])
+    assert copy[0] is not state and torch.equal(copy[0], state)
+    assert copy[1][1] is None
+    assert not detach_state(state).requires_grad and state.requires_grad
+
+
+def test_normed_residual_option():
+    x = torch.randn(2, 5, 16)
+    block = Block("deltanet", 16, 2, 32, residual="normed")
+    h = block.norm(x)
+    out, _ = block.layer(h)
+    torch.testing.assert_close(block(x)[0], block.ff(h + out))
+
+
+def test_bad_configuration_is_explained():
+    with pytest.raises(UserError, match="unknown layer 'mamba'"):
+        LayerStack(["mamba"], d_model=16, n_heads=2, d_ff=32)
+    with pytest.raises(UserError, match="not divisible"):
+        DeltaNet(30, 4)
+    with pytest.raises(UserError, match="bad options for layer 'srwm'"):
+        LayerStack(["srwm"], 16, 2, 32, layer_options={"srwm": {"nbeta": 4}})
+    with pytest.raises(UserError, match="residual"):
+        Block("srwm", 16, 2, 32, residual="post")
