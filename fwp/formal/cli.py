@@ -1,0 +1,113 @@
+"""``fwp formal {languages,train,eval,sweep,report}``."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from fwp.errors import UserError
+from fwp.formal.config import add_config_flags, config_from_args
+from fwp.formal.data import Bin
+from fwp.formal.languages import END, LANGUAGES
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser("languages", help="list the languages and their targets")
+    p.set_defaults(func=cmd_languages)
+
+    p = subparsers.add_parser(
+        "train", help="train one model on one language",
+        description="Train --model (a registered layer name) on --language; every field of the "
+                    "run config is a flag. Re-running the same command resumes.")
+    add_config_flags(p)
+    p.add_argument("--out", metavar="RUN", default=None,
+                   help="run folder (default: formal_runs/LANGUAGE-MODEL-sSEED)")
+    p.set_defaults(func=cmd_train)
+
+    p = subparsers.add_parser("eval", help="test a trained run on length bins")
+    p.add_argument("run", metavar="RUN", help="run folder written by fwp formal train")
+    p.add_argument("--bins", nargs="+", default=None,
+                   help="length bins LO-HI (default: the run's own bins)")
+    p.add_argument("--eval-size", type=int, default=None, help="strings per bin")
+    p.set_defaults(func=cmd_eval)
+
+    p = subparsers.add_parser(
+        "sweep", help="models × languages grid, resumable, then the report",
+        description="Train every --models × --languages cell into DIR/runs/LANGUAGE/MODEL "
+                    "(finished cells are skipped on re-run), then write DIR/report.md and "
+                    "DIR/heatmap.png. Other flags set the config of every cell.")
+    p.add_argument("--languages", nargs="+", required=True, help=", ".join(LANGUAGES))
+    p.add_argument("--models", nargs="+", required=True, help="registered layer names")
+    p.add_argument("--out", metavar="DIR", required=True, help="sweep folder")
+    p.add_argument("--jobs", type=int, default=1, help="cells trained in parallel processes")
+    add_config_flags(p, skip=("language", "model"))
+    p.set_defaults(func=cmd_sweep)
+
+    p = subparsers.add_parser("report", help="(re)write a sweep's table and heat map")
+    p.add_argument("dir", metavar="DIR", help="sweep folder")
+    p.set_defaults(func=cmd_report)
+
+
+def cmd_languages(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    print(f"Per position: the set of valid next characters ({END} = end of string).\n")
+    for lang in LANGUAGES.values():
+        example = lang.sample(lang.lengths_in(1, 8)[-1], rng)
+        sets = " ".join("{" + "".join(sorted(s)) + "}" for s in lang.next_sets(example))
+        print(f"{lang.name:11s} {lang.description}")
+        print(f"{'':11s} e.g. {example}  →  {sets}")
+    return 0
+
+
+def _print_bins(bins: dict) -> None:
+    print("| lengths | sequence acc. (%) | position acc. (%) | loss |")
+    print("|---|---:|---:|---:|")
+    for name, m in bins.items():
+        print(f"| {name} | {m['seq_acc']:.1f} | {m['pos_acc']:.2f} | {m['loss']:.4f} |")
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from fwp.formal.train import train
+
+    config = config_from_args(args)
+    out = Path(args.out or f"formal_runs/{config.language}-{config.network.model}-s{config.seed}")
+    metrics = train(config, out)
+    print(f"{out}: {metrics['steps_run']} steps in {metrics['train_seconds']:.0f} s")
+    _print_bins(metrics["bins"])
+    return 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from fwp.formal.train import evaluate_bins, load_model, write_json
+
+    config, model = load_model(Path(args.run))
+    if args.eval_size is not None:
+        if args.eval_size < 1:
+            raise UserError(f"--eval-size must be at least 1 (got {args.eval_size})")
+        config.eval_size = args.eval_size
+    bins = [str(Bin.parse(b)) for b in (args.bins or config.bins)]
+    result = evaluate_bins(model, config, bins)
+    write_json(Path(args.run) / "eval.json", {"eval_size": config.eval_size, "bins": result})
+    _print_bins(result)
+    return 0
+
+
+def cmd_sweep(args: argparse.Namespace) -> int:
+    from fwp.formal.sweep import sweep
+
+    base = config_from_args(args, language=args.languages[0], model=args.models[0])
+    text = sweep(base, args.languages, args.models, Path(args.out), jobs=args.jobs)
+    print(text)
+    print(f"report: {Path(args.out) / 'report.md'}, heat map: {Path(args.out) / 'heatmap.png'}")
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from fwp.formal.report import write_report
+
+    md_path, png_path, text = write_report(Path(args.dir))
+    print(text)
+    print(f"report: {md_path}, heat map: {png_path}")
+    return 0

@@ -1,0 +1,173 @@
+import json
+import os
+
+import pytest
+import torch
+
+from fwp.cli import main
+from fwp.errors import UserError
+from fwp.formal.config import ModelConfig, RunConfig
+from fwp.formal.data import encode
+from fwp.formal.languages import LANGUAGES
+from fwp.formal.model import FormalModel, available_models
+from fwp.formal.train import evaluate, load_model, train
+
+TINY = ["--layers", "1", "--d-model", "8", "--heads", "2", "--d-ff", "16",
+        "--eval-size", "20", "--train-bin", "1-12", "--bins", "1-12", "13-20",
+        "--batch-size", "4"]
+
+
+def tiny(model="lstm", language="parity", **overrides):
+    config = RunConfig(
+        language=language,
+        network=ModelConfig(model=model, layers=1, d_model=8, heads=2, d_ff=16),
+        train_bin="1-12", bins=["1-12", "13-20"], eval_size=20, batch_size=4,
+        steps=4, eval_every=2,
+    )
+    for key, value in overrides.items():
+        setattr(config, key, value)
+    return config
+
+
+@pytest.mark.parametrize("model", available_models())
+def test_every_registered_layer_trains_and_is_causal(model):
+    language = LANGUAGES["dyck-1"]
+    net = FormalModel(language, tiny(model).network)
+    batch = encode(language, ["(())()", "()"])
+    logits = net(batch.tokens)
+    assert logits.shape == (2, 6, 3)
+    # Right padding must not change the real positions of the short string.
+    alone = net(encode(language, ["()"]).tokens)
+    torch.testing.assert_close(logits[1, :2], alone[0], rtol=1e-4, atol=1e-5)
+    metrics = train(tiny(model, "dyck-1", steps=2), log=None)
+    assert set(metrics["bins"]) == {"1-12", "13-20"}
+
+
+def test_lstm_learns_abab_star_and_stops_early():
+    config = tiny("lstm", "abab-star", steps=400, eval_every=10, lr=1e-2, batch_size=8,
+                  stop_after_perfect=1)
+    config.network.d_model = 16
+    metrics = train(config, log=None)
+    assert metrics["bins"]["1-12"]["seq_acc"] == 100.0
+    assert metrics["steps_run"] < 400
+    assert metrics["history"][-1]["valid_seq_acc"] == 100.0
+
+
+def test_evaluate_counts_a_sequence_right_only_if_every_position_is():
+    language = LANGUAGES["counter-2"]
+
+    class Oracle(torch.nn.Module):
+        def __init__(self, flip_at=None):
+            super().__init__()
+            self.flip_at = flip_at
+            self.training = False
+
+        def forward(self, tokens):
+            strings = ["".join("ab"[i] for i in row if i < 2) for row in tokens.tolist()]
+            logits = encode(language, strings).targets * 20 - 10
+            if self.flip_at is not None:
+                logits[0, self.flip_at, 0] *= -1
+            return logits
+
+    strings = ["aabb", "ab"]
+    assert evaluate(Oracle(), language, strings)["seq_acc"] == 100.0
+    # Batches are sorted by length: row 0 is "ab"; one wrong bit fails that one sequence.
+    wrong = evaluate(Oracle(flip_at=1), language, strings)
+    assert wrong["seq_acc"] == 50.0 and wrong["pos_acc"] == pytest.approx(500 / 6)
+
+
+def test_resume_gives_the_same_run_as_no_interruption(tmp_path):
+    config = tiny(steps=6, eval_every=2, stop_after_perfect=0)
+    straight = train(config, tmp_path / "a", log=None)
+
+    class Stop(Exception):
+        pass
+
+    def crash(message):
+        if message.startswith("step 4"):
+            raise Stop
+
+    with pytest.raises(Stop):
+        train(config, tmp_path / "b", log=crash)
+    assert not (tmp_path / "b" / "metrics.json").exists()
+    messages = []
+    resumed = train(config, tmp_path / "b", log=messages.append)
+    assert any("resuming at step 2" in m for m in messages)
+    assert resumed["bins"] == straight["bins"]
+    assert resumed["steps_run"] == 6
+    assert not [p for p in os.listdir(tmp_path / "b") if p.endswith(".tmp")]
+
+
+def test_nan_loss_is_a_user_error():
+    with pytest.raises(UserError, match="lower --lr"):
+        train(tiny(lr=float("inf"), steps=3, grad_clip=0.0), log=None)
+
+
+def test_cli_train_eval_and_errors(tmp_path, capsys):
+    run = tmp_path / "run"
+    assert main(["formal", "train", "--language", "counter-2", "--model", "lstm", "--steps", "3",
+                 "--eval-every", "3", "--out", str(run), *TINY]) == 0
+    config = json.loads((run / "config.json").read_text())
+    assert config["network"]["d_model"] == 8 and config["language"] == "counter-2"
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["steps_run"] == 3 and set(metrics["bins"]) == {"1-12", "13-20"}
+    assert "| 13-20 |" in capsys.readouterr().out
+
+    assert main(["formal", "eval", str(run), "--bins", "30-40", "--eval-size", "5"]) == 0
+    assert "| 30-40 |" in capsys.readouterr().out
+    assert set(json.loads((run / "eval.json").read_text())["bins"]) == {"30-40"}
+    assert load_model(run)[0].language == "counter-2"
+
+    # Same folder, different config: refused with the fields that differ.
+    assert main(["formal", "train", "--language", "counter-2", "--model", "lstm", "--steps",
+                 "5", "--out", str(run), *TINY]) == 2
+    assert "steps" in capsys.readouterr().err
+    assert main(["formal", "train", "--model", "no-such-layer", "--out",
+                 str(tmp_path / "x"), *TINY]) == 2
+    assert "registered layer" in capsys.readouterr().err
+    assert main(["formal", "eval", str(run), "--bins", "31-31"]) == 2
+    assert "widen the bin" in capsys.readouterr().err
+    assert main(["formal", "train", "--out", str(tmp_path / "z"), *TINY, "--bins", "9-3"]) == 2
+    assert "LO <= HI" in capsys.readouterr().err
+    assert main(["formal", "eval", str(tmp_path)]) == 2
+    assert "not a run folder" in capsys.readouterr().err
+
+
+def test_cli_config_file_and_flag_precedence(tmp_path):
+    preset = tmp_path / "preset.json"
+    preset.write_text(json.dumps({"lr": 0.005, "network": {"d_model": 12, "heads": 3}}))
+    run = tmp_path / "run"
+    assert main(["formal", "train", "--config", str(preset), "--steps", "2", "--out", str(run),
+                 "--eval-size", "5", "--d-ff", "8", "--layers", "1", "--heads", "4"]) == 0
+    config = json.loads((run / "config.json").read_text())
+    assert config["lr"] == 0.005 and config["network"]["d_model"] == 12
+    assert config["network"]["heads"] == 4  # the flag beats the file
+    preset.write_text(json.dumps({"learning_rate": 1}))
+    assert main(["formal", "train", "--config", str(preset), "--out", str(tmp_path / "y")]) == 2
+
+
+def test_cli_sweep_is_resumable_and_reports(tmp_path, capsys):
+    out = tmp_path / "sweep"
+    argv = ["formal", "sweep", "--languages", "parity", "dyck-1", "--models", "lstm", "linear",
+            "--out", str(out), "--steps", "2", "--eval-every", "2", *TINY]
+    assert main(argv) == 0
+    text = (out / "report.md").read_text()
+    assert "| lstm |" in text and "| linear |" in text and "test lengths 13-20" in text
+    assert "| model | parity | dyck-1 |" in text
+    assert (out / "heatmap.png").read_bytes()[:4] == b"\x89PNG"
+    cell = out / "runs" / "dyck-1" / "linear" / "metrics.json"
+    before = cell.stat().st_mtime_ns
+    assert main(argv) == 0
+    assert cell.stat().st_mtime_ns == before  # finished cells are skipped
+    capsys.readouterr()
+    assert main(["formal", "report", str(out)]) == 0
+    assert "| lstm |" in capsys.readouterr().out
+    assert main(["formal", "sweep", "--languages", "parity", "--models", "nope", "--out",
+                 str(out)]) == 2
+    assert main(["formal", "report", str(tmp_path)]) == 2
+
+
+def test_cli_languages_lists_all(capsys):
+    assert main(["formal", "languages"]) == 0
+    out = capsys.readouterr().out
+    assert all(name in out for name in LANGUAGES)
