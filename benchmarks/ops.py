@@ -1,0 +1,83 @@
+"""Forward+backward tokens/s of every operator and mode, as ratios against baselines measured
+in the same run: the operator's own reference loop and causal ``scaled_dot_product_attention``.
+
+    python benchmarks/ops.py [--T 26 260 1024] [--B 16 --H 16 --D 16] [--repeats 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from common import markdown_table, time_fwd_bwd  # noqa: E402
+
+from fwp.ops import delta_rule, linear_attention, srwm, srwm_rows  # noqa: E402
+from fwp.ops.delta_rule import MODES as DELTA_MODES  # noqa: E402
+from fwp.ops.linear_attention import MODES as LINEAR_MODES  # noqa: E402
+from fwp.ops.srwm import MODES as SRWM_MODES  # noqa: E402
+
+
+def reference_first(modes: dict) -> list[str]:
+    return sorted(modes, key=lambda mode: mode != "recurrent")
+
+
+def cases(B: int, T: int, H: int, D: int):
+    """(operator, mode, inputs, call) for every operator and mode."""
+
+    def leaf(*shape, fn=None):
+        x = torch.randn(*shape)
+        return (fn(x) if fn else x).requires_grad_()
+
+    q, v = leaf(B, T, H, D), leaf(B, T, H, D)
+    k = leaf(B, T, H, D, fn=lambda x: F.normalize(x, dim=-1))
+    beta = leaf(B, T, H, fn=torch.sigmoid)
+    x, W0 = leaf(B, T, H, D), leaf(H, srwm_rows(D, D), D, fn=lambda w: w / D**0.5)
+    for mode in reference_first(LINEAR_MODES):
+        yield "linear_attention", mode, [q, k, v], lambda m=mode: linear_attention(q, k, v, mode=m)
+    for mode in reference_first(DELTA_MODES):
+        yield "delta_rule", mode, [q, k, v, beta], lambda m=mode: delta_rule(q, k, v, beta, mode=m)
+    for mode in reference_first(SRWM_MODES):
+        yield "srwm", mode, [x, W0], lambda m=mode: srwm(x, W0, mode=m)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--T", type=int, nargs="+", default=[26, 260, 1024])
+    parser.add_argument("--B", type=int, default=16)
+    parser.add_argument("--H", type=int, default=16)
+    parser.add_argument("--D", type=int, default=16)
+    parser.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args()
+    B, H, D = args.B, args.H, args.D
+    print(f"B={B} H={H} D={D}, {torch.get_num_threads()} threads, torch {torch.__version__}")
+    rows = []
+    for T in args.T:
+        q, k, v = (torch.randn(B, H, T, D, requires_grad=True) for _ in range(3))
+        sdpa = time_fwd_bwd(
+            lambda q=q, k=k, v=v: (F.scaled_dot_product_attention(q, k, v, is_causal=True),),
+            [q, k, v], args.repeats,
+        )
+        rows.append([str(T), "softmax attention", "sdpa", f"{B * T / sdpa:,.0f}", "", "1.00"])
+        reference = {}
+        for op, mode, inputs, call in cases(B, T, H, D):
+            seconds = time_fwd_bwd(call, inputs, args.repeats)
+            if mode == "recurrent":
+                reference[op] = seconds
+            rows.append([
+                str(T), op, mode, f"{B * T / seconds:,.0f}",
+                f"{reference[op] / seconds:.2f}", f"{sdpa / seconds:.2f}",
+            ])
+            print(" | ".join(rows[-1]), flush=True)
+    header = ["T", "operator", "mode", "tokens/s (fwd+bwd)", "× reference loop", "× sdpa"]
+    print()
+    print(markdown_table(header, rows))
+
+
+if __name__ == "__main__":
+    main()
