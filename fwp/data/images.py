@@ -1,0 +1,123 @@
+"""Decoding image files (plain or inside a zip) into uint8 arrays, in parallel when many."""
+
+from __future__ import annotations
+
+import io
+import multiprocessing
+import os
+import zipfile
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from fwp.errors import UserError
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp")
+GRAY_MODES = ("1", "L", "LA", "I", "I;16", "F", "P;L")
+
+
+@dataclass(frozen=True)
+class ImageFile:
+    """An image file: ``member`` of zip ``archive``, or the plain file ``member`` if no archive."""
+
+    member: str
+    archive: str | None = None
+
+    def __str__(self) -> str:
+        return f"{self.archive}:{self.member}" if self.archive else self.member
+
+
+@dataclass(frozen=True)
+class DecodeSpec:
+    """How every image becomes an array: size (H, W), channels (1 or 3), ink inverted or not."""
+
+    size: tuple[int, int]
+    channels: int
+    invert: bool = False
+
+
+def decode(data: bytes | str, spec: DecodeSpec, name: str) -> np.ndarray:
+    """One image -> uint8 ``[H, W, C]``; a file PIL cannot read raises ``UserError`` naming it."""
+    from PIL import Image, ImageOps
+
+    try:
+        with Image.open(io.BytesIO(data) if isinstance(data, bytes) else data) as image:
+            image = image.convert("L" if spec.channels == 1 else "RGB")
+    except (OSError, SyntaxError, ValueError) as error:
+        raise UserError(
+            f"cannot read image {name} ({error}); replace or delete the file"
+        ) from error
+    if spec.invert:
+        image = ImageOps.invert(image)
+    h, w = spec.size
+    if image.size != (w, h):
+        image = image.resize((w, h), Image.Resampling.LANCZOS)
+    array = np.asarray(image, dtype=np.uint8)
+    return array[:, :, None] if array.ndim == 2 else array
+
+
+def _decode_chunk(files: Sequence[ImageFile], spec: DecodeSpec) -> np.ndarray:
+    out = np.empty((len(files), *spec.size, spec.channels), np.uint8)
+    archives: dict[str, zipfile.ZipFile] = {}
+    try:
+        for i, f in enumerate(files):
+            if f.archive is None:
+                out[i] = decode(f.member, spec, str(f))
+            else:
+                if f.archive not in archives:
+                    archives[f.archive] = zipfile.ZipFile(f.archive)
+                out[i] = decode(archives[f.archive].read(f.member), spec, str(f))
+    finally:
+        for archive in archives.values():
+            archive.close()
+    return out
+
+
+def decode_files(
+    files: Sequence[ImageFile], spec: DecodeSpec, *, parallel_from: int = 2000
+) -> np.ndarray:
+    """uint8 ``[len(files), H, W, C]``, on every core from ``parallel_from`` files on."""
+    workers = os.cpu_count() or 1
+    if len(files) < parallel_from or workers == 1:
+        return _decode_chunk(files, spec)
+    chunk = max(64, len(files) // (8 * workers))
+    chunks = [files[i : i + chunk] for i in range(0, len(files), chunk)]
+    with process_pool(workers) as pool:
+        parts = pool.starmap(_decode_chunk, [(c, spec) for c in chunks])
+    return np.concatenate(parts)
+
+
+def process_pool(workers: int) -> multiprocessing.pool.Pool:
+    """A worker pool; ``fork`` where available (no re-import of torch per worker)."""
+    methods = multiprocessing.get_all_start_methods()
+    context = multiprocessing.get_context("fork" if "fork" in methods else None)
+    return context.Pool(workers)
+
+
+def image_mode(path: Path | ImageFile) -> tuple[tuple[int, int], int]:
+    """((H, W), channels) of an image, reading only its header."""
+    from PIL import Image
+
+    name = str(path)
+    try:
+        if isinstance(path, ImageFile) and path.archive:
+            with (
+                zipfile.ZipFile(path.archive) as archive,
+                Image.open(io.BytesIO(archive.read(path.member))) as image,
+            ):
+                size, mode = image.size, image.mode
+        else:
+            with Image.open(path.member if isinstance(path, ImageFile) else path) as image:
+                size, mode = image.size, image.mode
+    except (OSError, SyntaxError, ValueError) as error:
+        raise UserError(
+            f"cannot read image {name} ({error}); replace or delete the file"
+        ) from error
+    return (size[1], size[0]), 1 if mode in GRAY_MODES else 3
+
+
+def is_image_name(name: str) -> bool:
+    base = name.rsplit("/", 1)[-1]
+    return not base.startswith(".") and base.lower().endswith(IMAGE_SUFFIXES)

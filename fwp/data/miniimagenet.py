@@ -1,0 +1,124 @@
+"""Mini-ImageNet (Vinyals et al. 2016; Ravi & Larochelle 2017 split) from the files a user has.
+
+Either layout, per split, under one root:
+
+- the pickles ``mini-imagenet-cache-{train,val,test}.pkl``: a dict with ``image_data`` (uint8
+  ``[n, 84, 84, 3]``) and ``class_dict`` (class -> list of indices into ``image_data``);
+- Ravi & Larochelle's ``{train,val,test}.csv`` (columns ``filename,label``) with an ``images/``
+  folder.
+
+64 / 16 / 20 classes of 600 images; ``image_size`` x ``image_size`` x 3 (84 by default).
+"""
+
+from __future__ import annotations
+
+import csv
+import pickle
+from pathlib import Path
+
+import numpy as np
+
+from fwp.data.cache import ImageStore, cache_key, cached_store, file_stamp
+from fwp.data.dataset import FewShotDataset
+from fwp.data.images import DecodeSpec, ImageFile, decode_files
+from fwp.errors import UserError
+
+
+def load_miniimagenet(
+    root: str | Path, split: str = "train", *, image_size: int = 84
+) -> FewShotDataset:
+    """Split ``split`` of Mini-ImageNet under ``root`` (pickle or CSV layout)."""
+    root = Path(root).expanduser()
+    if not root.is_dir():
+        raise UserError(
+            f"Mini-ImageNet root {root} is not a folder; pass --data-root DIR, the folder that "
+            "holds mini-imagenet-cache-{train,val,test}.pkl or train.csv/val.csv/test.csv + images/"
+        )
+    pickle_path = root / f"mini-imagenet-cache-{split}.pkl"
+    csv_path = root / f"{split}.csv"
+    if pickle_path.is_file():
+        key = cache_key(source=file_stamp([pickle_path.resolve()]), image_size=image_size)
+        store = cached_store("miniimagenet", key, lambda: _from_pickle(pickle_path, image_size))
+    elif csv_path.is_file() and (root / "images").is_dir():
+        key = cache_key(
+            source=file_stamp([csv_path.resolve(), (root / "images").resolve()]),
+            image_size=image_size,
+        )
+        store = cached_store("miniimagenet", key, lambda: _from_csv(csv_path, root, image_size))
+    else:
+        found = sorted(p.name for p in root.iterdir())[:12]
+        raise UserError(
+            f"no Mini-ImageNet '{split}' split in {root}: expected {pickle_path.name}, or "
+            f"{csv_path.name} with an images/ folder (Ravi & Larochelle); "
+            f"found {found or 'nothing'}"
+        )
+    return FewShotDataset.from_store(
+        store, range(len(store.class_names)), name="miniimagenet", split=split
+    )
+
+
+def _from_pickle(path: Path, image_size: int) -> ImageStore:
+    try:
+        with path.open("rb") as f:
+            data = pickle.load(f)  # the user's own file, in the format its authors published
+        images, class_dict = np.asarray(data["image_data"]), data["class_dict"]
+    except (OSError, pickle.UnpicklingError, EOFError, KeyError, TypeError) as error:
+        raise UserError(
+            f"cannot read {path} as a Mini-ImageNet cache pickle (a dict with 'image_data' and "
+            f"'class_dict'): {error!r}; re-download or regenerate the file"
+        ) from error
+    if images.dtype != np.uint8 or images.ndim != 4 or images.shape[-1] != 3:
+        raise UserError(
+            f"{path}: 'image_data' should be uint8 [n, H, W, 3], got {images.dtype} "
+            f"{list(images.shape)}; re-download or regenerate the file"
+        )
+    names = sorted(class_dict)
+    for name in names:
+        if len(class_dict[name]) == 0:
+            raise UserError(f"class '{name}' of {path} has no images; regenerate the file")
+    order = np.concatenate([np.asarray(class_dict[n], dtype=np.int64) for n in names])
+    images = images[order]
+    if images.shape[1:3] != (image_size, image_size):
+        images = _resize(images, image_size)
+    counts = np.asarray([len(class_dict[n]) for n in names])
+    return ImageStore(images, names, names, counts, {"source": str(path)})
+
+
+def _resize(images: np.ndarray, size: int) -> np.ndarray:
+    from PIL import Image
+
+    return np.stack(
+        [
+            np.asarray(Image.fromarray(im).resize((size, size), Image.Resampling.LANCZOS))
+            for im in images
+        ]
+    )
+
+
+def _from_csv(csv_path: Path, root: Path, image_size: int) -> ImageStore:
+    by_label: dict[str, list[str]] = {}
+    with csv_path.open(newline="") as f:
+        rows = csv.DictReader(f)
+        if rows.fieldnames is None or not {"filename", "label"} <= set(rows.fieldnames):
+            raise UserError(
+                f"{csv_path} should have the columns filename,label (Ravi & Larochelle); "
+                f"found {rows.fieldnames}"
+            )
+        for row in rows:
+            by_label.setdefault(row["label"], []).append(row["filename"])
+    if not by_label:
+        raise UserError(f"{csv_path} lists no images; regenerate the file")
+    names = sorted(by_label)
+    files = []
+    for name in names:
+        for filename in by_label[name]:
+            path = root / "images" / filename
+            if not path.is_file():
+                raise UserError(
+                    f"{csv_path.name} lists {filename} (class {name}) but {path} does not exist; "
+                    "restore the image or remove its row"
+                )
+            files.append(ImageFile(str(path)))
+    images = decode_files(files, DecodeSpec((image_size, image_size), 3))
+    counts = np.asarray([len(by_label[n]) for n in names])
+    return ImageStore(images, names, names, counts, {"source": str(csv_path)})
