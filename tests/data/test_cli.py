@@ -1,6 +1,5 @@
-from conftest import make_omniglot
-
 from fwp.cli import main
+from tests.data.trees import make_omniglot
 
 
 def test_inspect_glyphs_prints_splits_and_writes_a_picture(tmp_path, capsys):

@@ -1,9 +1,9 @@
 import numpy as np
 import pytest
-from conftest import make_csv_layout, make_folder, make_miniimagenet_pickle
 
 from fwp.data import load_dataset
 from fwp.errors import UserError
+from tests.data.trees import make_csv_layout, make_folder, make_miniimagenet_pickle
 
 
 def test_pickle_layout(tmp_path):

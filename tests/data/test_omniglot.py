@@ -1,9 +1,9 @@
 import numpy as np
 import pytest
-from conftest import ink_png, make_omniglot, zip_folder
 
 from fwp.data import load_dataset
 from fwp.errors import UserError
+from tests.data.trees import ink_png, make_omniglot, zip_folder
 
 BACKGROUND = {"Alpha": 2, "Beta": 3, "Gamma": 2, "Delta": 3}
 EVALUATION = {"Omega": 2, "Psi": 1}
