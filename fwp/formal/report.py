@@ -34,11 +34,11 @@ def collect(sweep_dir: Path) -> tuple[list[str], list[str], list[str], dict]:
 
 
 def _ordered(found: list[str], sweep_dir: Path, key: str) -> list[str]:
-    """The sweep's own order (from sweep.json), then anything else found, sorted."""
+    """The sweep's grid in its own order (sweep.json; unfinished cells included), then any
+    other finished run found, sorted."""
     order: list[str] = []
     if (sweep_dir / SWEEP).exists():
-        order = [x for x in json.loads((sweep_dir / SWEEP).read_text()).get(key, [])
-                 if x in found]
+        order = json.loads((sweep_dir / SWEEP).read_text()).get(key, [])
     return order + sorted(set(found) - set(order))
 
 

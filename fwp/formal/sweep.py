@@ -34,8 +34,12 @@ def cell_config(base: RunConfig, language: str, model: str) -> RunConfig:
     return config
 
 
-def _run_cell(config_dict: dict, out: str) -> tuple[str, str, float]:
-    """Train one cell (in this or a worker process); its log goes to ``out/train.log``."""
+def _run_cell(config_dict: dict, out: str) -> tuple[str, str, str]:
+    """Train one cell (in this or a worker process); its log goes to ``out/train.log``.
+
+    A cell that fails with a :class:`UserError` (e.g. a NaN loss) is logged and left
+    unfinished, so that the other cells still run and a re-run retries it.
+    """
     config = from_dict(RunConfig, config_dict)
     Path(out).mkdir(parents=True, exist_ok=True)
     with open(Path(out) / "train.log", "a") as logfile:
@@ -43,9 +47,14 @@ def _run_cell(config_dict: dict, out: str) -> tuple[str, str, float]:
             logfile.write(message + "\n")
             logfile.flush()
 
-        metrics = train(config, Path(out), log=log)
+        try:
+            metrics = train(config, Path(out), log=log)
+        except UserError as error:
+            log(f"failed: {error}")
+            return config.language, config.network.model, f"failed: {error}"
     last_bin = list(metrics["bins"])[-1]
-    return config.language, config.network.model, metrics["bins"][last_bin]["seq_acc"]
+    accuracy = metrics["bins"][last_bin]["seq_acc"]
+    return config.language, config.network.model, f"{accuracy:.1f}% on lengths {last_bin}"
 
 
 def sweep(base: RunConfig, languages: list[str], models: list[str], out: Path,
@@ -54,7 +63,8 @@ def sweep(base: RunConfig, languages: list[str], models: list[str], out: Path,
     out = Path(out)
     if not languages or not models:
         raise UserError("a sweep needs at least one --languages and one --models entry")
-    languages = [get_language(name).name for name in languages]
+    languages = list(dict.fromkeys(get_language(name).name for name in languages))
+    models = list(dict.fromkeys(models))
     if jobs < 1:
         raise UserError(f"--jobs must be at least 1 (got {jobs})")
     from fwp.formal.model import available_models
@@ -71,7 +81,8 @@ def sweep(base: RunConfig, languages: list[str], models: list[str], out: Path,
     info = json.loads(info_path.read_text()) if info_path.exists() else {}
     info["languages"] = list(dict.fromkeys(info.get("languages", []) + languages))
     info["models"] = list(dict.fromkeys(info.get("models", []) + models))
-    info["base"] = to_dict(base)
+    info["base"] = to_dict(base)  # every cell's config, but for its language and model
+    del info["base"]["language"], info["base"]["network"]["model"]
     write_json(info_path, info)
 
     cells = [(lang, model) for lang in languages for model in models]
@@ -106,7 +117,7 @@ def sweep(base: RunConfig, languages: list[str], models: list[str], out: Path,
     return text
 
 
-def _report_done(bar: tqdm, result: tuple[str, str, float]) -> None:
-    language, model, accuracy = result
+def _report_done(bar: tqdm, result: tuple[str, str, str]) -> None:
+    language, model, outcome = result
     bar.update(1)
-    bar.write(f"done: {language} × {model}: {accuracy:.1f}% on the longest bin")
+    bar.write(f"{language} × {model}: {outcome}")

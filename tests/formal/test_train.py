@@ -171,3 +171,23 @@ def test_cli_languages_lists_all(capsys):
     assert main(["formal", "languages"]) == 0
     out = capsys.readouterr().out
     assert all(name in out for name in LANGUAGES)
+
+
+def test_sweep_goes_on_past_a_failing_cell(tmp_path, monkeypatch, capsys):
+    import fwp.formal.sweep as sweep_module
+
+    real_train = sweep_module.train
+
+    def flaky(config, out, log):
+        if config.language == "dyck-1":
+            raise UserError("training loss became nan")
+        return real_train(config, out, log)
+
+    monkeypatch.setattr(sweep_module, "train", flaky)
+    out = tmp_path / "sweep"
+    assert main(["formal", "sweep", "--languages", "dyck-1", "parity", "--models", "lstm",
+                 "--out", str(out), "--steps", "2", *TINY]) == 0
+    assert "failed: training loss became nan" in (
+        out / "runs" / "dyck-1" / "lstm" / "train.log").read_text()
+    assert "| lstm | — |" in (out / "report.md").read_text()
+    assert "dyck-1 × lstm: failed" in capsys.readouterr().out
