@@ -162,6 +162,11 @@ class FewShotDataset(torch.utils.data.Dataset):
 
 
 def to_float(images: np.ndarray) -> torch.Tensor:
-    """uint8 ``[..., H, W, C]`` -> float32 ``[..., C, H, W]`` in [0, 1]."""
-    tensor = torch.from_numpy(np.ascontiguousarray(images))
-    return tensor.movedim(-1, -3).contiguous().float().div_(255)
+    """uint8 ``[..., H, W, C]`` -> float32 ``[..., C, H, W]`` in [0, 1].
+
+    Done in numpy, single-threaded: torch's threaded kernels stall on small batches when the
+    machine's cores are busy (e.g. with DataLoader workers).
+    """
+    out = np.empty((*images.shape[:-3], images.shape[-1], *images.shape[-3:-1]), np.float32)
+    np.multiply(np.moveaxis(images, -1, -3), np.float32(1 / 255), out=out, dtype=np.float32)
+    return torch.from_numpy(out)
