@@ -29,6 +29,8 @@ class ModelConfig:
     d_ff: int = 256
     dropout: float = 0.0
     pos_encoding: str = "none"  # "none" (as Irie et al. 2023) or "sinusoidal"
+    # Keyword options of the layer class, e.g. {"n_beta": 4} for srwm; JSON on the command line.
+    options: dict = field(default_factory=dict)
 
 
 @dataclass
@@ -120,7 +122,7 @@ def _coerce(hint: Any, value: Any, name: str) -> Any:
             return [item(v) for v in value]
         if hint is float and isinstance(value, (int, float)) and not isinstance(value, bool):
             return float(value)
-        if hint in (int, str, bool) and isinstance(value, hint):
+        if hint in (int, str, bool, dict) and isinstance(value, hint):
             return value
     except (TypeError, ValueError):
         pass
@@ -169,6 +171,9 @@ def add_config_flags(parser: argparse.ArgumentParser, skip: tuple[str, ...] = ()
             (item,) = typing.get_args(hint)
             parser.add_argument(flag, dest=name, type=item, nargs="+", default=None,
                                 help=f"(default: {' '.join(map(str, default))})")
+        elif hint is dict:
+            parser.add_argument(flag, dest=name, type=_json_object, default=None,
+                                help=f"JSON object (default: {json.dumps(default)})")
         elif hint is bool:
             parser.add_argument(flag, dest=name, action=argparse.BooleanOptionalAction,
                                 default=None, help=f"(default: {default})")
@@ -194,11 +199,21 @@ def config_from_args(args: argparse.Namespace, **fixed: Any) -> RunConfig:
     return config
 
 
+def _json_object(text: str) -> dict:
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise argparse.ArgumentTypeError(f"not valid JSON: {error}") from None
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError('needs a JSON object, e.g. \'{"n_beta": 4}\'')
+    return value
+
+
 def _merge(base: dict, update: dict, where: str) -> None:
     for key, value in update.items():
         if key not in base:
             raise UserError(f"unknown field {key!r} in {where}; known: {', '.join(base)}")
-        if isinstance(base[key], dict):
+        if isinstance(base[key], dict) and key != "options":
             if not isinstance(value, dict):
                 raise UserError(f"field {key!r} in {where} must be an object")
             _merge(base[key], value, where)

@@ -45,6 +45,7 @@ def build_stack(config: ModelConfig) -> nn.Module:
         n_heads=config.heads,
         d_ff=config.d_ff,
         dropout=config.dropout,
+        layer_options={config.model: config.options},
     )
 
 

@@ -20,7 +20,7 @@ from fwp.errors import UserError
 from fwp.formal.config import RunConfig, from_dict, to_dict
 from fwp.formal.languages import get_language
 from fwp.formal.report import RUNS, SWEEP, write_report
-from fwp.formal.train import METRICS, train, write_json
+from fwp.formal.train import METRICS, config_changes, train, write_json
 
 
 def cell_dir(sweep_dir: Path, language: str, model: str) -> Path:
@@ -76,6 +76,18 @@ def sweep(base: RunConfig, languages: list[str], models: list[str], out: Path,
             f"unknown model(s) {', '.join(unknown)}; registered layers: "
             f"{', '.join(registered) or 'none (fwp.layers missing)'}"
         )
+    cells = [(lang, model) for lang in languages for model in models]
+    conflicts = {
+        f"{lang} × {model}": changed
+        for lang, model in cells
+        if (changed := config_changes(cell_config(base, lang, model), cell_dir(out, lang, model)))
+    }
+    if conflicts:
+        (cell, changed), *_ = conflicts.items()
+        raise UserError(
+            f"{out} already has runs with another config ({len(conflicts)} cells, e.g. {cell}: "
+            f"{', '.join(changed)}); repeat the original flags, or sweep into a new --out"
+        )
     out.mkdir(parents=True, exist_ok=True)
     info_path = out / SWEEP
     info = json.loads(info_path.read_text()) if info_path.exists() else {}
@@ -85,7 +97,6 @@ def sweep(base: RunConfig, languages: list[str], models: list[str], out: Path,
     del info["base"]["language"], info["base"]["network"]["model"]
     write_json(info_path, info)
 
-    cells = [(lang, model) for lang in languages for model in models]
     todo = [c for c in cells if not (cell_dir(out, *c) / METRICS).exists()]
     start = time.perf_counter()
     bar = tqdm(total=len(cells), initial=len(cells) - len(todo), desc="sweep", unit="run",

@@ -100,20 +100,31 @@ def load_model(run: Path) -> tuple[RunConfig, FormalModel]:
     return config, model
 
 
+RUNTIME_FIELDS = {"threads"}  # how a run is executed, not what it computes
+
+
+def config_changes(config: RunConfig, out: Path) -> list[str]:
+    """Fields in which ``config`` differs from the run already in ``out`` (none if empty)."""
+    path = Path(out) / CONFIG
+    if not path.exists():
+        return []
+    return [
+        name for name in _diff(load_json(path), to_dict(config))
+        if name not in RUNTIME_FIELDS
+    ]
+
+
 def _claim_folder(config: RunConfig, out: Path) -> None:
     """Create ``out`` for ``config``, or check that it already belongs to ``config``."""
     out.mkdir(parents=True, exist_ok=True)
-    path = out / CONFIG
-    if path.exists():
-        existing = load_json(path)
-        if existing != to_dict(config):
-            changed = sorted(_diff(existing, to_dict(config)))
-            raise UserError(
-                f"{out} holds a run with a different config (changed: {', '.join(changed)}); "
-                f"pass another --out, or delete the folder to start over"
-            )
-    else:
-        write_json(path, to_dict(config))
+    changed = config_changes(config, out)
+    if changed:
+        raise UserError(
+            f"{out} holds a run with a different config (changed: {', '.join(changed)}); "
+            f"pass another --out, or delete the folder to start over"
+        )
+    if not (out / CONFIG).exists():
+        write_json(out / CONFIG, to_dict(config))
 
 
 def _diff(a: dict, b: dict, prefix: str = "") -> list[str]:

@@ -160,6 +160,9 @@ def test_cli_sweep_is_resumable_and_reports(tmp_path, capsys):
     assert main(argv) == 0
     assert cell.stat().st_mtime_ns == before  # finished cells are skipped
     capsys.readouterr()
+    assert main([*argv, "--steps", "3", "--jobs", "2"]) == 2
+    assert "another config (4 cells" in capsys.readouterr().err
+    capsys.readouterr()
     assert main(["formal", "report", str(out)]) == 0
     assert "| lstm |" in capsys.readouterr().out
     assert main(["formal", "sweep", "--languages", "parity", "--models", "nope", "--out",
@@ -191,3 +194,15 @@ def test_sweep_goes_on_past_a_failing_cell(tmp_path, monkeypatch, capsys):
         out / "runs" / "dyck-1" / "lstm" / "train.log").read_text()
     assert "| lstm | — |" in (out / "report.md").read_text()
     assert "dyck-1 × lstm: failed" in capsys.readouterr().out
+
+
+def test_cli_layer_options_reach_the_layer(tmp_path, capsys):
+    run = tmp_path / "run"
+    assert main(["formal", "train", "--model", "srwm", "--options", '{"n_beta": 4}',
+                 "--steps", "1", "--out", str(run), *TINY]) == 0
+    assert json.loads((run / "config.json").read_text())["network"]["options"] == {"n_beta": 4}
+    assert main(["formal", "train", "--model", "lstm", "--options", '{"no_such": 1}',
+                 "--steps", "1", "--out", str(tmp_path / "bad"), *TINY]) == 2
+    assert "no_such" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["formal", "train", "--options", "[1]"])
