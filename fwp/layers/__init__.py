@@ -4,6 +4,7 @@ Every layer maps ``x [B, T, d_model]`` and an optional state to ``(y [B, T, d_mo
 and is registered by name in :data:`LAYERS`, so a model is a list of names (:class:`LayerStack`).
 """
 
+from fwp.layers import recurrent  # noqa: F401  (registers the recurrent-FWP layers)
 from fwp.layers.baselines import LSTM, SoftmaxAttention
 from fwp.layers.block import Block, FeedForward, LayerStack
 from fwp.layers.fast_weights import SRWM, DeltaNet, LinearAttention

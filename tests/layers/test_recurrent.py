@@ -1,0 +1,269 @@
+import math
+
+import pytest
+import torch
+
+from fwp.errors import UserError
+from fwp.layers import LAYERS, DeltaNet, LayerStack, build_layer, clone_state, detach_state
+from fwp.layers.recurrent import (
+    DeltaLSTM,
+    DeltaProduct,
+    DeltaRNN,
+    GatedDeltaNet,
+    RecurrentDeltaNet,
+    scan,
+)
+from fwp.ops import delta_rule
+from tests.ops.helpers import grads_of
+from tests.ops.test_gated_delta_rule import saved_bytes
+
+SEQUENTIAL = ["rec_deltanet", "delta_rnn", "delta_lstm"]
+NEW_LAYERS = [*SEQUENTIAL, "deltadelta", "srdelta", "deltaproduct", "gated_deltanet"]
+
+
+def twin(name, d_model, n_heads, **options):
+    """The same layer (same weights) in the fast form and in the reference form."""
+    fast = build_layer(name, d_model, n_heads, **options).double()
+    reference = build_layer(name, d_model, n_heads, mode="recurrent", **options).double()
+    reference.load_state_dict(fast.state_dict())
+    return fast, reference
+
+
+@pytest.mark.parametrize("name", NEW_LAYERS)
+def test_pieces_equal_whole_and_gradients_flow(name):
+    stack = LayerStack([name, name], d_model=24, n_heads=3, d_ff=48).double().eval()
+    x = torch.randn(2, 19, 24, dtype=torch.float64, requires_grad=True)
+    y, _ = stack(x)
+    y1, state = stack(x[:, :8])
+    y2, _ = stack(x[:, 8:], clone_state(state))
+    torch.testing.assert_close(torch.cat([y1, y2], dim=1), y)
+    y.square().sum().backward()
+    assert x.grad.abs().sum() > 0
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in stack.parameters())
+
+
+@pytest.mark.parametrize("name", NEW_LAYERS)
+@pytest.mark.parametrize(("T", "n_heads", "head_dim"), [(1, 2, 5), (37, 1, 6), (23, 3, 3)])
+def test_fast_form_matches_reference(name, T, n_heads, head_dim):
+    """Forward, carried state and every gradient, from a non-zero state, float64."""
+    fast, reference = twin(name, 10, n_heads, head_dim=head_dim)
+    with torch.no_grad():
+        _, state = reference(torch.randn(2, 4, 10, dtype=torch.float64))
+    x = torch.randn(2, T, 10, dtype=torch.float64, requires_grad=True)
+    results = []
+    for layer in (fast, reference):
+        y, final = layer(x, clone_state(state))
+        flat = [y, *(final if isinstance(final, tuple) else (final,))]
+        # With a state given, SR-Delta continues from it and does not read its W0.
+        used = [x, *(p for name, p in layer.named_parameters() if state is None or name != "W0")]
+        results.append([*flat, *grads_of(flat, used)])
+    for f, r in zip(*results, strict=True):
+        torch.testing.assert_close(f, r, atol=1e-10, rtol=1e-8)
+
+
+@pytest.mark.parametrize("name", NEW_LAYERS)
+def test_layers_are_causal(name):
+    layer = LAYERS[name](16, 2)
+    x = torch.randn(1, 12, 16)
+    x2 = x.clone()
+    x2[:, 7:] += torch.randn(1, 5, 16)
+    torch.testing.assert_close(layer(x)[0][:, :7], layer(x2)[0][:, :7])
+
+
+@pytest.mark.parametrize("name", NEW_LAYERS)
+def test_no_grad_run_and_detached_state_match(name):
+    layer = LAYERS[name](12, 2).double()
+    x = torch.randn(2, 9, 12, dtype=torch.float64)
+    y, state = layer(x)
+    with torch.no_grad():
+        y_eval, state_eval = layer(x)
+    torch.testing.assert_close(y_eval, y)
+    for a, b in zip(detach_state(state), state_eval, strict=True):
+        assert not a.requires_grad
+        torch.testing.assert_close(a, b)
+
+
+def test_recurrent_deltanet_without_recurrence_is_a_softmax_deltanet():
+    layer = RecurrentDeltaNet(8, 2).double()
+    layer.R.data.zero_()
+    x = torch.randn(2, 11, 8, dtype=torch.float64)
+    y, (S, o_last) = layer(x)
+    q, k, v, b = layer.proj(x).unflatten(-1, (2, -1)).split([4, 4, 4, 1], dim=-1)
+    o, S_ref = delta_rule(
+        q.softmax(-1), k.softmax(-1), v, b.squeeze(-1).sigmoid(), output_final_state=True
+    )
+    torch.testing.assert_close(y, layer.out(o.flatten(-2)))
+    torch.testing.assert_close(S, S_ref)
+    torch.testing.assert_close(o_last, o[:, -1])
+
+
+def test_recurrent_deltanet_reads_tanh_of_its_previous_output():
+    layer = RecurrentDeltaNet(4, 1).double()
+    x = torch.randn(1, 2, 4, dtype=torch.float64)
+    _, (S1, o1) = layer(x[:, :1])
+    _, (S2, _) = layer(x[:, 1:], (S1, o1))
+    pre = layer.proj(x[0, 1]) + torch.tanh(o1[0, 0]) @ layer.R[0]
+    q, k, v, b = pre.split([4, 4, 4, 1])
+    k = k.softmax(-1)
+    expected = S1[0, 0] + b.sigmoid() * torch.outer(k, v - S1[0, 0].T @ k)
+    torch.testing.assert_close(S2[0, 0], expected)
+
+
+def test_delta_rnn_first_step_by_hand():
+    """From zero state: W_1 = β' k' v'ᵀ and h_1 = W_1ᵀ softmax(0) + z_1 = β' v' / D + z_1."""
+    layer = DeltaRNN(6, 2).double()
+    x = torch.randn(3, 1, 6, dtype=torch.float64)
+    _, (_, W, h) = layer(x)
+    q, k, v, rk, rv, b, rb = layer.proj(x).unflatten(-1, (2, -1)).split([3] * 5 + [1] * 2, -1)
+    z, _ = delta_rule(layer.phi(q), layer.phi(k), v, b.squeeze(-1).sigmoid())
+    torch.testing.assert_close(h, (rb.sigmoid() * rv / 3 + z)[:, 0])
+    torch.testing.assert_close(
+        W, (rb.sigmoid()[..., None] * rk.softmax(-1)[..., None] * rv[..., None, :])[:, 0]
+    )
+
+
+def test_delta_lstm_first_step_by_hand():
+    """From zero state: pre-activations z^g + β'v'/D; c = i·u; h = o·c."""
+    layer = DeltaLSTM(6, 2).double()
+    x = torch.randn(3, 1, 6, dtype=torch.float64)
+    y, (_, _, h, c) = layer(x)
+    q, k, v, _, rv, b, rb = layer.proj(x).unflatten(-1, (6, -1)).split([3] * 5 + [1] * 2, -1)
+    z, _ = delta_rule(layer.phi(q), layer.phi(k), v, b.squeeze(-1).sigmoid())
+    i, u, o = torch.sigmoid(z + rb.sigmoid() * rv / 3)[:, 0].unflatten(1, (3, 2)).unbind(1)
+    torch.testing.assert_close(c, i * u)
+    torch.testing.assert_close(h, o * i * u)
+    torch.testing.assert_close(y[:, 0], layer.out(h.flatten(-2)))
+
+
+def test_deltaproduct_with_one_micro_step_is_deltanet():
+    deltanet = DeltaNet(12, 3, feature_map="l2").double()
+    product = DeltaProduct(12, 3, n_h=1, feature_map="l2").double()
+    # DeltaNet splits heads first, then q, k, v inside each head.
+    wq, wk, wv = (w.flatten(0, 1) for w in deltanet.qkv.weight.data.view(3, 3, 4, 12).unbind(1))
+    product.q.weight.data, product.k.weight.data, product.v.weight.data = wq, wk, wv
+    product.beta.load_state_dict(deltanet.beta.state_dict())
+    product.out.load_state_dict(deltanet.out.state_dict())
+    x = torch.randn(2, 13, 12, dtype=torch.float64)
+    for a, b in zip(product(x), deltanet(x), strict=True):
+        torch.testing.assert_close(a, b)
+
+
+def test_gated_deltanet_without_decay_is_deltanet():
+    gated = GatedDeltaNet(12, 3).double()
+    gated.A_log.data.fill_(-math.inf)  # A = 0: g = 0, α = 1
+    deltanet = DeltaNet(12, 3, feature_map="l2").double()
+    deltanet.load_state_dict(gated.state_dict(), strict=False)
+    x = torch.randn(2, 13, 12, dtype=torch.float64)
+    for a, b in zip(gated(x), deltanet(x), strict=True):
+        torch.testing.assert_close(a, b)
+
+
+def test_gated_deltanet_decays_are_in_unit_interval():
+    layer = GatedDeltaNet(8, 2)
+    softplus = torch.nn.functional.softplus
+    g = -layer.A_log.exp() * softplus(layer.alpha(torch.randn(50, 8)) + layer.dt_bias)
+    assert (g < 0).all() and (g > -20).all()
+
+
+def test_state_layouts():
+    x = torch.randn(2, 5, 12)
+    shapes = {
+        "rec_deltanet": [(2, 3, 4, 4), (2, 3, 4)],
+        "delta_rnn": [(2, 3, 4, 4), (2, 3, 4, 4), (2, 3, 4)],
+        "delta_lstm": [(2, 9, 4, 4), (2, 3, 3, 4, 4), (2, 3, 4), (2, 3, 4)],
+        "deltadelta": [(2, 3, 4, 13), (2, 3, 4, 4)],
+        "srdelta": [(2, 3, 13 + 8 + 1, 4), (2, 3, 4, 4)],
+        "deltaproduct": [(2, 3, 4, 4)],
+        "gated_deltanet": [(2, 3, 4, 4)],
+    }
+    for name, expected in shapes.items():
+        _, state = LAYERS[name](12, 3)(x)
+        state = state if isinstance(state, tuple) else (state,)
+        assert [tuple(s.shape) for s in state] == expected, name
+
+
+def delta_cell(x_t, state, params):
+    """A matrix-state step for the scan tests: a delta rule whose read feeds the next key."""
+    (k, v, beta), (S, h), (R,) = x_t, state, params
+    k = torch.softmax(k + h @ R, dim=-1)
+    v_old = torch.einsum("bk,bkv->bv", k, S)
+    S = S + torch.einsum("bk,bv->bkv", k, beta.unsqueeze(-1) * (v - v_old))
+    h = torch.tanh(torch.einsum("bk,bkv->bv", k, S))
+    return h, (S, h)
+
+
+def scan_inputs(B, T, D, requires_grad=True):
+    tensors = [
+        torch.randn(B, T, D, dtype=torch.float64), torch.randn(B, T, D, dtype=torch.float64),
+        torch.rand(B, T, dtype=torch.float64),
+    ]
+    state = [torch.randn(B, D, D, dtype=torch.float64), torch.randn(B, D, dtype=torch.float64)]
+    params = [torch.randn(D, D, dtype=torch.float64) / D]
+    return [t.requires_grad_(requires_grad) for t in (*tensors, *state, *params)]
+
+
+@pytest.mark.parametrize("every", [1, 3, None, 50])
+def test_scan_matches_reference_loop(every):
+    *inputs, S0, h0, R = scan_inputs(2, 13, 5)
+
+    def run(mode):
+        def fn(k, v, beta, S0, h0, R):
+            y, (S, h) = scan(
+                delta_cell, (k, v, beta), (S0, h0), (R,), mode=mode, checkpoint_every=every
+            )
+            return y, S, h
+        return fn
+
+    args = (*inputs, S0, h0, R)
+    for a, b in zip(run("auto")(*args), run("recurrent")(*args), strict=True):
+        torch.testing.assert_close(a, b)
+    for a, b in zip(
+        grads_of(run("auto")(*args), args), grads_of(run("recurrent")(*args), args), strict=True
+    ):
+        torch.testing.assert_close(a, b)
+    if every == 3:
+        assert torch.autograd.gradcheck(run("auto"), args, fast_mode=True)
+
+
+def test_scan_saves_inputs_and_one_state_per_checkpoint_only():
+    B, T, D, every = 2, 40, 6, 7
+    *inputs, S0, h0, R = scan_inputs(B, T, D)
+    saved = saved_bytes(
+        lambda: scan(delta_cell, inputs, (S0, h0), (R,), checkpoint_every=every)
+    )
+    per_state = (S0.numel() + h0.numel()) * 8
+    design = sum(t.numel() * 8 for t in (*inputs, R)) + math.ceil(T / every) * per_state
+    assert saved == design
+
+
+@pytest.mark.parametrize("name", SEQUENTIAL)
+def test_sequential_layers_memory_grows_linearly_in_head_dim(name):
+    """Saved bytes per extra step: O(D) vectors for the scan, O(D²) matrices for the reference."""
+    def per_step(mode, D):
+        layer = LAYERS[name](D, 1, mode=mode).double()
+        cost = {}
+        for T in (32, 128):
+            x = torch.randn(1, T, D, dtype=torch.float64, requires_grad=True)
+            cost[T] = saved_bytes(lambda layer=layer, x=x: layer(x))
+        return (cost[128] - cost[32]) / 96
+
+    scan_32, scan_64 = per_step("auto", 32), per_step("auto", 64)
+    ref_32, ref_64 = per_step("recurrent", 32), per_step("recurrent", 64)
+    assert ref_64 / ref_32 > 3.3  # quadratic in D: the reference keeps a matrix per step
+    assert scan_64 / scan_32 < 2.6  # linear in D, plus the √T checkpoints' D²/√T per step
+    assert scan_64 < ref_64 / 3
+
+
+def test_bad_options_are_explained():
+    with pytest.raises(UserError, match="unknown mode 'chunk'"):
+        build_layer("rec_deltanet", 8, 2, mode="chunk")
+    with pytest.raises(UserError, match="n_h"):
+        build_layer("deltaproduct", 8, 2, n_h=0)
+    with pytest.raises(UserError, match="bad options for layer 'delta_lstm'"):
+        build_layer("delta_lstm", 8, 2, n_beta=4)
+    with pytest.raises(UserError, match="dpfp"):
+        build_layer("deltadelta", 8, 2, feature_map="dpfp2")
+    with pytest.raises(UserError, match="not divisible"):
+        build_layer("srdelta", 10, 4)
+    with pytest.raises(UserError, match="checkpoint_every"):
+        build_layer("delta_rnn", 8, 2, checkpoint_every=0)(torch.randn(1, 3, 8))
