@@ -77,7 +77,8 @@ DEDUP_PX = 32
 # Root-mean-square difference of two normalised glyphs below which they are one class; looser
 # for two cases of one letter (or a small capital): once scaled they differ mostly in weight.
 DEDUP_RMS, DEDUP_RMS_CASE = 0.125, 0.25
-VERSION = 1  # bump when the rendering changes
+FAMILY_RMS = 0.25  # a font family whose letter differs more than this from the first is left out
+VERSION = 2  # bump when the rendering changes
 
 
 @dataclass(frozen=True)
@@ -169,7 +170,7 @@ def glyph_classes() -> tuple[GlyphClass, ...]:
             or " WITH " in unicodedata.name(ch, "")
         ):
             continue
-        faces = tuple(f for f in FACES if cp in coverage[f] and _has_ink(ch, f))
+        faces = _consistent_faces(ch, [f for f in FACES if cp in coverage[f] and _has_ink(ch, f)])
         if faces:
             candidates.append(GlyphClass(cp, script, faces))
     priority = list(SCRIPTS)
@@ -187,6 +188,25 @@ def glyph_classes() -> tuple[GlyphClass, ...]:
         kept_vectors[n] = v
         kept.append(i)
     return tuple(candidates[i] for i in kept)
+
+
+def _consistent_faces(ch: str, faces: list[str]) -> tuple[str, ...]:
+    """The faces whose family draws ``ch`` like the first family does: some families draw a few
+    letters in another style altogether (e.g. Georgian Nuskhuri), which would split one class."""
+    families = {_family(face): face for face in reversed(faces)}  # family -> its first face
+    if not families:
+        return ()
+    first = _normalised(_draw(ch, faces[0]))
+    alike = {
+        family
+        for family, face in families.items()
+        if np.sqrt(((_normalised(_draw(ch, face)) - first) ** 2).mean()) < FAMILY_RMS
+    }
+    return tuple(face for face in faces if _family(face) in alike)
+
+
+def _family(face: str) -> str:
+    return face.removesuffix(".ttf").split("-")[0]
 
 
 def _case_free_name(codepoint: int) -> str:
