@@ -4,10 +4,18 @@ Every layer maps ``x [B, T, d_model]`` and an optional state to ``(y [B, T, d_mo
 and is registered by name in :data:`LAYERS`, so a model is a list of names (:class:`LayerStack`).
 """
 
-from fwp.layers import recurrent  # noqa: F401  (registers the recurrent-FWP layers)
 from fwp.layers.baselines import LSTM, SoftmaxAttention
 from fwp.layers.block import Block, FeedForward, LayerStack
 from fwp.layers.fast_weights import SRWM, DeltaNet, LinearAttention
+from fwp.layers.recurrent import (
+    DeltaDelta,
+    DeltaLSTM,
+    DeltaProduct,
+    DeltaRNN,
+    GatedDeltaNet,
+    RecurrentDeltaNet,
+    SRDelta,
+)
 from fwp.layers.registry import LAYERS, build_layer, register_layer
 from fwp.layers.state import clone_state, detach_state, map_state
 
@@ -16,10 +24,17 @@ __all__ = [
     "LSTM",
     "SRWM",
     "Block",
+    "DeltaDelta",
+    "DeltaLSTM",
     "DeltaNet",
+    "DeltaProduct",
+    "DeltaRNN",
     "FeedForward",
+    "GatedDeltaNet",
     "LayerStack",
     "LinearAttention",
+    "RecurrentDeltaNet",
+    "SRDelta",
     "SoftmaxAttention",
     "build_layer",
     "clone_state",

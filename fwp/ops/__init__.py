@@ -4,16 +4,20 @@ Every operator takes ``[B, T, H, D]`` inputs, returns ``(output, state)``, and h
 reference mode (``"recurrent"``) beside its fast forms.
 """
 
+from fwp.ops.delta_product import delta_product
 from fwp.ops.delta_rule import delta_rule
 from fwp.ops.feature_maps import FEATURE_MAPS, dpfp, feature_dim, get_feature_map
+from fwp.ops.gated_delta_rule import gated_delta_rule
 from fwp.ops.linear_attention import linear_attention
 from fwp.ops.srwm import srwm, srwm_rows
 
 __all__ = [
     "FEATURE_MAPS",
+    "delta_product",
     "delta_rule",
     "dpfp",
     "feature_dim",
+    "gated_delta_rule",
     "get_feature_map",
     "linear_attention",
     "srwm",

@@ -14,8 +14,7 @@ from fwp.layers.recurrent import (
     scan,
 )
 from fwp.ops import delta_rule
-from tests.ops.helpers import grads_of
-from tests.ops.test_gated_delta_rule import saved_bytes
+from tests.ops.helpers import grads_of, saved_bytes
 
 SEQUENTIAL = ["rec_deltanet", "delta_rnn", "delta_lstm"]
 NEW_LAYERS = [*SEQUENTIAL, "deltadelta", "srdelta", "deltaproduct", "gated_deltanet"]

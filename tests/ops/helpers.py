@@ -37,3 +37,16 @@ def leaf(*shape: int, dtype: torch.dtype = torch.float64, fn=None) -> torch.Tens
     if fn is not None:
         x = fn(x)
     return x.requires_grad_()
+
+
+def saved_bytes(fn):
+    """Bytes of the distinct storages autograd keeps for the backward of ``fn()``."""
+    storages = {}
+
+    def pack(t):
+        storages[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        fn()
+    return sum(storages.values())

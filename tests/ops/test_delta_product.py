@@ -5,8 +5,7 @@ import torch.nn.functional as F
 from fwp.errors import UserError
 from fwp.ops import delta_rule
 from fwp.ops.delta_product import delta_product
-from tests.ops.helpers import assert_same_forward_and_grads, leaf
-from tests.ops.test_gated_delta_rule import saved_bytes
+from tests.ops.helpers import assert_same_forward_and_grads, leaf, saved_bytes
 
 SHAPES = [(2, 1, 3, 2, 5, 7), (2, 37, 1, 3, 5, 7), (1, 50, 2, 2, 6, 3)]  # B, T, H, n_h, K, V
 

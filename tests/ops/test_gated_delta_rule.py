@@ -5,7 +5,7 @@ import torch.nn.functional as F
 from fwp.errors import UserError
 from fwp.ops import delta_rule
 from fwp.ops.gated_delta_rule import gated_delta_rule
-from tests.ops.helpers import assert_same_forward_and_grads, leaf
+from tests.ops.helpers import assert_same_forward_and_grads, leaf, saved_bytes
 
 SHAPES = [(2, 1, 3, 5, 7), (2, 37, 1, 5, 7), (1, 100, 2, 6, 3)]  # B, T, H, K, V
 
@@ -79,18 +79,6 @@ def test_beta_zero_only_decays():
     decay = g.sum(dim=1).exp()[..., None, None]
     torch.testing.assert_close(s, decay * s0)
 
-
-def saved_bytes(fn):
-    """Bytes of the distinct storages autograd keeps for the backward of ``fn()``."""
-    storages = {}
-
-    def pack(t):
-        storages[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
-        return t
-
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        fn()
-    return sum(storages.values())
 
 
 def test_chunk_form_does_not_keep_a_state_per_step():

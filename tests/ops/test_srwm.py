@@ -3,7 +3,7 @@ import torch
 
 from fwp.errors import UserError
 from fwp.ops import srwm, srwm_rows
-from tests.ops.helpers import assert_same_forward_and_grads, leaf
+from tests.ops.helpers import assert_same_forward_and_grads, leaf, saved_bytes
 
 
 def make_W0(H, D, d_out, n_beta, batch=None):
@@ -59,19 +59,6 @@ def test_running_in_pieces_equals_running_at_once():
     y2, W_end = srwm(x[:, 13:], W_mid)
     torch.testing.assert_close(torch.cat([y1, y2], dim=1), y)
     torch.testing.assert_close(W_end, W)
-
-
-def saved_bytes(fn) -> int:
-    total = 0
-
-    def pack(t):
-        nonlocal total
-        total += t.numel() * t.element_size()
-        return t
-
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        fn()
-    return total
 
 
 def test_scan_saves_vectors_not_matrices():
