@@ -21,7 +21,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     "run config is a flag. Re-running the same command resumes.")
     add_config_flags(p)
     p.add_argument("--out", metavar="RUN", default=None,
-                   help="run folder (default: formal_runs/LANGUAGE-MODEL-sSEED)")
+                   help="run folder (default: runs/formal/LANGUAGE-MODEL-sSEED)")
     p.set_defaults(func=cmd_train)
 
     p = subparsers.add_parser("eval", help="test a trained run on length bins")
@@ -72,7 +72,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     from fwp.formal.train import train
 
     config = config_from_args(args)
-    out = Path(args.out or f"formal_runs/{config.language}-{config.network.model}-s{config.seed}")
+    out = Path(args.out or f"runs/formal/{config.language}-{config.network.model}-s{config.seed}")
     metrics = train(config, out)
     print(f"{out}: {metrics['steps_run']} steps in {metrics['train_seconds']:.0f} s")
     _print_bins(metrics["bins"])

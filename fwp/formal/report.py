@@ -85,8 +85,8 @@ def heatmap(sweep_dir: Path, path: Path) -> Path:
 
     languages, models, bins, results = collect(sweep_dir)
     fig, axes = plt.subplots(
-        1, len(bins), squeeze=False,
-        figsize=(1.2 + 1.1 * len(languages) * len(bins), 1.3 + 0.5 * len(models)),
+        1, len(bins), squeeze=False, sharey=True, layout="constrained",
+        figsize=(1.6 + 1.0 * len(languages) * len(bins), 1.4 + 0.45 * len(models)),
     )
     cmap = plt.get_cmap("viridis").with_extremes(bad="lightgrey")
     for ax, bin_ in zip(axes[0], bins):
@@ -95,6 +95,7 @@ def heatmap(sweep_dir: Path, path: Path) -> Path:
                           aspect="auto")
         ax.set_xticks(range(len(languages)), languages, rotation=30, ha="right")
         ax.set_yticks(range(len(models)), models)
+        ax.tick_params(axis="y", labelleft=ax is axes[0][0])
         ax.set_title(f"lengths {bin_}")
         for (i, j), value in np.ndenumerate(grid):
             if not np.isnan(value):
