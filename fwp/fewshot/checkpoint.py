@@ -1,0 +1,93 @@
+"""The run folder: its files, atomic writes, and loading a trained model back.
+
+``RUN/config.json``   the resolved :class:`RunConfig`
+``RUN/checkpoint.pt`` the last state (model, optimiser, schedule, step, RNG and episode counter)
+``RUN/best.pt``       the model with the best validation accuracy so far
+``RUN/metrics.jsonl`` one JSON object per logged step / validation
+``RUN/tb/``           TensorBoard events
+``RUN/eval_<split>.json`` accuracies per K_test written by ``fwp fewshot eval``
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from fwp.errors import UserError
+from fwp.fewshot.config import RunConfig, from_dict, to_dict
+
+CONFIG, CHECKPOINT, BEST, METRICS = "config.json", "checkpoint.pt", "best.pt", "metrics.jsonl"
+
+
+def write_atomic(path: Path, data: Any) -> None:
+    """Write bytes/text/JSON/a torch object to a temporary file, then rename it over ``path``: a
+    crash or Ctrl-C never leaves a half-written file."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    if isinstance(data, bytes):
+        tmp.write_bytes(data)
+    elif isinstance(data, str):
+        tmp.write_text(data)
+    elif path.suffix == ".json":
+        tmp.write_text(json.dumps(data, indent=2) + "\n")
+    else:
+        torch.save(data, tmp)
+    os.replace(tmp, path)
+
+
+def read_config(run: Path) -> RunConfig:
+    if not run.is_dir():
+        raise UserError(
+            f"run folder {run} does not exist; train one with `fwp fewshot train --out {run}`"
+        )
+    path = run / CONFIG
+    if not path.is_file():
+        raise UserError(f"{run} is not a run folder: it has no {CONFIG}")
+    try:
+        data = json.loads(path.read_text())
+    except json.JSONDecodeError as error:
+        raise UserError(f"{path} is not valid JSON: {error}") from None
+    return from_dict(data, str(path))
+
+
+def load_checkpoint(path: Path) -> dict:
+    if not path.is_file():
+        raise UserError(f"no checkpoint {path}; train (or resume) the run first")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as error:  # noqa: BLE001 — any unreadable file is the same user problem
+        raise UserError(f"cannot read checkpoint {path}: {error}") from None
+
+
+def check_matches(checkpoint: dict, config: RunConfig, path: Path) -> None:
+    """Raise unless the checkpoint was trained with the config's model and episode shape."""
+    saved = checkpoint.get("config", {})
+    current = to_dict(config)
+    differ = [
+        f"{key}: checkpoint {saved[section][key]!r}, config {value!r}"
+        for section in ("network",)
+        for key, value in current[section].items()
+        if section in saved and saved[section].get(key) != value
+    ]
+    if saved.get("data", {}).get("n_way") != config.data.n_way:
+        differ.append(f"n_way: checkpoint {saved.get('data', {}).get('n_way')!r}, "
+                      f"config {config.data.n_way!r}")
+    if differ:
+        raise UserError(
+            f"checkpoint {path} does not match its config ({'; '.join(differ)}); "
+            "use the run's own config.json, or train a new run"
+        )
+
+
+def load_state(model: torch.nn.Module, state: dict, path: Path) -> None:
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as error:
+        first = str(error).strip().splitlines()
+        raise UserError(
+            f"checkpoint {path} does not match the model of its config: "
+            f"{' '.join(line.strip() for line in first[:3])}"
+        ) from None

@@ -1,0 +1,124 @@
+"""``fwp fewshot train | eval | report``: argparse glue around :mod:`fwp.fewshot.train`,
+:mod:`fwp.fewshot.evaluate` and :mod:`fwp.fewshot.report`."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import time
+from pathlib import Path
+
+import torch
+
+from fwp.fewshot.checkpoint import write_atomic
+from fwp.fewshot.config import add_config_flags, config_from_args, to_dict
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    train = subparsers.add_parser(
+        "train", help="train a sequential few-shot learner (seed paper Eq. 5)",
+        description="Train a few-shot learner. Values: defaults ← --preset ← --config ← flags.",
+    )
+    train.add_argument("--out", required=True, metavar="RUN", help="run folder to create")
+    train.add_argument("--resume", action="store_true",
+                       help="continue the run in --out from its checkpoint (flags override its "
+                            "saved config, e.g. --steps to train longer)")
+    train.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True,
+                       help="show a progress bar")
+    add_config_flags(train)
+    train.set_defaults(func=run_train)
+
+    evaluate = subparsers.add_parser(
+        "eval", help="accuracy per K_test on fixed seeded episodes, with 95%% CI",
+    )
+    evaluate.add_argument("run", metavar="RUN", help="run folder made by `fwp fewshot train`")
+    evaluate.add_argument("--k-test", type=_positive, nargs="+", default=[1, 5, 10, 15],
+                          metavar="K", help="shots per class before the query (default: 1 5 10 15)")
+    evaluate.add_argument("--episodes", type=_positive, default=1000,
+                          help="fixed test episodes per K_test (default: 1000)")
+    evaluate.add_argument("--split", default="test", choices=("train", "val", "test"))
+    evaluate.add_argument("--data-root", metavar="DIR",
+                          help="where the data set lives now (default: the run's --data-root)")
+    evaluate.add_argument("--n-query", type=_positive, default=1,
+                          help="queries per class and episode (default: 1)")
+    evaluate.add_argument("--checkpoint", choices=("best", "last"), default="best",
+                          help="best validation checkpoint or the last one (default: best)")
+    evaluate.add_argument("--batch-size", type=_positive, default=50,
+                          help="episodes per forward pass (default: 50)")
+    evaluate.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
+    evaluate.set_defaults(func=run_eval)
+
+    report = subparsers.add_parser(
+        "report", help="markdown table and plot of accuracy against K_test for evaluated runs",
+    )
+    report.add_argument("runs", metavar="RUN", nargs="+", help="evaluated run folders")
+    report.add_argument("--out", required=True, metavar="DIR", help="where to write the report")
+    report.add_argument("--split", default="test", choices=("train", "val", "test"))
+    report.set_defaults(func=run_report)
+
+
+def run_train(args: argparse.Namespace) -> int:
+    from fwp.fewshot.checkpoint import read_config
+    from fwp.fewshot.train import train
+
+    out = Path(args.out)
+    base = to_dict(read_config(out)) if args.resume else None
+    config = config_from_args(args, base=base)
+    summary = train(config, out, resume=args.resume, progress=args.progress)
+    if int(os.environ.get("RANK", "0")) == 0:
+        best = summary["best"]
+        print(f"{out}: {summary['status']} at step {summary['step']}; best validation accuracy "
+              f"{best['accuracy']:.2f} % at step {best['step']}")
+    return 130 if summary["status"] == "interrupted" else 0
+
+
+def run_eval(args: argparse.Namespace) -> int:
+    from fwp.fewshot.checkpoint import read_config
+    from fwp.fewshot.evaluate import EVAL_SEED, evaluate, load_split, load_trained
+    from fwp.fewshot.report import eval_file
+
+    run = Path(args.run)
+    config = read_config(run)
+    model, source = load_trained(run, config, args.checkpoint)
+    device = torch.device(
+        ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
+    )
+    model.to(device)
+    dataset = load_split(config, args.split, args.data_root)
+    results = []
+    print(f"{run}: {source['path']} (step {source['step']}), {args.episodes} {args.split} "
+          f"episodes, {config.data.n_way}-way")
+    for k in args.k_test:
+        start = time.perf_counter()
+        result = evaluate(model, dataset, config.data.n_way, k, args.episodes,
+                          n_query=args.n_query, seed=EVAL_SEED, batch_size=args.batch_size,
+                          amp=config.amp)
+        results.append(result)
+        print(f"  K_test {k:3d}: {result['accuracy']:6.2f} ± {result['ci95']:.2f} % "
+              f"({time.perf_counter() - start:.1f} s)")
+    write_atomic(run / eval_file(args.split), {
+        "split": args.split, "checkpoint": source, "episodes": args.episodes,
+        "n_query": args.n_query, "seed": EVAL_SEED, "results": results,
+    })
+    return 0
+
+
+def run_report(args: argparse.Namespace) -> int:
+    from fwp.fewshot.report import write_report
+
+    table, figure = write_report([Path(r) for r in args.runs], Path(args.out), args.split)
+    print(table.read_text())
+    print(f"wrote {table} and {figure}")
+    return 0
+
+

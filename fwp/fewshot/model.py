@@ -1,0 +1,117 @@
+"""The sequential few-shot learner: backbone × sequence core × head, composed from config.
+
+An episode is a sequence of labelled examples (x_t, y_t), t = 1 … N·K, then a query x with no
+label (seed paper Sec. 1). Each example enters the core as Lin([features(x_t); onehot(y_t)]);
+the query's label input is all zeros — a dedicated "no label" input, not a real class as in the
+public code. The core's state after the support set is the learner's "trained model" W_{N·K}
+(seed paper Fig. 1): :meth:`FewShotLearner.observe` continues it with more examples and
+:meth:`FewShotLearner.predict` classifies queries from it without writing into it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from fwp.fewshot.backbones import build_backbone
+from fwp.fewshot.config import RunConfig
+from fwp.layers import LayerStack, clone_state
+
+
+@dataclass
+class EpisodeOutput:
+    """Query logits from the state after N·K examples and, when bootstrapping, N·(K+K′).
+
+    ``student_logits`` / ``teacher_logits``: ``[B, Q, N]``; the states are the core's (per block)
+    at those two points, for the ``weights`` distillation variant.
+    """
+
+    student_logits: torch.Tensor
+    student_state: list[Any]
+    teacher_logits: torch.Tensor | None = None
+    teacher_state: list[Any] | None = None
+
+
+class FewShotLearner(nn.Module):
+    """``backbone → Lin([features; label]) → LayerStack → LN → Lin to N`` (one class for all).
+
+    Images are ``[B, T, C, H, W]``, labels ``[B, T]`` in ``0 … N−1``; states are those of
+    :class:`fwp.layers.LayerStack` (a list with one entry per block).
+    """
+
+    def __init__(self, config: RunConfig, image_shape: tuple[int, int, int]) -> None:
+        super().__init__()
+        net = config.network
+        self.n_way = config.data.n_way
+        self.backbone, feature_dim = build_backbone(
+            net.backbone, image_shape, config.conv_channels(), net.conv_dropout
+        )
+        self.input = nn.Linear(feature_dim + self.n_way, net.d_model)
+        layer_options = {"srwm": {"n_beta": net.n_beta, "input_softmax": net.input_softmax}}
+        self.core = LayerStack(
+            [net.model] * net.layers, net.d_model, net.heads, net.d_ff, net.dropout,
+            net.residual, layer_options,
+        )
+        self.norm = nn.LayerNorm(net.d_model)
+        self.head = nn.Linear(net.d_model, self.n_way)
+
+    def features(self, images: torch.Tensor) -> torch.Tensor:
+        """``[B, T, C, H, W]`` → ``[B, T, F]`` backbone features."""
+        return self.backbone(images.flatten(0, 1)).unflatten(0, images.shape[:2])
+
+    def embed(self, features: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
+        """``[B, T, F]`` features and ``[B, T]`` labels (None: no label) → ``[B, T, d_model]``."""
+        if labels is None:
+            label_input = features.new_zeros(*features.shape[:-1], self.n_way)
+        else:
+            label_input = F.one_hot(labels, self.n_way).to(features.dtype)
+        return self.input(torch.cat([features, label_input], dim=-1))
+
+    def observe_features(
+        self, features: torch.Tensor, labels: torch.Tensor, state: list[Any] | None = None
+    ) -> list[Any]:
+        _, state = self.core(self.embed(features, labels), state)
+        return state
+
+    def predict_features(self, features: torch.Tensor, state: list[Any]) -> torch.Tensor:
+        """Each of the Q queries ``[B, Q, F]`` as its own length-1 continuation of ``state``,
+        so that no query sees another: logits ``[B, Q, N]``."""
+        x = self.embed(features, None)
+        outs = [self.core(x[:, q : q + 1], state)[0] for q in range(x.shape[1])]
+        return self.head(self.norm(torch.cat(outs, dim=1)))
+
+    def observe(
+        self, images: torch.Tensor, labels: torch.Tensor, state: list[Any] | None = None
+    ) -> list[Any]:
+        """Continue ``state`` (None: the start) with labelled examples; the new state."""
+        return self.observe_features(self.features(images), labels, state)
+
+    def predict(self, images: torch.Tensor, state: list[Any]) -> torch.Tensor:
+        """Logits ``[B, Q, N]`` of queries ``[B, Q, C, H, W]``, each from ``state`` alone."""
+        return self.predict_features(self.features(images), state)
+
+    def forward(
+        self,
+        support_images: torch.Tensor,
+        support_labels: torch.Tensor,
+        query_images: torch.Tensor,
+        extra_images: torch.Tensor | None = None,
+        extra_labels: torch.Tensor | None = None,
+    ) -> EpisodeOutput:
+        """One training episode (seed paper Fig. 1): W_NK from the support set predicts the
+        queries; with extra examples, a clone of W_NK continues to W_N(K+K′), which predicts them
+        again. The extra images go through the backbone in their own batch: in training mode
+        BatchNorm statistics would otherwise let them leak into the student's prediction."""
+        sizes = [support_images.shape[1], query_images.shape[1]]
+        support, query = self.features(torch.cat([support_images, query_images], 1)).split(sizes, 1)
+        state = self.observe_features(support, support_labels)
+        out = EpisodeOutput(self.predict_features(query, state), state)
+        if extra_images is not None:
+            teacher_state = self.observe(extra_images, extra_labels, clone_state(state))
+            out.teacher_state = teacher_state
+            out.teacher_logits = self.predict_features(query, teacher_state)
+        return out

@@ -1,0 +1,146 @@
+"""Tables and plots of evaluated runs, like the seed paper's Tables 1–2.
+
+Runs whose configs differ only by ``seed`` (and by where or how they ran: device, threads,
+amp) form one group, reported as mean ± std over seeds; a group of one run shows its 95 %
+confidence interval over test episodes instead.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from fwp.errors import UserError
+from fwp.fewshot.checkpoint import read_config
+from fwp.fewshot.config import leaves, to_dict
+
+NOT_GROUPING = ("seed", "device", "threads", "amp", "log_every")
+
+
+@dataclass
+class Group:
+    """Runs of one configuration (up to the seed) and their accuracies per K_test."""
+
+    key: tuple
+    settings: dict[str, object]
+    runs: list[Path] = field(default_factory=list)
+    results: list[dict[int, dict]] = field(default_factory=list)  # per run: K_test → result
+    label: str = ""
+
+    def cell(self, k: int) -> tuple[float, float] | None:
+        """(mean accuracy, spread): std over seeds, or the CI of a single run."""
+        values = [r[k] for r in self.results if k in r]
+        if not values:
+            return None
+        if len(values) == 1:
+            return values[0]["accuracy"], values[0]["ci95"]
+        accuracies = np.array([v["accuracy"] for v in values])
+        return float(accuracies.mean()), float(accuracies.std(ddof=1))
+
+
+def eval_file(split: str) -> str:
+    return f"eval_{split}.json"
+
+
+def _flat(config: dict) -> dict[str, object]:
+    out = {}
+    for path, _ in leaves():
+        value = config
+        for key in path:
+            value = value[key]
+        out[path[-1]] = value
+    return out
+
+
+def collect(runs: list[Path], split: str = "test") -> list[Group]:
+    """Read each run's config and evaluation, group them, and label the groups by what differs."""
+    groups: dict[tuple, Group] = {}
+    for run in runs:
+        settings = _flat(to_dict(read_config(run)))
+        path = run / eval_file(split)
+        if not path.is_file():
+            raise UserError(
+                f"{run} has no {eval_file(split)}; run `fwp fewshot eval {run} --split {split}` "
+                "first"
+            )
+        evaluation = json.loads(path.read_text())
+        key = tuple(
+            (k, json.dumps(v, sort_keys=True) if isinstance(v, dict) else v)
+            for k, v in settings.items() if k not in NOT_GROUPING
+        )
+        group = groups.setdefault(key, Group(key, settings))
+        group.runs.append(run)
+        group.results.append({r["k_test"]: r for r in evaluation["results"]})
+    ordered = list(groups.values())
+    varying = [
+        name for name, _ in ordered[0].key
+        if len({dict(g.key)[name] for g in ordered}) > 1
+    ] if len(ordered) > 1 else []
+    for group in ordered:
+        label = ", ".join(f"{name}={group.settings[name]}" for name in varying)
+        group.label = label or group.runs[0].name
+    return ordered
+
+
+def markdown(groups: list[Group], split: str) -> str:
+    ks = sorted({k for g in groups for r in g.results for k in r})
+    lines = [
+        f"Accuracy (%) on fixed {split} episodes against the number of shots K_test. One run: "
+        "mean ± 95 % CI over episodes (1.96·std/√n); several seeds: mean ± std over seeds.",
+        "",
+        "| K_test | " + " | ".join(g.label for g in groups) + " |",
+        "|---:|" + "---:|" * len(groups),
+    ]
+    for k in ks:
+        cells = []
+        for g in groups:
+            value = g.cell(k)
+            cells.append("–" if value is None else f"{value[0]:.1f} ± {value[1]:.1f}")
+        lines.append(f"| {k} | " + " | ".join(cells) + " |")
+    lines += ["", "| group | runs | episodes | model | N-way | K | K′ | β1 | β2 | β3 | distill |",
+              "|---|---|---:|---|---:|---:|---:|---:|---:|---:|---|"]
+    for g in groups:
+        s = g.settings
+        episodes = sorted({r["episodes"] for res in g.results for r in res.values()})
+        lines.append(
+            f"| {g.label} | {', '.join(r.name for r in g.runs)} | "
+            f"{'/'.join(map(str, episodes))} | {s['model']} | {s['n_way']} | {s['k_shot']} | "
+            f"{s['k_extra'] if s['beta2'] or s['beta3'] else '–'} | {s['beta1']:g} | "
+            f"{s['beta2']:g} | {s['beta3']:g} | {s['distill'] if s['beta2'] else '–'} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def plot(groups: list[Group], path: Path, split: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib import pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4), dpi=120)
+    for g in groups:
+        ks = sorted({k for r in g.results for k in r})
+        cells = [g.cell(k) for k in ks]
+        ax.errorbar(ks, [c[0] for c in cells], yerr=[c[1] for c in cells], marker="o",
+                    capsize=3, label=g.label)
+    ax.set_xlabel("K_test (examples per class seen before the query)")
+    ax.set_ylabel(f"{split} accuracy (%)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def write_report(runs: list[Path], out: Path, split: str = "test") -> tuple[Path, Path]:
+    """``out/report.md`` and ``out/accuracy_vs_k.png``; returns their paths."""
+    groups = collect(runs, split)
+    out.mkdir(parents=True, exist_ok=True)
+    table, figure = out / "report.md", out / "accuracy_vs_k.png"
+    table.write_text(f"# Few-shot report ({split})\n\n" + markdown(groups, split)
+                     + f"\n![accuracy against K_test]({figure.name})\n")
+    plot(groups, figure, split)
+    return table, figure

@@ -1,0 +1,123 @@
+"""Training runs: resume equality, Ctrl-C and NaN handling, run-folder errors, eval, report."""
+
+from __future__ import annotations
+
+import json
+import signal
+
+import pytest
+import torch
+
+from fwp.errors import UserError
+from fwp.fewshot import train as train_module
+from fwp.fewshot.checkpoint import (
+    BEST,
+    CHECKPOINT,
+    CONFIG,
+    METRICS,
+    load_checkpoint,
+    read_config,
+)
+from fwp.fewshot.evaluate import evaluate, load_split, load_trained
+from fwp.fewshot.train import TrainingDiverged, lr_factor, train
+
+from .conftest import tiny_config
+
+
+def _parameters(run) -> dict[str, torch.Tensor]:
+    return load_checkpoint(run / CHECKPOINT)["model"]
+
+
+def test_resume_equals_uninterrupted(tiny_root, tmp_path):
+    """2n steps in one go, or n steps, stop, resume for n more: the same parameters, optimiser
+    state and episode counter (bootstrapped loss, cosine schedule, dropout on)."""
+    config = tiny_config(tiny_root, beta2=2.0, beta3=1.0, dropout=0.1, steps=6)
+    whole, parts = tmp_path / "whole", tmp_path / "parts"
+    train(config, whole, progress=False)
+    first = train(config, parts, stop_after=3, progress=False)
+    assert first["status"] == "stopped" and load_checkpoint(parts / CHECKPOINT)["step"] == 3
+    second = train(config, parts, resume=True, progress=False)
+    assert second["status"] == "finished" and second["step"] == 6
+    a, b = load_checkpoint(whole / CHECKPOINT), load_checkpoint(parts / CHECKPOINT)
+    for key in a["model"]:
+        assert torch.equal(a["model"][key], b["model"][key]), key
+    assert a["sampler"] == b["sampler"] and a["best"] == b["best"]
+    assert a["scheduler"]["last_epoch"] == b["scheduler"]["last_epoch"] == 6
+    for run in (whole, parts):
+        assert (run / BEST).is_file() and (run / CONFIG).is_file()
+        lines = [json.loads(line) for line in (run / METRICS).read_text().splitlines()]
+        assert {line["split"] for line in lines} == {"train", "val"}
+
+
+def test_ctrl_c_saves_a_checkpoint(tiny_root, tmp_path, monkeypatch):
+    real = train_module.bootstrap_loss
+    calls = []
+
+    def interrupted(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            signal.raise_signal(signal.SIGINT)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(train_module, "bootstrap_loss", interrupted)
+    summary = train(tiny_config(tiny_root, eval_every=100), tmp_path / "run", progress=False)
+    assert summary["status"] == "interrupted" and summary["step"] == 2
+    assert load_checkpoint(tmp_path / "run" / CHECKPOINT)["step"] == 2
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tiny_root, tmp_path, monkeypatch):
+    real = train_module.bootstrap_loss
+    calls = []
+
+    def poisoned(*args, **kwargs):
+        calls.append(1)
+        loss, parts = real(*args, **kwargs)
+        return (loss * float("nan") if len(calls) == 4 else loss), parts
+
+    monkeypatch.setattr(train_module, "bootstrap_loss", poisoned)
+    run = tmp_path / "run"
+    with pytest.raises(TrainingDiverged, match="at step 4.*last good checkpoint"):
+        train(tiny_config(tiny_root, eval_every=2), run, progress=False)
+    checkpoint = load_checkpoint(run / CHECKPOINT)
+    assert checkpoint["step"] == 2
+    weights = [v for v in checkpoint["model"].values() if v.is_floating_point()]
+    assert all(torch.isfinite(v).all() for v in weights)
+
+
+def test_run_folder_errors(tiny_root, tmp_path):
+    config = tiny_config(tiny_root, steps=2)
+    with pytest.raises(UserError, match="cannot resume"):
+        train(config, tmp_path / "none", resume=True, progress=False)
+    run = tmp_path / "run"
+    train(config, run, progress=False)
+    with pytest.raises(UserError, match="already holds a run"):
+        train(config, run, progress=False)
+    with pytest.raises(UserError, match="run folder .*missing does not exist"):
+        read_config(tmp_path / "missing")
+    bigger = tiny_config(tiny_root, steps=2, d_model=32)
+    with pytest.raises(UserError, match="does not match its config.*d_model"):
+        load_trained(run, bigger)
+    with pytest.raises(UserError, match="does not match its config"):
+        train(bigger, run, resume=True, progress=False)
+
+
+def test_evaluation_is_deterministic(tiny_root, tmp_path):
+    config = tiny_config(tiny_root, steps=2)
+    train(config, tmp_path / "run", progress=False)
+    model, _ = load_trained(tmp_path / "run", config)
+    dataset = load_split(config, "test")
+    first = evaluate(model, dataset, 3, 2, episodes=12, n_query=2, batch_size=5)
+    torch.manual_seed(123)
+    second = evaluate(model, dataset, 3, 2, episodes=12, n_query=2, batch_size=12)
+    assert first == second
+    assert first["episodes"] == 12
+    assert first["ci95"] == pytest.approx(1.96 * first["std"] / 12 ** 0.5)
+
+
+def test_schedules():
+    config = tiny_config(".", steps=100, warmup=10, schedule="noam", d_model=16)
+    peak = max(range(100), key=lambda s: lr_factor(config, s))
+    assert peak == 9 and lr_factor(config, 9) == pytest.approx(16 ** -0.5 * 10 ** -0.5)
+    config = tiny_config(".", steps=100, warmup=10, schedule="cosine")
+    assert lr_factor(config, 9) == 1.0 and lr_factor(config, 99) == pytest.approx(0.0)
