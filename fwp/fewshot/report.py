@@ -80,8 +80,13 @@ def collect(runs: list[Path], split: str = "test") -> list[Group]:
         if len({dict(g.key)[name] for g in ordered}) > 1
     ] if len(ordered) > 1 else []
     for group in ordered:
-        label = ", ".join(f"{name}={group.settings[name]}" for name in varying)
-        group.label = label or group.runs[0].name
+        differs = ", ".join(f"{name}={group.settings[name]:g}" if isinstance(
+            group.settings[name], float) else f"{name}={group.settings[name]}" for name in varying)
+        if len(group.runs) == 1:
+            name = group.runs[0].name
+            group.label = f"{name} ({differs})" if differs else name
+        else:
+            group.label = f"{differs or group.runs[0].name} ({len(group.runs)} seeds)"
     return ordered
 
 

@@ -1,8 +1,8 @@
-"""A tiny image-folder data set (16×16 class patterns plus noise) and a tiny run config."""
+"""A tiny image-folder data set (16×16 class patterns plus noise), a private image cache, and a
+tiny run config."""
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
@@ -16,11 +16,22 @@ IMAGES_PER_CLASS = 8
 
 
 @pytest.fixture(scope="session")
+def session_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("fwp-cache")
+
+
+@pytest.fixture(autouse=True)
+def private_cache(session_cache: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Decoded images go to a temporary cache, never ``~/.cache/fwp``."""
+    monkeypatch.setenv("FWP_CACHE", str(session_cache))
+    return session_cache
+
+
+@pytest.fixture(scope="session")
 def tiny_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """``root/{train,val,test}/<class>/<i>.png``: each class a random 4×4 pattern scaled to
     16×16, each image the pattern shifted by a pixel and noised — learnable in a few steps."""
     root = tmp_path_factory.mktemp("tiny_images")
-    os.environ["FWP_CACHE"] = str(tmp_path_factory.mktemp("cache"))
     rng = np.random.default_rng(0)
     for split, n in CLASSES.items():
         for c in range(n):
