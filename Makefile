@@ -11,7 +11,7 @@ $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet "$(TORCH_SPEC)"
-	$(PY) -m pip install --quiet -e ".[dev]"
+	$(PY) -m pip install --quiet -e ".[dev,triton]"
 	touch $@
 
 setup: $(VENV)/.installed
@@ -19,8 +19,9 @@ setup: $(VENV)/.installed
 lint: setup
 	$(VENV)/bin/ruff check fwp tests benchmarks
 
+# Triton kernels run on CPU tensors through Triton's interpreter: slow, but checks them in CI.
 test: setup lint
-	$(VENV)/bin/pytest -n 2 -q
+	TRITON_INTERPRET=1 $(VENV)/bin/pytest -n 2 -q
 
 bench: setup
 	$(PY) benchmarks/ops.py

@@ -23,8 +23,16 @@ from fwp.ops.linear_attention import MODES as LINEAR_MODES  # noqa: E402
 from fwp.ops.srwm import MODES as SRWM_MODES  # noqa: E402
 
 
-def reference_first(modes: dict) -> list[str]:
-    return sorted(modes, key=lambda mode: mode != "recurrent")
+def runnable(modes: dict, tensor: torch.Tensor) -> list[str]:
+    """The modes that can run here, the reference loop first; says why the others cannot."""
+    names = []
+    for name, mode in modes.items():
+        ok, reason = mode.can_run(tensor)
+        if ok:
+            names.append(name)
+        else:
+            print(f"skipping mode {name!r}: {reason}", file=sys.stderr)
+    return sorted(names, key=lambda name: name != "recurrent")
 
 
 def cases(B: int, T: int, H: int, D: int):
@@ -38,11 +46,11 @@ def cases(B: int, T: int, H: int, D: int):
     k = leaf(B, T, H, D, fn=lambda x: F.normalize(x, dim=-1))
     beta = leaf(B, T, H, fn=torch.sigmoid)
     x, W0 = leaf(B, T, H, D), leaf(H, srwm_rows(D, D), D, fn=lambda w: w / D**0.5)
-    for mode in reference_first(LINEAR_MODES):
+    for mode in runnable(LINEAR_MODES, q):
         yield "linear_attention", mode, [q, k, v], lambda m=mode: linear_attention(q, k, v, mode=m)
-    for mode in reference_first(DELTA_MODES):
+    for mode in runnable(DELTA_MODES, q):
         yield "delta_rule", mode, [q, k, v, beta], lambda m=mode: delta_rule(q, k, v, beta, mode=m)
-    for mode in reference_first(SRWM_MODES):
+    for mode in runnable(SRWM_MODES, x):
         yield "srwm", mode, [x, W0], lambda m=mode: srwm(x, W0, mode=m)
 
 

@@ -172,6 +172,9 @@ COMMANDS = (add_inspect,)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    """Add every few-shot command to ``fwp fewshot``."""
+    """Add every few-shot command to ``fwp fewshot``: inspect, then train, eval and report."""
+    from fwp.fewshot import commands
+
     for add in COMMANDS:
         add(subparsers)
+    commands.register(subparsers)

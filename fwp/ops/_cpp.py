@@ -18,7 +18,6 @@ import os
 import platform
 import shutil
 import sys
-import warnings
 from pathlib import Path
 
 from fwp.errors import UserError
@@ -130,14 +129,3 @@ def extension():  # noqa: ANN201 — torch.ops namespace
     if module is None:
         raise UserError(f"the fused CPU kernels (mode 'fused_cpu') are unavailable: {reason}")
     return module
-
-
-@functools.cache
-def warn_fallback(op: str, fallback: str) -> None:
-    """Warn once per (op, fallback) that ``auto`` could not use the fused CPU kernels."""
-    warnings.warn(
-        f"{op}: the fused CPU kernels are unavailable ({available()[1]}); "
-        f"mode='auto' falls back to mode={fallback!r}, which is slower",
-        RuntimeWarning,
-        stacklevel=3,
-    )

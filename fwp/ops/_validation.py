@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import torch
 
 from fwp.errors import UserError
@@ -95,16 +93,6 @@ def check_qkv(
 def state_dtype(dtype: torch.dtype) -> torch.dtype:
     """Fast weights are accumulated in at least float32, whatever the input precision."""
     return torch.promote_types(dtype, torch.float32)
-
-
-def pick_mode(op: str, mode: str, modes: dict[str, Callable], default: str) -> Callable:
-    if mode == "auto":
-        mode = default
-    if mode not in modes:
-        raise UserError(
-            f"{op}: unknown mode {mode!r}; choose one of {['auto', *sorted(modes)]}"
-        )
-    return modes[mode]
 
 
 def check_chunk_size(chunk_size: int) -> None:

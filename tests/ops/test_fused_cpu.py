@@ -10,7 +10,8 @@ import pytest
 import torch
 
 from fwp.errors import UserError
-from fwp.ops import _cpp, srwm_rows
+from fwp.ops import _cpp, srwm, srwm_rows
+from fwp.ops._dispatch import _warn_skipped
 from fwp.ops.delta_rule.cpu import delta_rule_fused_cpu
 from fwp.ops.delta_rule.naive import delta_rule_recurrent
 from fwp.ops.srwm.cpu import srwm_fused_cpu
@@ -178,13 +179,17 @@ def test_unavailable_kernels_raise_and_warn_once(monkeypatch):
     assert _cpp.available() == (False, "no C++ compiler found")
     with pytest.raises(UserError, match="fused_cpu.*no C\\+\\+ compiler found"):
         srwm_fused_cpu(leaf(1, 2, 1, 3), make_W0(1, 3, 2, 1))
-    _cpp.warn_fallback.cache_clear()
+    with pytest.raises(UserError, match="mode 'fused_cpu' cannot run here: no C\\+\\+ compiler"):
+        srwm(leaf(1, 2, 1, 3), make_W0(1, 3, 2, 1), mode="fused_cpu")
+    _warn_skipped.cache_clear()
+    x, W0 = leaf(1, 2, 1, 3), make_W0(1, 3, 2, 1)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        _cpp.warn_fallback("srwm", "scan")
-        _cpp.warn_fallback("srwm", "scan")
-    _cpp.warn_fallback.cache_clear()
-    assert len(caught) == 1 and "falls back to mode='scan'" in str(caught[0].message)
+        y, _ = srwm(x, W0)
+        srwm(x, W0)
+    _warn_skipped.cache_clear()
+    assert len(caught) == 1 and "using 'scan'" in str(caught[0].message)
+    torch.testing.assert_close(y, srwm(x, W0, mode="recurrent")[0])
 
 
 def test_missing_ninja_is_reported(monkeypatch):

@@ -5,16 +5,16 @@ from __future__ import annotations
 import torch
 
 from fwp.errors import UserError
-from fwp.ops._validation import (
-    check_chunk_size,
-    check_rank,
-    check_same_dtype_device,
-    pick_mode,
-)
+from fwp.ops._dispatch import Mode, pick_mode
+from fwp.ops._validation import check_chunk_size, check_rank, check_same_dtype_device
 from fwp.ops.delta_product.chunk import delta_product_chunk
 from fwp.ops.delta_product.naive import delta_product_recurrent
 
-MODES = {"recurrent": delta_product_recurrent, "chunk": delta_product_chunk}
+MODES = {
+    "recurrent": Mode(delta_product_recurrent),
+    "chunk": Mode(delta_product_chunk, chunked=True),
+}
+AUTO = {"default": ["chunk"]}
 
 
 def check_delta_product_inputs(
@@ -95,6 +95,6 @@ def delta_product(
     """
     check_delta_product_inputs(q, k, v, beta, initial_state)
     check_chunk_size(chunk_size)
-    fn = pick_mode("delta_product", mode, MODES, default="chunk")
-    kwargs = {"chunk_size": chunk_size} if fn is delta_product_chunk else {}
-    return fn(q, k, v, beta, initial_state, output_final_state, **kwargs)
+    impl = pick_mode("delta_product", mode, MODES, AUTO, q)
+    kwargs = {"chunk_size": chunk_size} if impl.chunked else {}
+    return impl.fn(q, k, v, beta, initial_state, output_final_state, **kwargs)

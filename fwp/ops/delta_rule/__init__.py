@@ -4,11 +4,21 @@ from __future__ import annotations
 
 import torch
 
-from fwp.ops._validation import check_chunk_size, check_qkv, pick_mode
+from fwp.ops._dispatch import Mode, on_cpu, on_triton, pick_mode
+from fwp.ops._validation import check_chunk_size, check_qkv
 from fwp.ops.delta_rule.chunk import delta_rule_chunk
+from fwp.ops.delta_rule.cpu import delta_rule_fused_cpu
 from fwp.ops.delta_rule.naive import delta_rule_recurrent
+from fwp.ops.delta_rule.triton import delta_rule_chunk_triton, delta_rule_fused_recurrent_triton
 
-MODES = {"recurrent": delta_rule_recurrent, "chunk": delta_rule_chunk}
+MODES = {
+    "recurrent": Mode(delta_rule_recurrent),
+    "chunk": Mode(delta_rule_chunk, chunked=True),
+    "fused_cpu": Mode(delta_rule_fused_cpu, on_cpu),
+    "triton": Mode(delta_rule_fused_recurrent_triton, on_triton),
+    "triton_chunk": Mode(delta_rule_chunk_triton, on_triton, chunked=True),
+}
+AUTO = {"cpu": ["fused_cpu", "chunk"], "cuda": ["triton", "chunk"], "default": ["chunk"]}
 
 
 def delta_rule(
@@ -33,7 +43,10 @@ def delta_rule(
         beta: ``[B, T, H]`` write strengths, usually σ(·) ∈ (0, 1).
         initial_state: ``[B, H, K, V]`` (zeros if ``None``).
         output_final_state: also return S_T.
-        mode: ``"recurrent"`` (reference loop), ``"chunk"`` (WY form) or ``"auto"``.
+        mode: ``"recurrent"`` (reference loop), ``"chunk"`` (WY form), ``"fused_cpu"`` (C++
+            scan with a memory-light backward), ``"triton"`` (fused recurrent GPU kernel),
+            ``"triton_chunk"`` (chunked GPU forward) or ``"auto"``: the fastest that can run
+            (CPU: fused_cpu, else chunk; CUDA: triton, else chunk).
         chunk_size: steps per chunk in ``"chunk"`` mode; any T works.
 
     Returns:
@@ -41,6 +54,6 @@ def delta_rule(
     """
     check_qkv(q, k, v, beta, initial_state)
     check_chunk_size(chunk_size)
-    fn = pick_mode("delta_rule", mode, MODES, default="chunk")
-    kwargs = {"chunk_size": chunk_size} if fn is delta_rule_chunk else {}
-    return fn(q, k, v, beta, initial_state, output_final_state, **kwargs)
+    impl = pick_mode("delta_rule", mode, MODES, AUTO, q)
+    kwargs = {"chunk_size": chunk_size} if impl.chunked else {}
+    return impl.fn(q, k, v, beta, initial_state, output_final_state, **kwargs)

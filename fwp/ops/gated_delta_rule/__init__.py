@@ -5,11 +5,16 @@ from __future__ import annotations
 import torch
 
 from fwp.errors import UserError
-from fwp.ops._validation import check_chunk_size, check_qkv, check_rank, pick_mode
+from fwp.ops._dispatch import Mode, pick_mode
+from fwp.ops._validation import check_chunk_size, check_qkv, check_rank
 from fwp.ops.gated_delta_rule.chunk import gated_delta_rule_chunk
 from fwp.ops.gated_delta_rule.naive import gated_delta_rule_recurrent
 
-MODES = {"recurrent": gated_delta_rule_recurrent, "chunk": gated_delta_rule_chunk}
+MODES = {
+    "recurrent": Mode(gated_delta_rule_recurrent),
+    "chunk": Mode(gated_delta_rule_chunk, chunked=True),
+}
+AUTO = {"default": ["chunk"]}
 
 
 def gated_delta_rule(
@@ -55,6 +60,6 @@ def gated_delta_rule(
             f"cast and move g to match"
         )
     check_chunk_size(chunk_size)
-    fn = pick_mode("gated_delta_rule", mode, MODES, default="chunk")
-    kwargs = {"chunk_size": chunk_size} if fn is gated_delta_rule_chunk else {}
-    return fn(q, k, v, beta, g, initial_state, output_final_state, **kwargs)
+    impl = pick_mode("gated_delta_rule", mode, MODES, AUTO, q)
+    kwargs = {"chunk_size": chunk_size} if impl.chunked else {}
+    return impl.fn(q, k, v, beta, g, initial_state, output_final_state, **kwargs)

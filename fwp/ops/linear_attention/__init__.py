@@ -5,11 +5,16 @@ from __future__ import annotations
 
 import torch
 
-from fwp.ops._validation import check_chunk_size, check_qkv, pick_mode
+from fwp.ops._dispatch import Mode, pick_mode
+from fwp.ops._validation import check_chunk_size, check_qkv
 from fwp.ops.linear_attention.chunk import linear_attention_chunk
 from fwp.ops.linear_attention.naive import linear_attention_recurrent
 
-MODES = {"recurrent": linear_attention_recurrent, "chunk": linear_attention_chunk}
+MODES = {
+    "recurrent": Mode(linear_attention_recurrent),
+    "chunk": Mode(linear_attention_chunk, chunked=True),
+}
+AUTO = {"default": ["chunk"]}
 
 
 def linear_attention(
@@ -37,6 +42,6 @@ def linear_attention(
     """
     check_qkv(q, k, v, None, initial_state)
     check_chunk_size(chunk_size)
-    fn = pick_mode("linear_attention", mode, MODES, default="chunk")
-    kwargs = {"chunk_size": chunk_size} if fn is linear_attention_chunk else {}
-    return fn(q, k, v, initial_state, output_final_state, **kwargs)
+    impl = pick_mode("linear_attention", mode, MODES, AUTO, q)
+    kwargs = {"chunk_size": chunk_size} if impl.chunked else {}
+    return impl.fn(q, k, v, initial_state, output_final_state, **kwargs)

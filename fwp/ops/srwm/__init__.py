@@ -5,11 +5,20 @@ from __future__ import annotations
 import torch
 
 from fwp.errors import UserError
-from fwp.ops._validation import check_rank, pick_mode
+from fwp.ops._dispatch import Mode, on_cpu, on_triton, pick_mode
+from fwp.ops._validation import check_rank
+from fwp.ops.srwm.cpu import srwm_fused_cpu
 from fwp.ops.srwm.naive import srwm_recurrent
 from fwp.ops.srwm.scan import srwm_scan
+from fwp.ops.srwm.triton import srwm_triton
 
-MODES = {"recurrent": srwm_recurrent, "scan": srwm_scan}
+MODES = {
+    "recurrent": Mode(srwm_recurrent),
+    "scan": Mode(srwm_scan),
+    "fused_cpu": Mode(srwm_fused_cpu, on_cpu),
+    "triton": Mode(srwm_triton, on_triton),
+}
+AUTO = {"cpu": ["fused_cpu", "scan"], "cuda": ["triton", "scan"], "default": ["scan"]}
 
 
 def srwm_rows(d_out: int, d_in: int, n_beta: int = 1) -> int:
@@ -38,8 +47,10 @@ def srwm(
         x: ``[B, T, H, D]`` inputs (softmaxed first when ``input_softmax``).
         W0: ``[H, R, D]`` (shared by the batch) or ``[B, H, R, D]`` (a per-sequence state, to
             continue a sequence), with R = D_out + 2·D + n_beta, rows in the order y, k, q, β.
-        mode: ``"scan"`` (memory-light backward: rebuilds W_{t−1} from W_t in reverse),
-            ``"recurrent"`` (reference loop through autograd) or ``"auto"``.
+        mode: ``"recurrent"`` (reference loop through autograd), ``"scan"`` (PyTorch loop
+            with a memory-light backward that rebuilds W_{t−1} from W_t in reverse),
+            ``"fused_cpu"`` (the same in C++), ``"triton"`` (GPU kernel, D ≤ 64) or ``"auto"``:
+            the fastest that can run (CPU: fused_cpu, else scan; CUDA: triton, else scan).
 
     Returns:
         ``(y [B, T, H, D_out], W_T [B, H, R, D])``; y has x's dtype, W_T at least float32.
@@ -65,5 +76,4 @@ def srwm(
         )
     if W0.device != x.device:
         raise UserError(f"W0 is on {W0.device} but x is on {x.device}: move them to one device")
-    fn = pick_mode("srwm", mode, MODES, default="scan")
-    return fn(x, W0, n_beta, input_softmax)
+    return pick_mode("srwm", mode, MODES, AUTO, x).fn(x, W0, n_beta, input_softmax)
