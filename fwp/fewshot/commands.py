@@ -8,8 +8,6 @@ import os
 import time
 from pathlib import Path
 
-import torch
-
 from fwp.fewshot.checkpoint import write_atomic
 from fwp.fewshot.config import add_config_flags, config_from_args, to_dict
 
@@ -83,6 +81,8 @@ def run_train(args: argparse.Namespace) -> int:
 
 
 def run_eval(args: argparse.Namespace) -> int:
+    import torch
+
     from fwp.fewshot.checkpoint import read_config
     from fwp.fewshot.evaluate import EVAL_SEED, evaluate, load_split, load_trained
     from fwp.fewshot.report import eval_file

@@ -38,29 +38,29 @@ CONV_CHANNELS = {"glyphs": 64, "omniglot": 64, "miniimagenet": 32, "folder": 32}
 class DataConfig:
     """Which episodes: data set, N-way K-shot, and the K′ extra shots of bootstrapping."""
 
-    dataset: str = "glyphs"
+    dataset: str = "glyphs"  # glyphs (built in) | omniglot | miniimagenet | folder
     data_root: str = ""  # folder with the data set's files ("" for the built-in glyphs)
     # keyword options of the loader, e.g. {rotations = true, split_scheme = "vinyals"} (Omniglot)
     data_options: dict[str, Any] = field(default_factory=dict)
-    n_way: int = 5
-    k_shot: int = 5
+    n_way: int = 5  # N: classes per episode
+    k_shot: int = 5  # K: labelled examples per class before the query
     k_extra: int = 0  # K′: extra examples per class fed after the support set (Eq. 5)
     n_query: int = 1  # queries per class and episode in training
-    val_split: str = "val"
+    val_split: str = "val"  # split of the validation episodes
 
 
 @dataclass
 class NetworkConfig:
     """Backbone → [features ⊕ label] → linear → ``layers`` × ``model`` blocks → linear to N."""
 
-    model: str = "srwm"  # sequence core: a layer registered in fwp.layers.LAYERS
+    model: str = "srwm"  # sequence core: srwm | deltanet | linear | lstm | transformer
     backbone: str = "conv4"  # conv4 | resnet12
     conv_channels: int = 0  # 0: the data set's Conv-4 width (64 Omniglot/glyphs, 32 Mini-ImageNet)
     conv_dropout: float = 0.0
-    layers: int = 3
+    layers: int = 3  # blocks of [core layer, feed-forward]
     d_model: int = 256
     heads: int = 16
-    d_ff: int = 2048
+    d_ff: int = 2048  # inner size of the feed-forward blocks
     dropout: float = 0.0
     residual: str = "normed"  # "normed": LN(h) + out (public few-shot SRWM code); "pre_norm"
     n_beta: int = 1  # SRWM learning rates: 1 (paper) or 4 (one per block, public code)
@@ -71,9 +71,9 @@ class NetworkConfig:
 class LossConfig:
     """Eq. 5: β1·CE(q, p_NK) + β2·D(sg(p_N(K+K′)), p_NK) + β3·CE(q, p_N(K+K′))."""
 
-    beta1: float = 1.0
-    beta2: float = 0.0
-    beta3: float = 0.0
+    beta1: float = 1.0  # weight of CE(q, p_NK), the K-shot loss
+    beta2: float = 0.0  # weight of the distillation term (bootstrapping)
+    beta3: float = 0.0  # weight of CE(q, p_N(K+K′)), the (K+K′)-shot loss
     distill: str = "ce"  # ce | kl | weights (MSE of the fast weights at NK and sg(N(K+K′)))
 
 
@@ -320,6 +320,14 @@ def _option(text: str) -> tuple[str, Any]:
         return key, value
 
 
+def _field_comments() -> dict[str, str]:
+    """The comment after each field above, as its ``--help`` text (written once, shown twice)."""
+    import re
+
+    source = Path(__file__).read_text()
+    return {m[1]: m[2] for m in re.finditer(r"^    (\w+): [^\n=]+=[^\n#]*#\s*(.+)$", source, re.M)}
+
+
 def add_config_flags(parser: argparse.ArgumentParser) -> None:
     """``--preset``, ``--config`` and one ``--flag`` per leaf field (default: not given)."""
     defaults = to_dict(RunConfig())
@@ -328,6 +336,7 @@ def add_config_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", metavar="FILE",
                         help="a .toml or .json file with any fields of the run config")
     groups = {}
+    comments = _field_comments()
     for path, hint in leaves():
         section = path[0] if len(path) > 1 else "run"
         if section not in groups:
@@ -336,6 +345,7 @@ def add_config_flags(parser: argparse.ArgumentParser) -> None:
         for key in path:
             default = default[key]
         name = flag(path[-1])
+        note = f"{comments[path[-1]]} " if path[-1] in comments else ""
         if typing.get_origin(hint) is dict:
             groups[section].add_argument(f"--{name[:-1]}", dest=path[-1], action="append",
                                          type=_option, metavar="KEY=VALUE",
@@ -343,11 +353,11 @@ def add_config_flags(parser: argparse.ArgumentParser) -> None:
         elif hint is bool:
             groups[section].add_argument(f"--{name}", dest=path[-1], default=None,
                                          action=argparse.BooleanOptionalAction,
-                                         help=f"(default: {default})")
+                                         help=f"{note}(default: {default})")
         else:
             groups[section].add_argument(f"--{name}", dest=path[-1], default=None,
                                          type=_parse_as(hint), metavar=hint.__name__.upper(),
-                                         help=f"(default: {default!r})")
+                                         help=f"{note}(default: {default!r})")
 
 
 def overrides_from_args(args: argparse.Namespace) -> dict:

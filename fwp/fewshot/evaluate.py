@@ -6,7 +6,6 @@ import math
 from contextlib import nullcontext
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from fwp.data import EpisodeSampler, FewShotDataset, load_dataset
@@ -95,8 +94,3 @@ def load_trained(run: Path, config: RunConfig, which: str = "best") -> tuple[Few
     load_state(model, checkpoint["model"], path)
     return model, {"path": path.name, "step": checkpoint["step"]}
 
-
-def confidence_summary(values: list[float]) -> tuple[float, float]:
-    """(mean, std over values) with std 0 for a single value."""
-    array = np.asarray(values, dtype=np.float64)
-    return float(array.mean()), float(array.std(ddof=1)) if len(array) > 1 else 0.0

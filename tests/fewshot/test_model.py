@@ -79,3 +79,16 @@ def test_loss_decreases(tiny_root, core):
         optimizer.step()
         losses.append(value.item())
     assert losses[-1] < 0.6 * losses[0], losses
+
+
+@pytest.mark.parametrize("name, shape, channels, features", [
+    ("conv4", (1, 28, 28), 64, 64),  # Omniglot (REFERENCE §2)
+    ("conv4", (3, 84, 84), 32, 800),  # Mini-ImageNet
+    ("resnet12", (3, 32, 32), 64, 256),
+])
+def test_backbone_feature_sizes(name, shape, channels, features):
+    from fwp.fewshot.backbones import build_backbone
+
+    net, out_dim = build_backbone(name, shape, channels)
+    assert out_dim == features
+    assert net(torch.zeros(2, *shape)).shape == (2, features)
