@@ -5,7 +5,7 @@ PY      = $(VENV)/bin/python
 # The CPU wheel is installed first: a bare `torch` requirement would pull a multi-GB CUDA build.
 TORCH_SPEC ?= torch==2.13.0
 
-.PHONY: setup test lint bench clean
+.PHONY: setup test lint bench demo clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -22,6 +22,10 @@ lint: setup
 # Triton kernels run on CPU tensors through Triton's interpreter: slow, but checks them in CI.
 test: setup lint
 	TRITON_INTERPRET=1 $(VENV)/bin/pytest -n 2 -q
+
+# The main job: baseline vs bootstrapped few-shot learner on the built-in glyphs, evaluated and reported.
+demo: setup
+	scripts/demo.sh $(OUT)
 
 bench: setup
 	$(PY) benchmarks/ops.py
