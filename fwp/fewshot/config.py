@@ -65,6 +65,7 @@ class NetworkConfig:
     residual: str = "normed"  # "normed": LN(h) + out (public few-shot SRWM code); "pre_norm"
     n_beta: int = 1  # SRWM learning rates: 1 (paper) or 4 (one per block, public code)
     input_softmax: bool = False  # SRWM: softmax on the layer input (off in the few-shot papers)
+    core_mode: str = "auto"  # operator path of srwm/deltanet/linear: auto | recurrent | scan | ...
 
 
 @dataclass

@@ -51,7 +51,13 @@ class FewShotLearner(nn.Module):
             net.backbone, image_shape, config.conv_channels(), net.conv_dropout
         )
         self.input = nn.Linear(feature_dim + self.n_way, net.d_model)
-        layer_options = {"srwm": {"n_beta": net.n_beta, "input_softmax": net.input_softmax}}
+        layer_options = {
+            "srwm": {"n_beta": net.n_beta, "input_softmax": net.input_softmax},
+            "deltanet": {},
+            "linear": {},
+        }
+        for name in layer_options:
+            layer_options[name]["mode"] = net.core_mode
         self.core = LayerStack(
             [net.model] * net.layers, net.d_model, net.heads, net.d_ff, net.dropout,
             net.residual, layer_options,

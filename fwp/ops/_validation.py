@@ -98,3 +98,13 @@ def state_dtype(dtype: torch.dtype) -> torch.dtype:
 def check_chunk_size(chunk_size: int) -> None:
     if not isinstance(chunk_size, int) or chunk_size < 1:
         raise UserError(f"chunk_size must be a positive int, got {chunk_size!r}")
+
+
+def start_state(
+    q: torch.Tensor, k_dim: int, v_dim: int, initial_state: torch.Tensor | None
+) -> torch.Tensor:
+    """The fast weights before step 1, ``[B, H, K, V]`` in the state dtype: zeros by default."""
+    B, _, H = q.shape[:3]
+    if initial_state is None:
+        return q.new_zeros(B, H, k_dim, v_dim, dtype=state_dtype(q.dtype))
+    return initial_state.to(state_dtype(q.dtype))

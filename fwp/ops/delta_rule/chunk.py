@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import torch
 
-from fwp.ops._validation import state_dtype
+from fwp.ops._validation import start_state, state_dtype
 from fwp.ops.linear_attention.chunk import from_chunks, to_chunks
 
 
@@ -45,10 +45,7 @@ def delta_rule_chunk(
     w, u_wy = solved.split([K, V], dim=-1)
     scores = (qc @ kc.transpose(-1, -2)).masked_fill(~lower, 0.0)
 
-    if initial_state is None:
-        state = q.new_zeros(B, H, K, V, dtype=dtype)
-    else:
-        state = initial_state.to(dtype)
+    state = start_state(q, K, V, initial_state)
     outputs = []
     for q_n, k_n, w_n, u_n, s_n in zip(
         qc.unbind(2), kc.unbind(2), w.unbind(2), u_wy.unbind(2), scores.unbind(2)

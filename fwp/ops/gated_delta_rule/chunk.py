@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import torch
 
-from fwp.ops._validation import state_dtype
+from fwp.ops._validation import start_state, state_dtype
 from fwp.ops.linear_attention.chunk import from_chunks, to_chunks
 
 
@@ -62,10 +62,7 @@ def gated_delta_rule_chunk(
     k_to_end = gamma_to_end * kc
     chunk_decay = G[..., -1].exp()[..., None, None]  # Γ_C, [B, H, N, 1, 1]
 
-    if initial_state is None:
-        state = q.new_zeros(B, H, K, V, dtype=dtype)
-    else:
-        state = initial_state.to(dtype)
+    state = start_state(q, K, V, initial_state)
     outputs = []
     for q_n, k_n, w_n, u_n, s_n, d_n in zip(
         q_decayed.unbind(2), k_to_end.unbind(2), w.unbind(2), u_wy.unbind(2),

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from fwp.ops._validation import state_dtype
+from fwp.ops._validation import start_state, state_dtype
 
 
 def gated_delta_rule_recurrent(
@@ -20,10 +20,7 @@ def gated_delta_rule_recurrent(
     B, T, H, K = k.shape
     V = v.shape[-1]
     dtype = state_dtype(q.dtype)
-    if initial_state is None:
-        state = q.new_zeros(B, H, K, V, dtype=dtype)
-    else:
-        state = initial_state.to(dtype)
+    state = start_state(q, K, V, initial_state)
     steps = zip(*(t.to(dtype).unbind(1) for t in (q, k, v, beta, g)))
     outputs = []
     for q_t, k_t, v_t, beta_t, g_t in steps:

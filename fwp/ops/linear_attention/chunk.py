@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from fwp.ops._validation import state_dtype
+from fwp.ops._validation import start_state, state_dtype
 
 
 def pad_time(x: torch.Tensor, chunk_size: int) -> torch.Tensor:
@@ -55,10 +55,7 @@ def linear_attention_chunk(
     scores = (qc @ kc.transpose(-1, -2)).masked_fill(~causal, 0.0)
     intra = scores @ vc
     # Inter-chunk part: the state entering each chunk, one step per chunk.
-    if initial_state is None:
-        state = q.new_zeros(B, H, K, V, dtype=dtype)
-    else:
-        state = initial_state.to(dtype)
+    state = start_state(q, K, V, initial_state)
     inter = []
     for q_n, k_n, v_n in zip(qc.unbind(2), kc.unbind(2), vc.unbind(2)):
         inter.append(q_n @ state)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from fwp.ops._validation import state_dtype
+from fwp.ops._validation import start_state, state_dtype
 
 
 def linear_attention_recurrent(
@@ -18,10 +18,7 @@ def linear_attention_recurrent(
     B, T, H, K = k.shape
     V = v.shape[-1]
     dtype = state_dtype(q.dtype)
-    if initial_state is None:
-        state = q.new_zeros(B, H, K, V, dtype=dtype)
-    else:
-        state = initial_state.to(dtype)
+    state = start_state(q, K, V, initial_state)
     outputs = []
     for q_t, k_t, v_t in zip(q.to(dtype).unbind(1), k.to(dtype).unbind(1), v.to(dtype).unbind(1)):
         state = state + k_t.unsqueeze(-1) * v_t.unsqueeze(-2)
