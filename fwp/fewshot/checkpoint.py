@@ -62,15 +62,19 @@ def load_checkpoint(path: Path) -> dict:
         raise UserError(f"cannot read checkpoint {path}: {error}") from None
 
 
+# Network fields that choose how the same parameters are computed, not what they are.
+RUNTIME_FIELDS = {"core_mode"}
+
+
 def check_matches(checkpoint: dict, config: RunConfig, path: Path) -> None:
     """Raise unless the checkpoint was trained with the config's model and episode shape."""
     saved = checkpoint.get("config", {})
     current = to_dict(config)
     differ = [
-        f"{key}: checkpoint {saved[section][key]!r}, config {value!r}"
+        f"{key}: checkpoint {saved[section].get(key)!r}, config {value!r}"
         for section in ("network",)
         for key, value in current[section].items()
-        if section in saved and saved[section].get(key) != value
+        if section in saved and key not in RUNTIME_FIELDS and saved[section].get(key) != value
     ]
     if saved.get("data", {}).get("n_way") != config.data.n_way:
         differ.append(f"n_way: checkpoint {saved.get('data', {}).get('n_way')!r}, "
