@@ -36,6 +36,23 @@ for preset in demo demo_boot; do
         --no-progress >"$OUT/$preset.log" 2>&1 &
     pids+=($!)
 done
+# Progress: the newest training line of each run, every 30 s, while they train.
+progress() {
+    for preset in demo demo_boot; do
+        [ -f "$OUT/$preset/metrics.jsonl" ] || continue
+        grep '"split": "train"' "$OUT/$preset/metrics.jsonl" | tail -n 1 | $PY -c "
+import json, sys
+for line in sys.stdin:
+    m = json.loads(line)
+    print(f'  $preset: step {m[\"step\"]}, loss {m[\"loss\"]:.3f}, '
+          f'acc {m[\"accuracy\"]:.1f} %, {m[\"steps_per_s\"]:.2f} steps/s')"
+    done
+}
+while kill -0 "${pids[@]}" 2>/dev/null; do
+    sleep 30
+    echo "demo: $(( $(date +%s) - start )) s"
+    progress
+done
 status=0
 for pid in "${pids[@]}"; do wait "$pid" || status=$?; done
 if [ "$status" -ne 0 ]; then
