@@ -75,8 +75,11 @@ def run_train(args: argparse.Namespace) -> int:
     summary = train(config, out, resume=args.resume, progress=args.progress)
     if int(os.environ.get("RANK", "0")) == 0:
         best = summary["best"]
-        print(f"{out}: {summary['status']} at step {summary['step']}; best validation accuracy "
-              f"{best['accuracy']:.2f} % at step {best['step']}")
+        validated = (
+            f"best validation accuracy {best['accuracy']:.2f} % at step {best['step']}"
+            if best["step"] > 0 else "no validation yet"
+        )
+        print(f"{out}: {summary['status']} at step {summary['step']}; {validated}")
     return 130 if summary["status"] == "interrupted" else 0
 
 
