@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import torch
 
 from fwp.errors import UserError
-from fwp.ops._validation import check_qkv, check_rank, start_state, state_dtype
+from fwp.ops._validation import check_qkv, check_srwm, start_state, state_dtype
 from fwp.ops.srwm.naive import row_rates, split_rows
 
 
@@ -125,30 +125,6 @@ def delta_rule_contributions(
     )
 
 
-def _check_srwm(x: torch.Tensor, W0: torch.Tensor, n_beta: int) -> None:
-    check_rank("x", x, "B, T, H, D")
-    B, T, H, D = x.shape
-    if T == 0:
-        raise UserError("the sequence is empty (T = 0): pass at least one time step")
-    if n_beta not in (1, 4):
-        raise UserError(
-            f"n_beta must be 1 (one rate) or 4 (one per block y, k, q, β), got {n_beta}"
-        )
-    check_rank("W0", W0, "B, H, R, D" if W0.dim() == 4 else "H, R, D")
-    if W0.shape[-3] != H or W0.shape[-1] != D or (W0.dim() == 4 and W0.shape[0] != B):
-        raise UserError(
-            f"W0 must be [{H}, R, {D}] or [{B}, {H}, R, {D}] for x of shape {tuple(x.shape)}, "
-            f"got {tuple(W0.shape)}"
-        )
-    if W0.shape[-2] - 2 * D - n_beta < 1:
-        raise UserError(
-            f"W0 has R = {W0.shape[-2]} rows, too few for y, k, q ({D} each) and β ({n_beta}): "
-            f"R must be D_out + 2·D + n_beta with D_out ≥ 1 (see fwp.ops.srwm_rows)"
-        )
-    if W0.device != x.device:
-        raise UserError(f"W0 is on {W0.device} but x is on {x.device}: move them to one device")
-
-
 def srwm_contributions(
     x: torch.Tensor,
     W0: torch.Tensor,
@@ -172,7 +148,7 @@ def srwm_contributions(
         A :class:`Decomposition` with V = D_out (the y rows) in the state dtype (at least
         float32); values are the y rows of u_τ.
     """
-    _check_srwm(x, W0, n_beta)
+    check_srwm(x, W0, n_beta)
     B, T, H, D = x.shape
     dtype = state_dtype(x.dtype)
     a = x.to(dtype)

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import torch
 
-from fwp.errors import UserError
 from fwp.ops._dispatch import Mode, on_cpu, on_triton, pick_mode
-from fwp.ops._validation import check_rank
+from fwp.ops._validation import check_srwm
 from fwp.ops.srwm.cpu import srwm_fused_cpu
 from fwp.ops.srwm.naive import srwm_recurrent
 from fwp.ops.srwm.scan import srwm_scan
@@ -55,25 +54,5 @@ def srwm(
     Returns:
         ``(y [B, T, H, D_out], W_T [B, H, R, D])``; y has x's dtype, W_T at least float32.
     """
-    check_rank("x", x, "B, T, H, D")
-    B, T, H, D = x.shape
-    if T == 0:
-        raise UserError("the sequence is empty (T = 0): pass at least one time step")
-    if n_beta not in (1, 4):
-        raise UserError(
-            f"n_beta must be 1 (one rate) or 4 (one per block y, k, q, β), got {n_beta}"
-        )
-    check_rank("W0", W0, "B, H, R, D" if W0.dim() == 4 else "H, R, D")
-    if W0.shape[-3] != H or W0.shape[-1] != D or (W0.dim() == 4 and W0.shape[0] != B):
-        expected = f"[{H}, R, {D}] or [{B}, {H}, R, {D}]"
-        raise UserError(
-            f"W0 must be {expected} for x of shape {tuple(x.shape)}, got {tuple(W0.shape)}"
-        )
-    if W0.shape[-2] - 2 * D - n_beta < 1:
-        raise UserError(
-            f"W0 has R = {W0.shape[-2]} rows, too few for y, k, q ({D} each) and β ({n_beta}): "
-            f"R must be D_out + 2·D + n_beta with D_out ≥ 1 (see fwp.ops.srwm_rows)"
-        )
-    if W0.device != x.device:
-        raise UserError(f"W0 is on {W0.device} but x is on {x.device}: move them to one device")
+    check_srwm(x, W0, n_beta)
     return pick_mode("srwm", mode, MODES, AUTO, x).fn(x, W0, n_beta, input_softmax)
