@@ -68,6 +68,40 @@ def read(state: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
     return (q.unsqueeze(-2) @ state).squeeze(-2)
 
 
+def size_preserving_feature_map(
+    feature_map: str, layer: str
+) -> Callable[[torch.Tensor], torch.Tensor]:
+    """φ for a layer that splits one projection into [q; k; v; …] blocks of the head size D.
+
+    DPFP maps D to a larger size, which would not fit those blocks or the D × D state.
+    """
+    phi = get_feature_map(feature_map)
+    if feature_map.startswith("dpfp"):
+        raise UserError(f"{layer} needs a size-preserving feature map, not dpfp")
+    return phi
+
+
+def delta_net(
+    phi: Callable[[torch.Tensor], torch.Tensor],
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    b: torch.Tensor,
+    initial_state: torch.Tensor | None,
+    mode: str,
+    chunk_size: int,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """A DeltaNet run on pre-activations q, k, v ``[B, T, H, ·]`` and b ``[B, T, H, 1]``.
+
+    F_t = F_{t−1} + σ(b_t) φ(k_t) (v_t − F_{t−1}ᵀ φ(k_t))ᵀ,   o_t = F_tᵀ φ(q_t).
+    ``mode`` is the layer mode. Returns ``(o [B, T, H, V], F_T)``.
+    """
+    return delta_rule(
+        phi(q), phi(k), v, torch.sigmoid(b.squeeze(-1)), initial_state=initial_state,
+        output_final_state=True, mode=op_mode(mode), chunk_size=chunk_size,
+    )
+
+
 # --------------------------------------------------------------------------------------------
 # Sequential scan: reference loop and the memory-light training form.
 # --------------------------------------------------------------------------------------------
@@ -215,9 +249,7 @@ class RecurrentDeltaNet(nn.Module):
         super().__init__()
         self.n_heads, self.head_dim = n_heads, head_dim_for(d_model, n_heads, head_dim)
         D = self.head_dim
-        self.phi = get_feature_map(feature_map)
-        if feature_map.startswith("dpfp"):
-            raise UserError("rec_deltanet needs a size-preserving feature map, not dpfp")
+        self.phi = size_preserving_feature_map(feature_map, "rec_deltanet")
         self.mode, self.checkpoint_every = check_mode(mode), checkpoint_every
         self.proj = nn.Linear(d_model, n_heads * (3 * D + 1), bias=False)
         # One matrix per head for the recurrent parts of [q; k; v; β]: a_t R gives all four.
@@ -273,9 +305,7 @@ class DeltaRNN(nn.Module):
         super().__init__()
         self.n_heads, self.head_dim = n_heads, head_dim_for(d_model, n_heads, head_dim)
         D = self.head_dim
-        self.phi = get_feature_map(feature_map)
-        if feature_map.startswith("dpfp"):
-            raise UserError("delta_rnn needs a size-preserving feature map, not dpfp")
+        self.phi = size_preserving_feature_map(feature_map, "delta_rnn")
         self.mode, self.chunk_size = check_mode(mode), chunk_size
         self.checkpoint_every = checkpoint_every
         self.proj = nn.Linear(d_model, n_heads * (5 * D + 2), bias=False)
@@ -298,10 +328,7 @@ class DeltaRNN(nn.Module):
         if state is None:
             zeros = q.new_zeros(x.shape[0], H, D, D)
             state = (None, zeros, q.new_zeros(x.shape[0], H, D))
-        z, s_ff = delta_rule(
-            self.phi(q), self.phi(k), v, torch.sigmoid(b.squeeze(-1)), initial_state=state[0],
-            output_final_state=True, mode=op_mode(self.mode), chunk_size=self.chunk_size,
-        )
+        z, s_ff = delta_net(self.phi, q, k, v, b, state[0], self.mode, self.chunk_size)
         inputs = (z, torch.softmax(rk, dim=-1), rv, torch.sigmoid(rb.squeeze(-1)))
         h, (W, h_last) = scan(
             self.step, inputs, state[1:], mode=self.mode, checkpoint_every=self.checkpoint_every
@@ -338,9 +365,7 @@ class DeltaLSTM(nn.Module):
         super().__init__()
         self.n_heads, self.head_dim = n_heads, head_dim_for(d_model, n_heads, head_dim)
         D = self.head_dim
-        self.phi = get_feature_map(feature_map)
-        if feature_map.startswith("dpfp"):
-            raise UserError("delta_lstm needs a size-preserving feature map, not dpfp")
+        self.phi = size_preserving_feature_map(feature_map, "delta_lstm")
         self.mode, self.chunk_size = check_mode(mode), chunk_size
         self.checkpoint_every = checkpoint_every
         self.proj = nn.Linear(d_model, 3 * n_heads * (5 * D + 2), bias=False)
@@ -369,10 +394,7 @@ class DeltaLSTM(nn.Module):
             state = (
                 None, q.new_zeros(B, 3, H, D, D), q.new_zeros(B, H, D), q.new_zeros(B, H, D)
             )
-        z, s_ff = delta_rule(
-            self.phi(q), self.phi(k), v, torch.sigmoid(b.squeeze(-1)), initial_state=state[0],
-            output_final_state=True, mode=op_mode(self.mode), chunk_size=self.chunk_size,
-        )
+        z, s_ff = delta_net(self.phi, q, k, v, b, state[0], self.mode, self.chunk_size)
 
         def gates(t: torch.Tensor) -> torch.Tensor:
             return t.reshape(B, T, 3, H, *t.shape[3:])
@@ -418,9 +440,7 @@ class DeltaDelta(nn.Module):
         super().__init__()
         self.n_heads, self.head_dim = n_heads, head_dim_for(d_model, n_heads, head_dim)
         D = self.head_dim
-        self.phi = get_feature_map(feature_map)
-        if feature_map.startswith("dpfp"):
-            raise UserError("deltadelta needs a size-preserving feature map, not dpfp")
+        self.phi = size_preserving_feature_map(feature_map, "deltadelta")
         self.mode, self.chunk_size = check_mode(mode), chunk_size
         self.proj = nn.Linear(d_model, n_heads * (2 * D + (3 * D + 1) + 1), bias=False)
         self.out = nn.Linear(n_heads * D, d_model, bias=False)
@@ -431,17 +451,9 @@ class DeltaDelta(nn.Module):
         D = self.head_dim
         q, k, v, b = split_heads(self.proj(x), self.n_heads).split([D, D, 3 * D + 1, 1], dim=-1)
         s_slow, s_fast = (None, None) if state is None else state
-        options = {"output_final_state": True, "mode": op_mode(self.mode),
-                   "chunk_size": self.chunk_size}
-        fast, s_slow = delta_rule(
-            self.phi(q), self.phi(k), v, torch.sigmoid(b.squeeze(-1)), initial_state=s_slow,
-            **options,
-        )
+        fast, s_slow = delta_net(self.phi, q, k, v, b, s_slow, self.mode, self.chunk_size)
         fq, fk, fv, fb = fast.split([D, D, D, 1], dim=-1)
-        o, s_fast = delta_rule(
-            self.phi(fq), self.phi(fk), fv, torch.sigmoid(fb.squeeze(-1)), initial_state=s_fast,
-            **options,
-        )
+        o, s_fast = delta_net(self.phi, fq, fk, fv, fb, s_fast, self.mode, self.chunk_size)
         return self.out(o.flatten(-2)), (s_slow, s_fast)
 
 
@@ -474,9 +486,7 @@ class SRDelta(nn.Module):
         super().__init__()
         self.n_heads, self.head_dim = n_heads, head_dim_for(d_model, n_heads, head_dim)
         D = self.head_dim
-        self.phi = get_feature_map(feature_map)
-        if feature_map.startswith("dpfp"):
-            raise UserError("srdelta needs a size-preserving feature map, not dpfp")
+        self.phi = size_preserving_feature_map(feature_map, "srdelta")
         self.n_beta, self.input_softmax = n_beta, input_softmax
         self.mode, self.chunk_size = check_mode(mode), chunk_size
         inner = n_heads * D
@@ -497,10 +507,7 @@ class SRDelta(nn.Module):
             input_softmax=self.input_softmax, mode=op_mode(self.mode),
         )
         fq, fk, fv, fb = y.split([D, D, D, 1], dim=-1)
-        o, s_fast = delta_rule(
-            self.phi(fq), self.phi(fk), fv, torch.sigmoid(fb.squeeze(-1)), initial_state=s_fast,
-            output_final_state=True, mode=op_mode(self.mode), chunk_size=self.chunk_size,
-        )
+        o, s_fast = delta_net(self.phi, fq, fk, fv, fb, s_fast, self.mode, self.chunk_size)
         return self.out(o.flatten(-2)), (W, s_fast)
 
 
