@@ -279,18 +279,16 @@ class RecurrentDeltaNet(nn.Module):
         return self.out(o.flatten(-2)), state
 
 
-@register_layer("delta_rnn")
-class DeltaRNN(nn.Module):
-    """Delta RNN: a recurrent fast net whose recurrent matrix is programmed by a delta rule.
+class DeltaRecurrentNet(nn.Module):
+    """What the Delta RNN and the Delta LSTM share: their slow net and its projection layout.
 
-    Per head (Irie et al. 2021; the public "v2" kernel): a feed-forward DeltaNet gives
-    z_t (φ = ELU+1 with sum-normalisation); the slow net also emits a recurrent key, value and rate
-    k'_t (softmax), v'_t, β'_t = σ(·), and
-
-        W_t = W_{t−1} + β'_t k'_t (v'_t − W_{t−1}ᵀ k'_t)ᵀ,    h_t = W_tᵀ softmax(h_{t−1}) + z_t,
-
-    with h_0 = 0. State: ``(S_ff [B, H, D, D], W [B, H, D, D], h_T [B, H, D])``.
+    Each has ``n_matrices`` recurrent fast matrices per head (one for the RNN, one per gate for the
+    LSTM). For each, one projection of x_t gives 5D + 2 pre-activations per head: q, k, v, b of a
+    feed-forward DeltaNet and k', v', b' that program the recurrent matrix (see :meth:`project`).
     """
+
+    layer_name: str
+    n_matrices: int
 
     def __init__(
         self,
@@ -305,11 +303,34 @@ class DeltaRNN(nn.Module):
         super().__init__()
         self.n_heads, self.head_dim = n_heads, head_dim_for(d_model, n_heads, head_dim)
         D = self.head_dim
-        self.phi = size_preserving_feature_map(feature_map, "delta_rnn")
+        self.phi = size_preserving_feature_map(feature_map, self.layer_name)
         self.mode, self.chunk_size = check_mode(mode), chunk_size
         self.checkpoint_every = checkpoint_every
-        self.proj = nn.Linear(d_model, n_heads * (5 * D + 2), bias=False)
+        self.proj = nn.Linear(d_model, self.n_matrices * n_heads * (5 * D + 2), bias=False)
         self.out = nn.Linear(n_heads * D, d_model, bias=False)
+
+    def project(self, x: torch.Tensor) -> Tensors:
+        """x ``[B, T, d_model]`` → q, k, v, k', v' ``[B, T, n_matrices·H, D]``, b, b' ``[…, 1]``."""
+        D = self.head_dim
+        return split_heads(self.proj(x), self.n_matrices * self.n_heads).split(
+            [D, D, D, D, D, 1, 1], dim=-1
+        )
+
+
+@register_layer("delta_rnn")
+class DeltaRNN(DeltaRecurrentNet):
+    """Delta RNN: a recurrent fast net whose recurrent matrix is programmed by a delta rule.
+
+    Per head (Irie et al. 2021; the public "v2" kernel): a feed-forward DeltaNet gives
+    z_t (φ = ELU+1 with sum-normalisation); the slow net also emits a recurrent key, value and rate
+    k'_t (softmax), v'_t, β'_t = σ(·), and
+
+        W_t = W_{t−1} + β'_t k'_t (v'_t − W_{t−1}ᵀ k'_t)ᵀ,    h_t = W_tᵀ softmax(h_{t−1}) + z_t,
+
+    with h_0 = 0. State: ``(S_ff [B, H, D, D], W [B, H, D, D], h_T [B, H, D])``.
+    """
+
+    layer_name, n_matrices = "delta_rnn", 1
 
     @staticmethod
     def step(x_t: Tensors, state: Tensors, params: Tensors) -> tuple[torch.Tensor, Tensors]:
@@ -322,9 +343,7 @@ class DeltaRNN(nn.Module):
         self, x: torch.Tensor, state: Tensors | None = None
     ) -> tuple[torch.Tensor, Tensors]:
         D, H = self.head_dim, self.n_heads
-        q, k, v, rk, rv, b, rb = split_heads(self.proj(x), H).split(
-            [D, D, D, D, D, 1, 1], dim=-1
-        )
+        q, k, v, rk, rv, b, rb = self.project(x)
         if state is None:
             zeros = q.new_zeros(x.shape[0], H, D, D)
             state = (None, zeros, q.new_zeros(x.shape[0], H, D))
@@ -337,7 +356,7 @@ class DeltaRNN(nn.Module):
 
 
 @register_layer("delta_lstm")
-class DeltaLSTM(nn.Module):
+class DeltaLSTM(DeltaRecurrentNet):
     """Delta LSTM: an LSTM whose weights are fast weights (Irie et al. 2021).
 
     For each of the gate i, update u and output gate o (per head): a feed-forward DeltaNet gives
@@ -352,24 +371,7 @@ class DeltaLSTM(nn.Module):
     ``(S_ff [B, 3H, D, D], R [B, 3, H, D, D], h_T [B, H, D], c_T [B, H, D])``.
     """
 
-    def __init__(
-        self,
-        d_model: int,
-        n_heads: int,
-        head_dim: int | None = None,
-        feature_map: str = "elu+1_sum",
-        mode: str = "auto",
-        chunk_size: int = 64,
-        checkpoint_every: int | None = None,
-    ) -> None:
-        super().__init__()
-        self.n_heads, self.head_dim = n_heads, head_dim_for(d_model, n_heads, head_dim)
-        D = self.head_dim
-        self.phi = size_preserving_feature_map(feature_map, "delta_lstm")
-        self.mode, self.chunk_size = check_mode(mode), chunk_size
-        self.checkpoint_every = checkpoint_every
-        self.proj = nn.Linear(d_model, 3 * n_heads * (5 * D + 2), bias=False)
-        self.out = nn.Linear(n_heads * D, d_model, bias=False)
+    layer_name, n_matrices = "delta_lstm", 3
 
     @staticmethod
     def step(x_t: Tensors, state: Tensors, params: Tensors) -> tuple[torch.Tensor, Tensors]:
@@ -387,9 +389,7 @@ class DeltaLSTM(nn.Module):
         D, H = self.head_dim, self.n_heads
         B, T = x.shape[:2]
         # The three gates are 3H heads of one feed-forward DeltaNet and of one recurrent scan.
-        q, k, v, rk, rv, b, rb = split_heads(self.proj(x), 3 * H).split(
-            [D, D, D, D, D, 1, 1], dim=-1
-        )
+        q, k, v, rk, rv, b, rb = self.project(x)
         if state is None:
             state = (
                 None, q.new_zeros(B, 3, H, D, D), q.new_zeros(B, H, D), q.new_zeros(B, H, D)
