@@ -16,7 +16,7 @@ from fwp.layers import (
 CORE_LAYERS = ["linear", "deltanet", "srwm", "transformer", "lstm"]
 
 
-@pytest.mark.parametrize("name", CORE_LAYERS)
+@pytest.mark.parametrize("name", sorted(LAYERS))
 def test_pieces_equal_whole_and_gradients_flow(name):
     stack = LayerStack([name, name], d_model=24, n_heads=3, d_ff=48).double().eval()
     x = torch.randn(2, 19, 24, dtype=torch.float64, requires_grad=True)
