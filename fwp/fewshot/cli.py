@@ -172,7 +172,8 @@ COMMANDS = (add_inspect,)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    """Add every few-shot command to ``fwp fewshot``: inspect, then train, eval and report."""
+    """Add every few-shot command to ``fwp fewshot``: inspect, then train, eval, report and
+    explain."""
     from fwp.fewshot import commands
 
     for add in COMMANDS:

@@ -1,5 +1,6 @@
-"""``fwp fewshot train | eval | report``: argparse glue around :mod:`fwp.fewshot.train`,
-:mod:`fwp.fewshot.evaluate` and :mod:`fwp.fewshot.report`."""
+"""``fwp fewshot train | eval | report | explain``: argparse glue around
+:mod:`fwp.fewshot.train`, :mod:`fwp.fewshot.evaluate`, :mod:`fwp.fewshot.report` and
+:mod:`fwp.fewshot.explain`."""
 
 from __future__ import annotations
 
@@ -64,6 +65,32 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     report.add_argument("--split", default="test", choices=("train", "val", "test"))
     report.set_defaults(func=run_report)
 
+    explain = subparsers.add_parser(
+        "explain", help="each support example's effect on one query's prediction (fast weights)",
+        description="Split one query's prediction over the support examples through the "
+        "FWP-attention duality; writes explain.json, attribution.png and fast_weights.png.",
+    )
+    explain.add_argument("run", metavar="RUN", help="run folder with a srwm, deltanet or linear "
+                         "core, made by `fwp fewshot train`")
+    explain.add_argument("--out", required=True, type=Path, metavar="DIR",
+                         help="folder for the JSON and the two pictures")
+    explain.add_argument("--episode-seed", type=int, default=None, metavar="S",
+                         help="episode seed (default: the seed of `fwp fewshot eval`)")
+    explain.add_argument("--episode", type=int, default=0, help="episode index (default: 0)")
+    explain.add_argument("--query", type=int, default=0,
+                         help="which of the episode's N queries (default: 0)")
+    explain.add_argument("--split", default="test", choices=("train", "val", "test"))
+    explain.add_argument("--data-root", metavar="DIR",
+                         help="where the data set lives now (default: the run's --data-root)")
+    explain.add_argument("--k-shot", type=_positive, default=None, metavar="K",
+                         help="shots per class (default: the run's K)")
+    explain.add_argument("--checkpoint", choices=("best", "last"), default="best")
+    explain.add_argument("--layer", type=int, default=None, metavar="L",
+                         help="block drawn in fast_weights.png (default: the last)")
+    explain.add_argument("--head", type=int, default=0, metavar="H",
+                         help="head drawn in fast_weights.png (default: 0)")
+    explain.set_defaults(func=run_explain)
+
 
 def run_train(args: argparse.Namespace) -> int:
     from fwp.fewshot.checkpoint import read_config
@@ -125,3 +152,25 @@ def run_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def run_explain(args: argparse.Namespace) -> int:
+    from fwp.fewshot.evaluate import EVAL_SEED
+    from fwp.fewshot.explain import explain_run
+
+    seed = EVAL_SEED if args.episode_seed is None else args.episode_seed
+    result = explain_run(
+        Path(args.run), args.out, episode_seed=seed, episode=args.episode, query=args.query,
+        split=args.split, data_root=args.data_root, k_shot=args.k_shot,
+        checkpoint=args.checkpoint, layer=args.layer, head=args.head,
+    )
+    order = result.effects.argsort(descending=True).tolist()
+
+    def described(t: int) -> str:
+        return f"t = {t} (label {int(result.support_labels[t])}) {float(result.effects[t]):+.3g}"
+
+    print(f"{args.run}: episode {args.episode} (seed {seed}), query {args.query}: "
+          f"true label {result.query_label}, predicted {result.predicted}")
+    print("  effect on the predicted logit of removing a support example's writes (all blocks):")
+    print(f"    largest: {', '.join(described(t) for t in order[:3])}")
+    print(f"    smallest: {described(order[-1])}")
+    print(f"wrote {args.out / 'explain.json'}, attribution.png and fast_weights.png")
+    return 0
