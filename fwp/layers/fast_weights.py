@@ -119,6 +119,12 @@ class SRWM(nn.Module):
 
     Init as in the public code: each block N(0, init_std²) with init_std = 1/√D by default,
     and the β block's mean ``beta_init_mean`` (0: rates start around σ(0) = ½).
+
+    ``key_identity`` = c adds c·I to the key block of W0 (our option, off by default). A later
+    read by input x weighs write τ by φ(k_τ)·x (:func:`fwp.dual.srwm_contributions`); with
+    k_τ ≈ c·x_τ that weight is softmax(c·x_τ)·x, a similarity of the two inputs from the first
+    step, where a random key block gives none. On in-context classification this removes the
+    long chance-level plateau of the public init (``docs/fewshot.md`` has the measurements).
     """
 
     def __init__(
@@ -130,6 +136,7 @@ class SRWM(nn.Module):
         input_softmax: bool = False,
         init_std: float | None = None,
         beta_init_mean: float = 0.0,
+        key_identity: float = 0.0,
         mode: str = "auto",
     ) -> None:
         super().__init__()
@@ -141,6 +148,7 @@ class SRWM(nn.Module):
         std = 1.0 / math.sqrt(D) if init_std is None else init_std
         W0 = torch.randn(n_heads, srwm_rows(D, D, n_beta), D) * std
         W0[:, -n_beta:] += beta_init_mean
+        W0[:, D : 2 * D] += key_identity * torch.eye(D)
         self.W0 = nn.Parameter(W0)
         self.out = nn.Linear(inner, d_model, bias=False)
 
