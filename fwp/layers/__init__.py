@@ -17,7 +17,7 @@ from fwp.layers.recurrent import (
     SRDelta,
 )
 from fwp.layers.registry import LAYERS, build_layer, register_layer
-from fwp.layers.state import clone_state, detach_state, map_state
+from fwp.layers.state import clone_state, detach_state, map_state, repeat_state
 
 __all__ = [
     "LAYERS",
@@ -41,4 +41,5 @@ __all__ = [
     "detach_state",
     "map_state",
     "register_layer",
+    "repeat_state",
 ]

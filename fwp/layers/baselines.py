@@ -42,7 +42,8 @@ class SoftmaxAttention(nn.Module):
 
 @register_layer("lstm")
 class LSTM(nn.Module):
-    """One LSTM layer of width d_model (``n_heads`` is accepted and ignored); state = (h, c)."""
+    """One LSTM layer of width d_model (``n_heads`` is accepted and ignored); state = (h, c),
+    each ``[B, 1, d_model]`` (batch first, like every layer's state; ``nn.LSTM`` puts it second)."""
 
     def __init__(self, d_model: int, n_heads: int = 1) -> None:
         super().__init__()
@@ -51,4 +52,7 @@ class LSTM(nn.Module):
     def forward(
         self, x: torch.Tensor, state: tuple[torch.Tensor, torch.Tensor] | None = None
     ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
-        return self.lstm(x, state)
+        if state is not None:
+            state = tuple(s.transpose(0, 1).contiguous() for s in state)
+        y, (h, c) = self.lstm(x, state)
+        return y, (h.transpose(0, 1), c.transpose(0, 1))

@@ -1,4 +1,8 @@
-"""Helpers for layer states: nested tuples/lists/dicts of tensors (or None)."""
+"""Helpers for layer states: nested tuples/lists/dicts of tensors (or None).
+
+Every tensor of every layer's state has the batch in its first dimension, so a state can be
+repeated or indexed per sequence without knowing the layer.
+"""
 
 from __future__ import annotations
 
@@ -29,3 +33,9 @@ def clone_state(state: Any) -> Any:
 def detach_state(state: Any) -> Any:
     """Cut the graph, e.g. between truncated-BPTT segments or for a teacher branch."""
     return map_state(torch.Tensor.detach, state)
+
+
+def repeat_state(state: Any, repeats: int) -> Any:
+    """Each sequence's state ``repeats`` times in a row along the batch: ``[B, …]`` → ``[B·r, …]``
+    (sequence b's copies at b·r … b·r + r − 1), e.g. to continue one state with r queries."""
+    return map_state(lambda t: t.repeat_interleave(repeats, dim=0), state)

@@ -11,6 +11,8 @@ from fwp.layers import (
     LinearAttention,
     clone_state,
     detach_state,
+    map_state,
+    repeat_state,
 )
 
 CORE_LAYERS = ["linear", "deltanet", "srwm", "transformer", "lstm"]
@@ -27,6 +29,24 @@ def test_pieces_equal_whole_and_gradients_flow(name):
     y.square().sum().backward()
     assert x.grad.abs().sum() > 0
     assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in stack.parameters())
+
+
+@pytest.mark.parametrize("name", sorted(LAYERS))
+def test_states_are_batch_first_and_repeat_per_sequence(name):
+    """Continuing a repeated state with r inputs per sequence equals r separate continuations."""
+    stack = LayerStack([name, name], d_model=24, n_heads=3, d_ff=48).double().eval()
+    _, state = stack(torch.randn(3, 6, 24, dtype=torch.float64))
+    map_state(lambda t: assert_batch_first(t, 3), state)
+    queries = torch.randn(3, 4, 1, 24, dtype=torch.float64)
+    together, _ = stack(queries.flatten(0, 1), repeat_state(state, 4))
+    for r in range(4):
+        alone, _ = stack(queries[:, r], clone_state(state))
+        torch.testing.assert_close(together.unflatten(0, (3, 4))[:, r], alone)
+
+
+def assert_batch_first(t: torch.Tensor, batch: int) -> torch.Tensor:
+    assert t.shape[0] == batch, f"state tensor {tuple(t.shape)} does not have the batch first"
+    return t
 
 
 @pytest.mark.parametrize("name", CORE_LAYERS)
@@ -58,6 +78,18 @@ def test_srwm_layer_options_and_init():
     assert abs(layer.W0[:, :-4].std().item() - 8**-0.5) < 0.05
     y, state = layer(torch.randn(3, 5, 32))
     assert y.shape == (3, 5, 32) and state.shape == (3, 4, 28, 8)
+
+
+def test_srwm_key_identity_adds_scaled_identity_to_the_key_block_only():
+    torch.manual_seed(0)
+    plain = SRWM(32, 4, n_beta=4).W0
+    torch.manual_seed(0)
+    shifted = SRWM(32, 4, n_beta=4, key_identity=3.0).W0
+    D = 8
+    difference = shifted[:, D : 2 * D] - plain[:, D : 2 * D]
+    torch.testing.assert_close(difference, 3.0 * torch.eye(D).expand(4, D, D))
+    torch.testing.assert_close(shifted[:, :D], plain[:, :D])
+    torch.testing.assert_close(shifted[:, 2 * D :], plain[:, 2 * D :])
 
 
 def test_deltanet_beta_in_unit_interval_and_state_helpers():
