@@ -65,6 +65,9 @@ class NetworkConfig:
     residual: str = "normed"  # "normed": LN(h) + out (public few-shot SRWM code); "pre_norm"
     n_beta: int = 1  # SRWM learning rates: 1 (paper) or 4 (one per block, public code)
     input_softmax: bool = False  # SRWM: softmax on the layer input (off in the few-shot papers)
+    beta_init: float = 0.0  # SRWM: mean of the initial β rows (0: learning rates start near ½)
+    key_identity: float = 0.0  # SRWM: c·I added to W0's key block (0: the public code's init)
+    feature_map: str = "elu+1_sum"  # deltanet / linear: φ of keys and queries (see fwp.ops)
     core_mode: str = "auto"  # operator path of srwm/deltanet/linear: auto | recurrent | scan | ...
 
 
@@ -171,6 +174,10 @@ class RunConfig:
             )
         if self.network.n_beta not in (1, 4):
             raise UserError(f"--n-beta must be 1 or 4 (got {self.network.n_beta})")
+        if self.network.model in ("deltanet", "linear"):
+            from fwp.ops import get_feature_map
+
+            get_feature_map(self.network.feature_map)
         if self.optim.lr <= 0:
             raise UserError(f"--lr must be positive (got {self.optim.lr})")
         if self.optim.grad_clip < 0:

@@ -19,7 +19,7 @@ from torch.nn import functional as F
 
 from fwp.fewshot.backbones import build_backbone
 from fwp.fewshot.config import RunConfig
-from fwp.layers import LayerStack, clone_state
+from fwp.layers import LayerStack, clone_state, repeat_state
 
 
 @dataclass
@@ -52,9 +52,14 @@ class FewShotLearner(nn.Module):
         )
         self.input = nn.Linear(feature_dim + self.n_way, net.d_model)
         layer_options = {
-            "srwm": {"n_beta": net.n_beta, "input_softmax": net.input_softmax},
-            "deltanet": {},
-            "linear": {},
+            "srwm": {
+                "n_beta": net.n_beta,
+                "input_softmax": net.input_softmax,
+                "beta_init_mean": net.beta_init,
+                "key_identity": net.key_identity,
+            },
+            "deltanet": {"feature_map": net.feature_map},
+            "linear": {"feature_map": net.feature_map},
         }
         for name in layer_options:
             layer_options[name]["mode"] = net.core_mode
@@ -85,10 +90,12 @@ class FewShotLearner(nn.Module):
 
     def predict_features(self, features: torch.Tensor, state: list[Any]) -> torch.Tensor:
         """Each of the Q queries ``[B, Q, F]`` as its own length-1 continuation of ``state``,
-        so that no query sees another: logits ``[B, Q, N]``."""
+        so that no query sees another: logits ``[B, Q, N]``. The Q continuations run as one
+        batch of B·Q sequences, each sequence's state repeated Q times."""
         x = self.embed(features, None)
-        outs = [self.core(x[:, q : q + 1], state)[0] for q in range(x.shape[1])]
-        return self.head(self.norm(torch.cat(outs, dim=1)))
+        B, Q = x.shape[:2]
+        out, _ = self.core(x.flatten(0, 1).unsqueeze(1), repeat_state(state, Q))
+        return self.head(self.norm(out.view(B, Q, -1)))
 
     def observe(
         self, images: torch.Tensor, labels: torch.Tensor, state: list[Any] | None = None

@@ -63,6 +63,7 @@ def test_flags_override_presets_and_config_files(tmp_path):
     (("--config", "missing.toml"), "does not exist"),
     (("--model", "transformer", "--k-extra", "2", "--beta2", "1", "--distill", "weights"),
      "key/value cache"),
+    (("--model", "deltanet", "--feature-map", "relu"), "unknown feature map 'relu'"),
 ])
 def test_bad_flag_values(argv, message):
     with pytest.raises(UserError, match=message):

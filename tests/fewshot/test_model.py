@@ -22,6 +22,20 @@ def _tensors(state):
     return out
 
 
+def test_network_options_reach_the_layers(tiny_root):
+    srwm = FewShotLearner(tiny_config(tiny_root, model="srwm", key_identity=2.0, beta_init=1.0,
+                                      n_beta=4), (1, 28, 28))
+    layer = srwm.core.blocks[0].layer
+    D = layer.head_dim
+    assert layer.n_beta == 4 and abs(layer.W0[:, -4:].mean().item() - 1.0) < 0.5
+    assert abs(torch.diagonal(layer.W0[:, D : 2 * D], dim1=-2, dim2=-1).mean().item() - 2.0) < 0.5
+    deltanet = FewShotLearner(tiny_config(tiny_root, model="deltanet", feature_map="l2"),
+                              (1, 28, 28))
+    x = torch.randn(3, 8)
+    torch.testing.assert_close(deltanet.core.blocks[0].layer.phi(x),
+                               torch.nn.functional.normalize(x, dim=-1))
+
+
 @pytest.fixture(scope="module")
 def episode(tiny_root):
     dataset = load_dataset("folder", tiny_root, split="train")

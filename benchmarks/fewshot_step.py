@@ -1,0 +1,120 @@
+"""Training steps/s of a few-shot preset with each operator path of its core, and where the time
+goes: ratios against the reference loop (``core_mode = "recurrent"``) run in the same process.
+
+    python benchmarks/fewshot_step.py [--preset demo] [--threads 1] [--repeats 10]
+
+One step = forward of a batch of episodes (support, extra and query images through the backbone,
+the sequences through the core), the preset's loss, backward and an Adam step, on a fixed batch
+(the same episodes for every path). The breakdown times the backbone alone (forward + backward of
+its features for the same images): the part of the step no core kernel can speed up, which bounds
+the whole step's speed-up (Amdahl).
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from common import markdown_table  # noqa: E402
+
+from fwp.data import EpisodeSampler  # noqa: E402
+from fwp.fewshot.config import from_dict, preset  # noqa: E402
+from fwp.fewshot.evaluate import load_split  # noqa: E402
+from fwp.fewshot.losses import bootstrap_loss  # noqa: E402
+from fwp.fewshot.model import FewShotLearner  # noqa: E402
+
+PATHS = {
+    "srwm": ["recurrent", "scan", "fused_cpu"],
+    "deltanet": ["recurrent", "chunk", "fused_cpu"],
+    "linear": ["recurrent", "chunk"],
+}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--preset", default="demo")
+    parser.add_argument("--model", default=None, help="core to use instead of the preset's")
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--repeats", type=int, default=10, help="timed steps per path")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+
+    data = preset(args.preset)
+    if args.model:
+        data.setdefault("network", {})["model"] = args.model
+    config = from_dict(data)
+    config.validate()
+    train_set = load_split(config, "train")
+    k_extra = config.data.k_extra if config.bootstrapped else 0
+    episode = EpisodeSampler(
+        train_set, config.data.n_way, config.data.k_shot, n_query=config.data.n_query,
+        k_extra=k_extra, seed=0,
+    ).sample(config.optim.batch_size)
+    extra = (episode.extra_images, episode.extra_labels) if k_extra else ()
+    images = [episode.support_images, episode.query_images, *extra[:1]]
+    n_images = sum(x.shape[0] * x.shape[1] for x in images)
+
+    def learner(mode: str) -> tuple[FewShotLearner, torch.optim.Optimizer]:
+        config.network.core_mode = mode
+        torch.manual_seed(0)
+        model = FewShotLearner(config, train_set.image_shape).train()
+        return model, torch.optim.Adam(model.parameters(), lr=1e-4)
+
+    def full_step(model: FewShotLearner, optimiser: torch.optim.Optimizer) -> None:
+        optimiser.zero_grad(set_to_none=True)
+        out = model(episode.support_images, episode.support_labels, episode.query_images, *extra)
+        loss, _ = bootstrap_loss(
+            out.student_logits, episode.query_labels, out.teacher_logits,
+            beta1=config.loss.beta1, beta2=config.loss.beta2, beta3=config.loss.beta3,
+            distill=config.loss.distill, student_state=out.student_state,
+            teacher_state=out.teacher_state,
+        )
+        loss.backward()
+        optimiser.step()
+
+    def backbone_only(model: FewShotLearner, optimiser: torch.optim.Optimizer) -> None:
+        optimiser.zero_grad(set_to_none=True)
+        sum(model.features(x).sum() for x in images).backward()
+
+    paths = PATHS.get(config.network.model)
+    if paths is None:
+        raise SystemExit(f"--model {config.network.model} has no operator paths to compare")
+    runs = {mode: (full_step, learner(mode)) for mode in paths}
+    runs["backbone only"] = (backbone_only, learner(paths[0]))
+    seconds: dict[str, list[float]] = {name: [] for name in runs}
+    for fn, (model, optimiser) in runs.values():
+        fn(model, optimiser)  # warm-up (and the first compile of the C++ extension)
+    for _ in range(args.repeats):  # round-robin: load changes hit every path alike
+        for name, (fn, (model, optimiser)) in runs.items():
+            start = time.perf_counter()
+            fn(model, optimiser)
+            seconds[name].append(time.perf_counter() - start)
+    median = {name: statistics.median(times) for name, times in seconds.items()}
+
+    reference = median[paths[0]]
+    backbone = median["backbone only"]
+    rows = []
+    for name in paths:
+        rows.append([
+            name, f"{1 / median[name]:.2f}", f"{reference / median[name]:.2f}",
+            f"{median[name] - backbone:.3f}", f"{(median[name] - backbone) / median[name]:.0%}",
+        ])
+    rows.append(["backbone only", f"{1 / backbone:.2f}", f"{reference / backbone:.2f}", "", ""])
+    print(f"preset {args.preset}, core {config.network.model}, batch {config.optim.batch_size} "
+          f"episodes ({n_images} images), {args.threads} thread(s), median of {args.repeats}")
+    print(markdown_table(
+        ["path", "steps/s", "× reference loop", "s/step outside the backbone", "share"], rows,
+    ))
+    print(f"bound on the whole step's speed-up with an infinitely fast core: "
+          f"{reference / backbone:.2f}×")
+
+
+if __name__ == "__main__":
+    main()
