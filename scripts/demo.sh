@@ -2,7 +2,7 @@
 # The main job of the few-shot workflow, from a fresh checkout: set up, then train the `demo`
 # baseline and its bootstrapped twin `demo_boot` on the built-in glyphs (side by side, one CPU
 # thread each), evaluate both at several K_test on fixed test episodes, and write the report
-# (markdown table + plot of accuracy against K_test). About 5 minutes on a 2-core CPU.
+# (markdown table + plot of accuracy against K_test). About 8 minutes on a 2-core CPU.
 #
 #   scripts/demo.sh [OUT]        (default OUT: runs/demo; `make demo` runs this)
 #
