@@ -95,6 +95,33 @@ def test_loss_decreases(tiny_root, core):
     assert losses[-1] < 0.6 * losses[0], losses
 
 
+@pytest.mark.parametrize("core", ["srwm", "deltanet", "linear"])
+def test_bfloat16_autocast_step(tiny_root, episode, core):
+    """The training step under bf16 autocast (as on CUDA; here on CPU): finite loss and gradients
+    close to float32's, fast weight states kept in float32."""
+    dataset, e = episode
+    torch.manual_seed(0)
+    model = FewShotLearner(tiny_config(tiny_root, model=core), dataset.image_shape).eval()
+
+    def step(amp: bool) -> tuple[torch.Tensor, list[torch.Tensor], list]:
+        model.zero_grad()
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=amp):
+            out = model(e.support_images, e.support_labels, e.query_images,
+                        e.extra_images, e.extra_labels)
+            loss, _ = bootstrap_loss(out.student_logits, e.query_labels, out.teacher_logits,
+                                     beta1=1.0, beta2=1.0, beta3=1.0)
+        loss.backward()
+        return loss.detach(), [p.grad.clone() for p in model.parameters()], out.student_state
+
+    loss16, grads16, state16 = step(True)
+    loss32, grads32, _ = step(False)
+    assert torch.isfinite(loss16) and abs(loss16 - loss32) < 0.05 * loss32
+    assert all(torch.isfinite(g).all() for g in grads16)
+    flat16, flat32 = (torch.cat([g.flatten() for g in grads]) for grads in (grads16, grads32))
+    assert torch.nn.functional.cosine_similarity(flat16, flat32, dim=0) > 0.98
+    assert all(t.dtype == torch.float32 for t in _tensors(state16))
+
+
 @pytest.mark.parametrize("name, shape, channels, features", [
     ("conv4", (1, 28, 28), 64, 64),  # Omniglot (REFERENCE §2)
     ("conv4", (3, 84, 84), 32, 800),  # Mini-ImageNet
