@@ -165,11 +165,13 @@ def run_explain(args: argparse.Namespace) -> int:
     order = result.effects.argsort(descending=True).tolist()
 
     def described(t: int) -> str:
-        return f"t = {t} (label {int(result.support_labels[t])}) {float(result.effects[t]):+.3g}"
+        return (f"t = {t} (label {int(result.support_labels[t])}) {float(result.effects[t]):+.3g}"
+                f" (left out: {float(result.leave_one_out[t]):+.3g})")
 
     print(f"{args.run}: episode {args.episode} (seed {seed}), query {args.query}: "
           f"true label {result.query_label}, predicted {result.predicted}")
-    print("  effect on the predicted logit of removing a support example's writes (all blocks):")
+    print("  effect on the predicted logit of removing a support example's writes (all blocks;"
+          " in brackets: of running the episode without it):")
     print(f"    largest: {', '.join(described(t) for t in order[:3])}")
     print(f"    smallest: {described(order[-1])}")
     print(f"wrote {args.out / 'explain.json'}, attribution.png and fast_weights.png")

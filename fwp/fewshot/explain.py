@@ -113,6 +113,7 @@ class Explanation:
     effects: torch.Tensor
     class_effects: torch.Tensor
     reset_effect: float
+    leave_one_out: torch.Tensor
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -123,6 +124,9 @@ class Explanation:
             "effect": "predicted-class logit minus the logit with the example's fast weight "
             "writes removed before the query reads them (exact counterfactual, not additive; "
             "later writes kept as they were)",
+            "leave_one_out": self.leave_one_out.tolist(),
+            "leave_one_out_means": "predicted-class logit minus the logit when the episode is "
+            "run again without the example (its later writes change too)",
             "all_blocks": {
                 "effects": self.effects.tolist(),
                 "class_effects": self.class_effects.tolist(),
@@ -326,6 +330,21 @@ def counterfactual_logits(
 
 
 @torch.no_grad()
+def leave_one_out_logits(model: FewShotLearner, trace: EpisodeTrace,
+                         support_features: torch.Tensor, support_labels: torch.Tensor
+                         ) -> torch.Tensor:
+    """Logits ``[T, N]`` of the traced query when the support set ``[1, T, F]`` is run again
+    without example τ (row τ): the episode as if τ had never been shown, so unlike the write
+    removals the writes after τ change as well. The T runs go as one batch."""
+    T = support_labels.shape[-1]
+    keep = ~torch.eye(T, dtype=torch.bool)
+    features = support_features.expand(T, -1, -1)[keep].view(T, T - 1, -1)
+    labels = support_labels.reshape(1, T).expand(T, -1)[keep].view(T, T - 1)
+    state = model.observe_features(features, labels)
+    return model.predict_features(trace.query_features.expand(T, -1, -1), state)[:, 0]
+
+
+@torch.no_grad()
 def explain_episode(
     model: FewShotLearner,
     support_images: torch.Tensor,
@@ -367,10 +386,13 @@ def explain_episode(
             fast_weights=trace.fast_weights[index].cpu(),
         ))
     together = effects(dict.fromkeys(range(n_blocks), masks))
+    support_features = model.features(support_images.to(trace.logits.dtype)[None])
+    without = leave_one_out_logits(model, trace, support_features, support_labels)
     return Explanation(
         support_labels=support_labels.cpu(), query_label=int(query_label), predicted=predicted,
         logits=trace.logits.cpu(), blocks=blocks, effects=together[:T],
         class_effects=together[T:-1], reset_effect=float(together[-1]),
+        leave_one_out=(trace.logits[predicted] - without[:, predicted]).cpu(),
     )
 
 
@@ -493,7 +515,9 @@ def draw_attribution(
     for c, column in enumerate(columns):
         for j, t in enumerate(column):
             ax.text(c * cell_w + border + w / 2, j * cell_h + h + 2 * border + strip / 2,
-                    f"{float(effects[t]):+.2g}", ha="center", va="center", fontsize=6)
+                    f"{float(effects[t]):+.2g}  (left out: "
+                    f"{float(explanation.leave_one_out[t]):+.2g})",
+                    ha="center", va="center", fontsize=6)
     ticks = []
     for c in range(n_way):
         marks = [m for m, hit in (("true", c == explanation.query_label),
@@ -508,7 +532,8 @@ def draw_attribution(
     for spine in ax.spines.values():
         spine.set_visible(False)
     ax.set_title("Support examples, framed by their effect on the predicted logit\n"
-                 "(writes removed from every block; numbers under the images)", fontsize=9)
+                 "(writes removed from every block; numbers under the images, and in brackets\n"
+                 "the effect of running the episode without the example)", fontsize=9)
     bar = fig.colorbar(plt.cm.ScalarMappable(norm, cmap), ax=ax, orientation="horizontal",
                        fraction=0.05, pad=0.04)
     bar.set_label("Δ logit of the predicted class (> 0: pushed towards it)", fontsize=8)

@@ -85,6 +85,20 @@ def test_removing_nothing_or_everything(tiny_root, episode, core, no_grad):
     assert explanation.reset_effect == pytest.approx(float(trace.logits[p] - start[p]), abs=1e-10)
 
 
+@pytest.mark.parametrize("core", CORES)
+def test_leave_one_out_is_the_episode_run_without_the_example(tiny_root, episode, core, no_grad):
+    model, (images, labels, query), explanation = _explain(tiny_root, episode, core)
+    p = explanation.predicted
+    for t in (0, len(labels) - 1):
+        keep = [i for i in range(len(labels)) if i != t]
+        state = model.observe(images.double()[None, keep], labels[None, keep])
+        without = model.predict(query.double()[None, None], state)[0, 0, p]
+        expected = float(explanation.logits[p] - without)
+        assert float(explanation.leave_one_out[t]) == pytest.approx(expected, abs=1e-10)
+    # the first example's later writes change when it is left out, so the two measures differ
+    assert not torch.allclose(explanation.leave_one_out, explanation.effects, atol=1e-6)
+
+
 @pytest.mark.parametrize("core", AFFINE)
 def test_effects_are_the_pieces_removed(tiny_root, episode, core, no_grad):
     """For srwm and deltanet, taking write τ out of the fast weights = subtracting its piece
