@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The main job of the few-shot workflow, from a fresh checkout: set up, then train the `demo`
 # baseline and its bootstrapped twin `demo_boot` on the built-in glyphs (side by side, one CPU
-# thread each), evaluate both at several K_test on fixed test episodes, and write the report
-# (markdown table + plot of accuracy against K_test). About 8 minutes on a 2-core CPU.
+# thread each), evaluate both at several K_test on fixed test episodes, write the report
+# (markdown table + plot of accuracy against K_test) and explain one test prediction of the
+# baseline (`fwp fewshot explain`). About 8 minutes on a 2-core CPU.
 #
 #   scripts/demo.sh [OUT]        (default OUT: runs/demo; `make demo` runs this)
 #
@@ -73,4 +74,7 @@ cat "$OUT/demo.eval.log" "$OUT/demo_boot.eval.log"
 if [ "$status" -ne 0 ]; then exit "$status"; fi
 
 $FWP fewshot report "$OUT/demo" "$OUT/demo_boot" --out "$OUT/report"
-echo "demo: done in $(( $(date +%s) - start )) s; report: $OUT/report/report.md"
+# What the trained SRWM does with one test episode (docs/dual.md explains the pictures).
+$FWP fewshot explain "$OUT/demo" --out "$OUT/explain"
+echo "demo: done in $(( $(date +%s) - start )) s; report: $OUT/report/report.md;" \
+    "explanation: $OUT/explain/attribution.png, fast_weights.png"
