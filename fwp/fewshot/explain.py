@@ -182,9 +182,7 @@ def split_deltanet(layer: DeltaNet, h: torch.Tensor) -> QuerySplit:
 
     Then o_q is affine in the support writes and initial + own write is the output from S_0.
     """
-    q, k, v = split_heads(layer.qkv(h), layer.n_heads).chunk(3, dim=-1)
-    beta = torch.sigmoid(layer.beta(h))
-    q, k = layer.phi(q), layer.phi(k)
+    q, k, v, beta = layer.read_inputs(h)
     dec = delta_rule_contributions(q, k, v, beta)
     T = h.shape[1] - 1
     pieces = dec.contributions[0, T]  # [H, T+1, V]

@@ -97,13 +97,16 @@ class DeltaNet(nn.Module):
         self.beta = nn.Linear(d_model, n_heads)
         self.out = nn.Linear(n_heads * self.head_dim, d_model, bias=False)
 
+    def read_inputs(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """φ(q), φ(k), v ``[B, T, H, D]`` and β ``[B, T, H]`` of ``x [B, T, d_model]``."""
+        q, k, v = split_heads(self.qkv(x), self.n_heads).chunk(3, dim=-1)
+        return self.phi(q), self.phi(k), v, torch.sigmoid(self.beta(x))
+
     def forward(
         self, x: torch.Tensor, state: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        q, k, v = split_heads(self.qkv(x), self.n_heads).chunk(3, dim=-1)
-        beta = torch.sigmoid(self.beta(x))
         o, state = delta_rule(
-            self.phi(q), self.phi(k), v, beta, initial_state=state, output_final_state=True,
+            *self.read_inputs(x), initial_state=state, output_final_state=True,
             mode=self.mode, chunk_size=self.chunk_size,
         )
         return self.out(o.flatten(-2)), state

@@ -30,7 +30,7 @@ from torch import nn
 from torch.autograd.function import once_differentiable
 
 from fwp.errors import UserError
-from fwp.layers.fast_weights import head_dim_for, split_heads
+from fwp.layers.fast_weights import DeltaNet, head_dim_for, split_heads
 from fwp.layers.registry import register_layer
 from fwp.ops import delta_rule, get_feature_map, srwm, srwm_rows
 from fwp.ops.delta_product import delta_product
@@ -562,11 +562,11 @@ class DeltaProduct(nn.Module):
 
 
 @register_layer("gated_deltanet")
-class GatedDeltaNet(nn.Module):
+class GatedDeltaNet(DeltaNet):
     """Gated DeltaNet (Yang, Kautz, Hatamizadeh, ICLR 2025): the delta rule with a decay α_t.
 
-    Per head: q, k (φ = L2 normalisation by default), v, β_t = σ(w_β · x_t), and the Mamba-2 style
-    decay α_t = exp(g_t), g_t = −exp(A_log) · softplus(w_α · x_t + dt_bias) < 0, then
+    A :class:`DeltaNet` (q, k with φ = L2 normalisation by default, v, β_t = σ(w_β · x_t)) plus
+    the Mamba-2 style decay α_t = exp(g_t), g_t = −exp(A_log) · softplus(w_α · x_t + dt_bias) < 0:
     S_t = α_t S_{t−1} + β_t k_t (v_t − α_t S_{t−1}ᵀ k_t)ᵀ, o_t = S_tᵀ q_t (see
     :func:`fwp.ops.gated_delta_rule`). A = exp(A_log) starts uniform in [1, 16] and
     softplus(dt_bias) log-uniform in [0.001, 0.1], the paper's initialisation.
@@ -582,26 +582,18 @@ class GatedDeltaNet(nn.Module):
         mode: str = "auto",
         chunk_size: int = 64,
     ) -> None:
-        super().__init__()
-        self.n_heads, self.head_dim = n_heads, head_dim_for(d_model, n_heads, head_dim)
-        self.phi = get_feature_map(feature_map)
-        self.mode, self.chunk_size = check_mode(mode), chunk_size
-        self.qkv = nn.Linear(d_model, 3 * n_heads * self.head_dim, bias=False)
-        self.beta = nn.Linear(d_model, n_heads)
+        super().__init__(d_model, n_heads, head_dim, feature_map, check_mode(mode), chunk_size)
         self.alpha = nn.Linear(d_model, n_heads, bias=False)
         self.A_log = nn.Parameter(torch.empty(n_heads).uniform_(1, 16).log())
         dt = torch.empty(n_heads).uniform_(math.log(1e-3), math.log(1e-1)).exp()
         self.dt_bias = nn.Parameter(dt + torch.log(-torch.expm1(-dt)))  # softplus⁻¹(dt)
-        self.out = nn.Linear(n_heads * self.head_dim, d_model, bias=False)
 
     def forward(
         self, x: torch.Tensor, state: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        q, k, v = split_heads(self.qkv(x), self.n_heads).chunk(3, dim=-1)
-        beta = torch.sigmoid(self.beta(x))
         g = -self.A_log.exp() * F.softplus(self.alpha(x) + self.dt_bias)
         o, state = gated_delta_rule(
-            self.phi(q), self.phi(k), v, beta, g, initial_state=state, output_final_state=True,
+            *self.read_inputs(x), g, initial_state=state, output_final_state=True,
             mode=op_mode(self.mode), chunk_size=self.chunk_size,
         )
         return self.out(o.flatten(-2)), state
