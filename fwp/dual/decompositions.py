@@ -131,6 +131,7 @@ def srwm_contributions(
     *,
     n_beta: int = 1,
     input_softmax: bool = False,
+    d_out: int | None = None,
 ) -> Decomposition:
     """Split the output rows y of :func:`fwp.ops.srwm`. With a_t = x_t (or φ(x_t) when
     ``input_softmax``) and the SRWM's writes W_τ = W_{τ−1} + u_τ ⊗ φ(k_τ) (Eq. 4),
@@ -142,13 +143,13 @@ def srwm_contributions(
 
     Args:
         x: ``[B, T, H, D]``; W0: ``[H, R, D]`` or ``[B, H, R, D]``, rows y, k, q, β.
-        n_beta, input_softmax: as in :func:`fwp.ops.srwm`.
+        n_beta, input_softmax, d_out: as in :func:`fwp.ops.srwm`.
 
     Returns:
         A :class:`Decomposition` with V = D_out (the y rows) in the state dtype (at least
         float32); values are the y rows of u_τ.
     """
-    check_srwm(x, W0, n_beta)
+    d_out = check_srwm(x, W0, n_beta, d_out)
     B, T, H, D = x.shape
     dtype = state_dtype(x.dtype)
     a = x.to(dtype)
@@ -156,7 +157,6 @@ def srwm_contributions(
         a = torch.softmax(a, dim=-1)
     W = W0.to(dtype).expand(B, *W0.shape[-3:])
     R = W.shape[-2]
-    d_out = R - 2 * D - n_beta
     initial = torch.einsum("bhrd,bthd->bthr", W[..., :d_out, :], a)
     keys, written = [], []
     for a_t in a.unbind(1):

@@ -504,7 +504,7 @@ class SRDelta(nn.Module):
         W, s_fast = (self.W0, None) if state is None else state
         y, W = srwm(
             split_heads(self.inp(x), self.n_heads), W, n_beta=self.n_beta,
-            input_softmax=self.input_softmax, mode=op_mode(self.mode),
+            input_softmax=self.input_softmax, d_out=3 * D + 1, mode=op_mode(self.mode),
         )
         fq, fk, fv, fb = y.split([D, D, D, 1], dim=-1)
         o, s_fast = delta_net(self.phi, fq, fk, fv, fb, s_fast, self.mode, self.chunk_size)

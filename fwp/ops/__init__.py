@@ -4,6 +4,7 @@ Every operator takes ``[B, T, H, D]`` inputs, returns ``(output, state)``, and h
 reference mode (``"recurrent"``) beside its fast forms.
 """
 
+from fwp.ops._dispatch import auto_modes
 from fwp.ops.delta_product import delta_product
 from fwp.ops.delta_rule import delta_rule
 from fwp.ops.feature_maps import FEATURE_MAPS, dpfp, feature_dim, get_feature_map
@@ -13,6 +14,7 @@ from fwp.ops.srwm import srwm, srwm_rows
 
 __all__ = [
     "FEATURE_MAPS",
+    "auto_modes",
     "delta_product",
     "delta_rule",
     "dpfp",

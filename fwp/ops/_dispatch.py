@@ -54,6 +54,21 @@ def _warn_skipped(op: str, skipped: str, reason: str, chosen: str) -> None:
     )
 
 
+def auto_choice(
+    modes: dict[str, Mode], auto: dict[str, list[str]], tensor: torch.Tensor
+) -> tuple[str, tuple[str, str] | None]:
+    """The mode ``mode="auto"`` runs on ``tensor``, and ``(skipped mode, why)`` when it had to
+    pass over a preferred one."""
+    preferences = auto.get(tensor.device.type, auto["default"])
+    skipped = None
+    for name in preferences:
+        ok, reason = modes[name].can_run(tensor)
+        if ok:
+            return name, skipped
+        skipped = skipped or (name, reason)
+    raise AssertionError(f"no mode in {preferences} can run")  # lists end with a sure mode
+
+
 def pick_mode(
     op: str,
     mode: str,
@@ -73,13 +88,25 @@ def pick_mode(
         if not ok:
             raise UserError(f"{op}: mode {mode!r} cannot run here: {reason}")
         return modes[mode]
-    preferences = auto.get(tensor.device.type, auto["default"])
-    skipped = None
-    for name in preferences:
-        ok, reason = modes[name].can_run(tensor)
-        if ok:
-            if skipped is not None:
-                _warn_skipped(op, *skipped, name)
-            return modes[name]
-        skipped = skipped or (name, reason)
-    raise AssertionError(f"{op}: no mode in {preferences} can run")  # lists end with a sure mode
+    name, skipped = auto_choice(modes, auto, tensor)
+    if skipped is not None:
+        _warn_skipped(op, *skipped, name)
+    return modes[name]
+
+
+def auto_modes(device: torch.device | str = "cpu") -> dict[str, str]:
+    """``{operator: mode}`` that ``mode="auto"`` runs on ``device``, for the operators that have
+    a choice there, with why a compiled path was passed over (``"scan (fused_cpu unavailable:
+    ...)"``). Builds the fused CPU kernels if they are not cached yet, so that a run settles its
+    path before its first step."""
+    import importlib
+
+    probe = torch.empty(0, device=device)
+    out = {}
+    for op in ("srwm", "delta_rule", "linear_attention", "delta_product", "gated_delta_rule"):
+        module = importlib.import_module(f"fwp.ops.{op}")
+        if len(module.AUTO.get(probe.device.type, module.AUTO["default"])) < 2:
+            continue
+        name, skipped = auto_choice(module.MODES, module.AUTO, probe)
+        out[op] = name if skipped is None else f"{name} ({skipped[0]} unavailable: {skipped[1]})"
+    return out

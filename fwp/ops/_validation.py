@@ -110,7 +110,9 @@ def start_state(
     return initial_state.to(state_dtype(q.dtype))
 
 
-def check_srwm(x: torch.Tensor, W0: torch.Tensor, n_beta: int) -> None:
+def check_srwm(x: torch.Tensor, W0: torch.Tensor, n_beta: int, d_out: int | None = None) -> int:
+    """Check ``x [B, T, H, D]`` and ``W0 [H, R, D]`` / ``[B, H, R, D]`` with R = d_out + 2·D +
+    n_beta exactly (``d_out`` defaults to D, the square SRWM). Returns d_out."""
     check_rank("x", x, "B, T, H, D")
     B, T, H, D = x.shape
     if T == 0:
@@ -125,10 +127,24 @@ def check_srwm(x: torch.Tensor, W0: torch.Tensor, n_beta: int) -> None:
             f"W0 must be [{H}, R, {D}] or [{B}, {H}, R, {D}] for x of shape {tuple(x.shape)}, "
             f"got {tuple(W0.shape)}"
         )
-    if W0.shape[-2] - 2 * D - n_beta < 1:
+    d_out = D if d_out is None else d_out
+    if not isinstance(d_out, int) or d_out < 1:
+        raise UserError(f"d_out must be a positive int, got {d_out!r}")
+    R = W0.shape[-2]
+    if R != d_out + 2 * D + n_beta:
+        implied = R - 2 * D - n_beta
+        other = 5 - n_beta  # the other allowed n_beta
+        if R == d_out + 2 * D + other:
+            hint = f"it has the rows of n_beta={other}: pass n_beta={other}"
+        elif implied >= 1:
+            hint = f"pass d_out={implied} if that is the output width you mean"
+        else:
+            hint = "too few rows for any output width"
         raise UserError(
-            f"W0 has R = {W0.shape[-2]} rows, too few for y, k, q ({D} each) and β ({n_beta}): "
-            f"R must be D_out + 2·D + n_beta with D_out ≥ 1 (see fwp.ops.srwm_rows)"
+            f"W0 has R = {R} rows, but y, k, q and β need d_out + 2·D + n_beta = "
+            f"{d_out} + 2·{D} + {n_beta} = {d_out + 2 * D + n_beta} (rows in the order y, k, q, "
+            f"β; build W0 with fwp.ops.srwm_rows(d_out, D, n_beta)); {hint}"
         )
     if W0.device != x.device:
         raise UserError(f"W0 is on {W0.device} but x is on {x.device}: move them to one device")
+    return d_out

@@ -68,8 +68,9 @@ def test_srwm_parts_add_up(shape, n_beta, input_softmax, per_sequence_W0):
     x = torch.randn(B, T, H, D, dtype=torch.float64)
     rows = srwm_rows(d_out, D, n_beta)
     W0 = torch.randn(*((B,) if per_sequence_W0 else ()), H, rows, D, dtype=torch.float64)
-    dec = srwm_contributions(x, W0, n_beta=n_beta, input_softmax=input_softmax)
-    y, _ = srwm(x, W0, n_beta=n_beta, input_softmax=input_softmax, mode="recurrent")
+    dec = srwm_contributions(x, W0, n_beta=n_beta, input_softmax=input_softmax, d_out=d_out)
+    y, _ = srwm(x, W0, n_beta=n_beta, input_softmax=input_softmax, d_out=d_out,
+                mode="recurrent")
     assert dec.contributions.shape == (B, T, H, T, d_out)
     torch.testing.assert_close(dec.total(), y, **TOL)
     assert_causal(dec, strict=True)

@@ -180,19 +180,20 @@ def test_unavailable_kernels_raise_and_warn_once(monkeypatch):
     with pytest.raises(UserError, match="fused_cpu.*no C\\+\\+ compiler found"):
         srwm_fused_cpu(leaf(1, 2, 1, 3), make_W0(1, 3, 2, 1))
     with pytest.raises(UserError, match="mode 'fused_cpu' cannot run here: no C\\+\\+ compiler"):
-        srwm(leaf(1, 2, 1, 3), make_W0(1, 3, 2, 1), mode="fused_cpu")
+        srwm(leaf(1, 2, 1, 3), make_W0(1, 3, 2, 1), d_out=2, mode="fused_cpu")
     _warn_skipped.cache_clear()
     x, W0 = leaf(1, 2, 1, 3), make_W0(1, 3, 2, 1)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        y, _ = srwm(x, W0)
-        srwm(x, W0)
+        y, _ = srwm(x, W0, d_out=2)
+        srwm(x, W0, d_out=2)
     _warn_skipped.cache_clear()
     assert len(caught) == 1 and "using 'scan'" in str(caught[0].message)
-    torch.testing.assert_close(y, srwm(x, W0, mode="recurrent")[0])
+    torch.testing.assert_close(y, srwm(x, W0, d_out=2, mode="recurrent")[0])
 
 
-def test_missing_ninja_is_reported(monkeypatch):
+def test_missing_ninja_is_reported(monkeypatch, tmp_path):
+    monkeypatch.setenv("TORCH_EXTENSIONS_DIR", str(tmp_path))  # no cached build to load
     monkeypatch.setattr(_cpp, "_find_ninja", lambda: False)
     module, reason = _cpp.build()
     assert module is None and "pip install ninja" in reason

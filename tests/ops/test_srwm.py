@@ -23,7 +23,8 @@ def test_scan_matches_reference(shape, n_beta, input_softmax, per_sequence_W0):
     W0 = make_W0(H, D, d_out, n_beta, batch=B if per_sequence_W0 else None)
 
     def run(mode):
-        return lambda x, W0: srwm(x, W0, n_beta=n_beta, input_softmax=input_softmax, mode=mode)
+        return lambda x, W0: srwm(x, W0, n_beta=n_beta, input_softmax=input_softmax, d_out=d_out,
+                                  mode=mode)
 
     assert_same_forward_and_grads(run("recurrent"), run("scan"), [x, W0])
 
@@ -33,7 +34,7 @@ def test_scan_matches_reference(shape, n_beta, input_softmax, per_sequence_W0):
 def test_gradcheck(mode, n_beta):
     x, W0 = leaf(2, 4, 2, 3), make_W0(2, 3, 2, n_beta)
     assert torch.autograd.gradcheck(
-        lambda x, W0: srwm(x, W0, n_beta=n_beta, input_softmax=True, mode=mode), (x, W0)
+        lambda x, W0: srwm(x, W0, n_beta=n_beta, input_softmax=True, d_out=2, mode=mode), (x, W0)
     )
 
 
@@ -42,7 +43,7 @@ def test_one_step_by_hand():
     D, d_out = 3, 2
     x = torch.randn(1, 1, 1, D, dtype=torch.float64)
     W0 = torch.randn(1, srwm_rows(d_out, D), D, dtype=torch.float64)
-    y, W1 = srwm(x, W0)
+    y, W1 = srwm(x, W0, d_out=d_out)
     W, x1 = W0[0], x[0, 0, 0]
     out = W @ x1
     y_ref, k, q, b = out[:d_out], out[d_out : d_out + D], out[d_out + D : d_out + 2 * D], out[-1]
@@ -88,7 +89,19 @@ def test_bad_W0_shape_is_explained():
     x = torch.randn(2, 5, 3, 4)
     with pytest.raises(UserError, match="W0 must be"):
         srwm(x, torch.randn(2, srwm_rows(4, 4), 4))
-    with pytest.raises(UserError, match="too few"):
+    with pytest.raises(UserError, match="too few rows"):
         srwm(x, torch.randn(3, 2 * 4 + 1, 4))
     with pytest.raises(UserError, match="n_beta"):
         srwm(x, torch.randn(3, srwm_rows(4, 4, 2), 4), n_beta=2)
+
+
+def test_W0_built_for_another_width_or_n_beta_is_refused():
+    """R = d_out + 2·D + n_beta exactly: one row too many, or n_beta = 4 on rows built for 1,
+    would otherwise silently change the width of y."""
+    x = torch.randn(2, 5, 3, 4)
+    with pytest.raises(UserError, match="R = 14 rows.*= 13.*pass d_out=5"):
+        srwm(x, torch.randn(3, srwm_rows(4, 4) + 1, 4))
+    with pytest.raises(UserError, match=r"R = 13 rows.*4 \+ 2·4 \+ 4 = 16.*rows of n_beta=1"):
+        srwm(x, torch.randn(3, srwm_rows(4, 4, 1), 4), n_beta=4)
+    y, _ = srwm(x, torch.randn(3, srwm_rows(5, 4), 4), d_out=5)
+    assert y.shape == (2, 5, 3, 5)

@@ -31,6 +31,7 @@ def srwm(
     *,
     n_beta: int = 1,
     input_softmax: bool = False,
+    d_out: int | None = None,
     mode: str = "auto",
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Self-referential weight matrix, one matrix per head. Per step, with W = W_{t−1}:
@@ -46,6 +47,8 @@ def srwm(
         x: ``[B, T, H, D]`` inputs (softmaxed first when ``input_softmax``).
         W0: ``[H, R, D]`` (shared by the batch) or ``[B, H, R, D]`` (a per-sequence state, to
             continue a sequence), with R = D_out + 2·D + n_beta, rows in the order y, k, q, β.
+        d_out: D_out, the width of y (default: D). W0 must have exactly R rows for it, so a
+            W0 built for another width or another ``n_beta`` is refused, not misread.
         mode: ``"recurrent"`` (reference loop through autograd), ``"scan"`` (PyTorch loop
             with a memory-light backward that rebuilds W_{t−1} from W_t in reverse),
             ``"fused_cpu"`` (the same in C++), ``"triton"`` (GPU kernel, D ≤ 64) or ``"auto"``:
@@ -54,5 +57,5 @@ def srwm(
     Returns:
         ``(y [B, T, H, D_out], W_T [B, H, R, D])``; y has x's dtype, W_T at least float32.
     """
-    check_srwm(x, W0, n_beta)
+    check_srwm(x, W0, n_beta, d_out)
     return pick_mode("srwm", mode, MODES, AUTO, x).fn(x, W0, n_beta, input_softmax)
