@@ -24,6 +24,7 @@ import torch
 from torch import distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 
+from fwp import environment
 from fwp.data import EpisodeSampler
 from fwp.errors import UserError
 from fwp.fewshot.checkpoint import (
@@ -147,21 +148,45 @@ class _StopRequest:
             signal.signal(signal.SIGINT, self._previous)
 
 
-class MetricsLog:
-    """metrics.jsonl (always) and TensorBoard (when installed), written by rank 0 only."""
+def truncate_metrics(path: Path, step: int) -> None:
+    """Keep the rows of ``path`` up to ``step`` (the checkpoint's): rows logged after the last
+    save, before a kill, would be logged again by the resumed run. A torn last line goes too."""
+    if not path.is_file():
+        return
+    kept = []
+    for line in path.read_text().splitlines():
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(row, dict) and row.get("step", step + 1) <= step:
+            kept.append(line + "\n")
+    write_atomic(path, "".join(kept))
 
-    def __init__(self, run: Path, enabled: bool) -> None:
+
+class MetricsLog:
+    """metrics.jsonl (always) and TensorBoard (when installed), written by rank 0 only; both
+    continue from ``step``, dropping what was logged after it."""
+
+    def __init__(self, run: Path, enabled: bool, step: int = 0) -> None:
         self.enabled = enabled
         self.writer = None
         if not enabled:
             return
+        truncate_metrics(run / METRICS, step)
         self.file = (run / METRICS).open("a")
         try:
             from torch.utils.tensorboard import SummaryWriter
 
-            self.writer = SummaryWriter(str(run / "tb"))
+            self.writer = SummaryWriter(str(run / "tb"), purge_step=step + 1 if step else None)
         except ImportError:
             self.writer = None
+
+    def record(self, step: int, kind: str, info: dict[str, Any]) -> None:
+        """A row that is not a scalar series (``kind`` "runtime": threads, operators ...)."""
+        if self.enabled:
+            self.file.write(json.dumps({"step": step, "split": kind, **info}) + "\n")
+            self.file.flush()
 
     def log(self, step: int, split: str, values: dict[str, float]) -> None:
         if not self.enabled:
@@ -213,7 +238,9 @@ def train(
     world = setup_world(config)
     if config.threads:
         torch.set_num_threads(config.threads)
+    runtime = environment.runtime(world.device)  # compiles the CPU kernels now if not cached
     if world.main:
+        print(f"fwp: {environment.describe(runtime)}", flush=True)
         prepare_run(config, run, resume)
     if world.size > 1:
         dist.barrier()
@@ -245,6 +272,10 @@ def train(
         sampler.load_state_dict(checkpoint["sampler"])
         _set_rng_state(checkpoint["rng"][world.rank % len(checkpoint["rng"])])
         step, best = checkpoint["step"], checkpoint["best"]
+        changed = environment.changes(checkpoint.get("runtime"), runtime)
+        if changed and world.main:
+            print(f"fwp: changed on resume: {'; '.join(changed)} (the run goes on, but is no "
+                  f"longer bit-identical to one that ran without stopping)", flush=True)
     net = model
     if world.size > 1:
         net = DistributedDataParallel(
@@ -258,7 +289,7 @@ def train(
                 "model": model.state_dict(), "optimizer": optimizer.state_dict(),
                 "scheduler": scheduler.state_dict(), "sampler": sampler.state_dict(),
                 "rng": rng, "step": step, "best": best, "config": to_dict(config),
-                "image_shape": list(train_set.image_shape),
+                "image_shape": list(train_set.image_shape), "runtime": runtime,
             })
 
     def validate() -> dict[str, float]:
@@ -268,7 +299,8 @@ def train(
         )
         return {"accuracy": result["accuracy"], "ci95": result["ci95"], "loss": result["loss"]}
 
-    log = MetricsLog(run, world.main)
+    log = MetricsLog(run, world.main, step)
+    log.record(step, "runtime", runtime)
     bar = None
     if progress and world.main:
         from tqdm import tqdm

@@ -20,6 +20,7 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
+from fwp import environment
 from fwp.errors import UserError
 from fwp.formal.config import RunConfig, from_dict, load_json, to_dict
 from fwp.formal.data import Bin, batches, encode, sample_test_set
@@ -154,6 +155,7 @@ def train(config: RunConfig, out: Path | None = None,
             return load_json(out / METRICS)
     if config.threads:
         torch.set_num_threads(config.threads)
+    runtime = environment.runtime("cpu")  # compiles the CPU kernels now if not cached
 
     language = get_language(config.language)
     train_bin = Bin.parse(config.train_bin)
@@ -174,9 +176,14 @@ def train(config: RunConfig, out: Path | None = None,
         step, history = state["step"], state["history"]
         perfect_streak, seconds = state["perfect_streak"], state["seconds"]
         log(f"{out}: resuming at step {step}")
+        changed = environment.changes(state.get("runtime"), runtime)
+        if changed:
+            log(f"changed on resume: {'; '.join(changed)} (the run goes on, but is no longer "
+                f"bit-identical to one that ran without stopping)")
 
     n_params = sum(p.numel() for p in model.parameters())
-    log(f"{config.language} × {config.network.model}: {n_params} parameters")
+    log(f"{config.language} × {config.network.model}: {n_params} parameters; "
+        f"{environment.describe(runtime)}")
     model.train()
     start = time.perf_counter() - seconds
     stop = perfect_streak >= config.stop_after_perfect > 0
@@ -211,7 +218,7 @@ def train(config: RunConfig, out: Path | None = None,
                     "model": model.state_dict(), "optimizer": optimizer.state_dict(),
                     "data_rng": data_rng.bit_generator.state, "torch_rng": torch.get_rng_state(),
                     "step": step, "history": history, "perfect_streak": perfect_streak,
-                    "seconds": time.perf_counter() - start,
+                    "seconds": time.perf_counter() - start, "runtime": runtime,
                 }
                 write_atomic(out / CHECKPOINT, lambda tmp, s=state: torch.save(s, tmp))
 
@@ -222,6 +229,7 @@ def train(config: RunConfig, out: Path | None = None,
         "parameters": n_params,
         "steps_run": step,
         "train_seconds": round(train_seconds, 2),
+        "runtime": runtime,
         "bins": evaluate_bins(model, config, config.bins),
         "history": history,
     }

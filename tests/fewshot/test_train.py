@@ -46,7 +46,10 @@ def test_resume_equals_uninterrupted(tiny_root, tmp_path):
     for run in (whole, parts):
         assert (run / BEST).is_file() and (run / CONFIG).is_file()
         lines = [json.loads(line) for line in (run / METRICS).read_text().splitlines()]
-        assert {line["split"] for line in lines} == {"train", "val"}
+        assert {line["split"] for line in lines} == {"runtime", "train", "val"}
+        runtime = [line for line in lines if line["split"] == "runtime"]
+        assert runtime[0]["threads"] == 1 and runtime[0]["step"] == 0
+    assert [line["step"] for line in runtime] == [0, 3]  # parts: the start and the resume
 
 
 def test_ctrl_c_saves_a_checkpoint(tiny_root, tmp_path, monkeypatch):
@@ -121,3 +124,79 @@ def test_schedules():
     assert peak == 9 and lr_factor(config, 9) == pytest.approx(16 ** -0.5 * 10 ** -0.5)
     config = tiny_config(".", steps=100, warmup=10, schedule="cosine")
     assert lr_factor(config, 9) == 1.0 and lr_factor(config, 99) == pytest.approx(0.0)
+
+
+KILLED_RUN = """
+import os, signal, sys
+from pathlib import Path
+from fwp.fewshot import train as train_module
+from tests.fewshot.conftest import tiny_config
+
+real = train_module.MetricsLog.log
+
+def log_then_die(self, step, split, values):
+    real(self, step, split, values)
+    if step == 5 and split == "train":  # logged, not yet saved: the checkpoint is at step 4
+        os.kill(os.getpid(), signal.SIGKILL)
+
+train_module.MetricsLog.log = log_then_die
+train_module.train(tiny_config(sys.argv[1], steps=8, eval_every=2), Path(sys.argv[2]),
+                   progress=False)
+"""
+
+
+def test_resume_after_kill_9_logs_each_step_once(tiny_root, tmp_path, private_cache):
+    """kill -9 between a log line and the next save: the resumed run drops the rows after the
+    checkpoint's step (and TensorBoard's events), so metrics.jsonl is the uninterrupted run's."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    run, whole = tmp_path / "killed", tmp_path / "whole"
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[2]), "OMP_NUM_THREADS": "1"}
+    done = subprocess.run([sys.executable, "-c", KILLED_RUN, str(tiny_root), str(run)], env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == -signal.SIGKILL, done.stderr
+    assert load_checkpoint(run / CHECKPOINT)["step"] == 4
+    with (run / METRICS).open("a") as torn:
+        torn.write('{"step": 6, "split": "tr')  # a write cut short by the kill
+    config = tiny_config(tiny_root, steps=8, eval_every=2)
+    train(config, run, resume=True, progress=False)
+    train(config, whole, progress=False)
+
+    def rows(folder):
+        lines = [json.loads(line) for line in (folder / METRICS).read_text().splitlines()]
+        return [(r["step"], r["split"], r.get("loss")) for r in lines if r["split"] != "runtime"]
+
+    assert rows(run) == rows(whole)
+    assert [r[0] for r in rows(run) if r[1] == "train"] == list(range(1, 9))
+
+
+def test_resume_announces_a_changed_thread_count_and_operator_path(
+    tiny_root, tmp_path, monkeypatch, capsys
+):
+    """The run records its threads and operator path; a resume on other ones says so (fault
+    injected: the fused kernels become unavailable between the two processes)."""
+    from contextlib import nullcontext
+
+    from fwp.ops import _cpp
+    from fwp.ops._dispatch import _warn_skipped
+
+    run = tmp_path / "run"
+    train(tiny_config(tiny_root, steps=4), run, stop_after=2, progress=False)
+    first = load_checkpoint(run / CHECKPOINT)["runtime"]
+    assert first["threads"] == 1 and "srwm" in first["operators"]
+    assert "1 thread" in capsys.readouterr().out
+    monkeypatch.setattr(_cpp, "_loaded", lambda: (None, "no C++ compiler found"))
+    try:
+        with pytest.warns(RuntimeWarning, match="cannot use 'fused_cpu'") if first[
+            "operators"]["srwm"] == "fused_cpu" else nullcontext():
+            train(tiny_config(tiny_root, steps=4, threads=2), run, resume=True, progress=False)
+    finally:
+        torch.set_num_threads(1)
+        _warn_skipped.cache_clear()
+    out = capsys.readouterr().out
+    assert "changed on resume: threads 1 → 2" in out
+    if first["operators"]["srwm"] == "fused_cpu":
+        assert "srwm fused_cpu → scan (fused_cpu unavailable: no C++ compiler found)" in out

@@ -206,3 +206,10 @@ def test_cli_layer_options_reach_the_layer(tmp_path, capsys):
     assert "no_such" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main(["formal", "train", "--options", "[1]"])
+
+
+def test_a_run_records_its_thread_count_and_operator_path(tmp_path):
+    metrics = train(tiny("srwm", "parity", steps=2, threads=1), tmp_path / "run", log=None)
+    assert metrics["runtime"]["threads"] == 1 and "srwm" in metrics["runtime"]["operators"]
+    saved = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=False)
+    assert saved["runtime"] == metrics["runtime"]
