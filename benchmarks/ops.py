@@ -1,7 +1,11 @@
 """Forward+backward tokens/s of every operator and mode, as ratios against baselines measured
 in the same run: the operator's own reference loop and causal ``scaled_dot_product_attention``.
 
-    python benchmarks/ops.py [--T 26 260 1024] [--B 16 --H 16 --D 16] [--repeats 3]
+Every path is run untimed first (each configuration, then each call warmed up again right before
+its timing), so no row pays for lazy initialisation; each row is the median of ``--repeats``
+timed calls, with the range over them.
+
+    python benchmarks/ops.py [--T 26 260 1024] [--B 16 --H 16 --D 16] [--repeats 5]
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import markdown_table, time_fwd_bwd  # noqa: E402
+from common import fwd_bwd, machine, markdown_table, timed, warm_up  # noqa: E402
 
 from fwp.ops import delta_rule, linear_attention, srwm, srwm_rows  # noqa: E402
 from fwp.ops.delta_rule import MODES as DELTA_MODES  # noqa: E402
@@ -54,35 +58,47 @@ def cases(B: int, T: int, H: int, D: int):
         yield "srwm", mode, [x, W0], lambda m=mode: srwm(x, W0, mode=m)
 
 
+def configurations(B: int, T: int, H: int, D: int):
+    """(operator, mode, timer) for causal SDPA and every operator and mode at length T."""
+    q, k, v = (torch.randn(B, H, T, D, requires_grad=True) for _ in range(3))
+    yield "softmax attention", "sdpa", fwd_bwd(
+        lambda: (F.scaled_dot_product_attention(q, k, v, is_causal=True),), [q, k, v]
+    )
+    for op, mode, inputs, call in cases(B, T, H, D):
+        yield op, mode, fwd_bwd(call, inputs)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--T", type=int, nargs="+", default=[26, 260, 1024])
     parser.add_argument("--B", type=int, default=16)
     parser.add_argument("--H", type=int, default=16)
     parser.add_argument("--D", type=int, default=16)
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args()
     B, H, D = args.B, args.H, args.D
-    print(f"B={B} H={H} D={D}, {torch.get_num_threads()} threads, torch {torch.__version__}")
+    print(machine())
+    print(f"B={B} H={H} D={D}; tokens/s: median of {args.repeats} timed calls (min–max)")
+    grid = {T: list(configurations(B, T, H, D)) for T in args.T}
+    for timers in grid.values():  # every path once, untimed, before any timing
+        for _, _, once in timers:
+            once()
     rows = []
-    for T in args.T:
-        q, k, v = (torch.randn(B, H, T, D, requires_grad=True) for _ in range(3))
-        sdpa = time_fwd_bwd(
-            lambda q=q, k=k, v=v: (F.scaled_dot_product_attention(q, k, v, is_causal=True),),
-            [q, k, v], args.repeats,
-        )
-        rows.append([str(T), "softmax attention", "sdpa", f"{B * T / sdpa:,.0f}", "", "1.00"])
-        reference = {}
-        for op, mode, inputs, call in cases(B, T, H, D):
-            seconds = time_fwd_bwd(call, inputs, args.repeats)
-            if mode == "recurrent":
-                reference[op] = seconds
+    for T, timers in grid.items():
+        baseline: dict[str, float] = {}
+        for op, mode, once in timers:
+            warm_up(once)
+            timing = timed(once, args.repeats)
+            if mode in ("sdpa", "recurrent"):
+                baseline[mode if mode == "sdpa" else op] = timing.median
             rows.append([
-                str(T), op, mode, f"{B * T / seconds:,.0f}",
-                f"{reference[op] / seconds:.2f}", f"{sdpa / seconds:.2f}",
+                str(T), op, mode, timing.rate(B * T),
+                f"{baseline[op] / timing.median:.2f}" if op in baseline else "",
+                f"{baseline['sdpa'] / timing.median:.2f}",
             ])
             print(" | ".join(rows[-1]), flush=True)
-    header = ["T", "operator", "mode", "tokens/s (fwd+bwd)", "× reference loop", "× sdpa"]
+    header = ["T", "operator", "mode", "tokens/s fwd+bwd (min–max)", "× reference loop",
+              "× sdpa"]
     print()
     print(markdown_table(header, rows))
 
