@@ -6,6 +6,7 @@ import io
 import multiprocessing
 import os
 import zipfile
+import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,6 +39,34 @@ class DecodeSpec:
     invert: bool = False
 
 
+# What a truncated or corrupt zip raises: a bad directory or header, a bad CRC, cut-off data.
+ZIP_ERRORS = (zipfile.BadZipFile, zlib.error, EOFError, OSError, ValueError)
+
+
+def _broken_zip(path: str | Path, error: Exception, member: str | None = None) -> UserError:
+    where = f"{member} in {path}" if member else str(path)
+    return UserError(
+        f"cannot read {where} ({type(error).__name__}: {error}): the zip file is truncated or "
+        f"corrupt; download it again (or unpack it and pass the folder instead)"
+    )
+
+
+def open_zip(path: str | Path) -> zipfile.ZipFile:
+    """``zipfile.ZipFile(path)``; a truncated or corrupt file raises ``UserError`` naming it."""
+    try:
+        return zipfile.ZipFile(path)
+    except ZIP_ERRORS as error:
+        raise _broken_zip(path, error) from None
+
+
+def read_member(archive: zipfile.ZipFile, member: str) -> bytes:
+    """The bytes of ``member``; damaged data (bad CRC, cut short) raises ``UserError``."""
+    try:
+        return archive.read(member)
+    except ZIP_ERRORS as error:
+        raise _broken_zip(archive.filename, error, member) from None
+
+
 def decode(data: bytes | str, spec: DecodeSpec, name: str) -> np.ndarray:
     """One image -> uint8 ``[H, W, C]``; a file PIL cannot read raises ``UserError`` naming it."""
     from PIL import Image, ImageOps
@@ -67,8 +96,8 @@ def _decode_chunk(files: Sequence[ImageFile], spec: DecodeSpec) -> np.ndarray:
                 out[i] = decode(f.member, spec, str(f))
             else:
                 if f.archive not in archives:
-                    archives[f.archive] = zipfile.ZipFile(f.archive)
-                out[i] = decode(archives[f.archive].read(f.member), spec, str(f))
+                    archives[f.archive] = open_zip(f.archive)
+                out[i] = decode(read_member(archives[f.archive], f.member), spec, str(f))
     finally:
         for archive in archives.values():
             archive.close()
@@ -103,10 +132,9 @@ def image_mode(path: Path | ImageFile) -> tuple[tuple[int, int], int]:
     name = str(path)
     try:
         if isinstance(path, ImageFile) and path.archive:
-            with (
-                zipfile.ZipFile(path.archive) as archive,
-                Image.open(io.BytesIO(archive.read(path.member))) as image,
-            ):
+            with open_zip(path.archive) as archive:
+                data = read_member(archive, path.member)
+            with Image.open(io.BytesIO(data)) as image:
                 size, mode = image.size, image.mode
         else:
             with Image.open(path.member if isinstance(path, ImageFile) else path) as image:

@@ -19,14 +19,13 @@ Splits:
 
 from __future__ import annotations
 
-import zipfile
 from pathlib import Path
 
 import numpy as np
 
 from fwp.data.cache import ImageStore, cache_key, cached_store
 from fwp.data.dataset import FewShotDataset
-from fwp.data.images import DecodeSpec, ImageFile, decode_files, is_image_name
+from fwp.data.images import DecodeSpec, ImageFile, decode_files, is_image_name, open_zip
 from fwp.errors import UserError
 
 BACKGROUND, EVALUATION = "images_background", "images_evaluation"
@@ -68,7 +67,7 @@ def _list_classes(name: str, path: Path) -> list[tuple[str, str, list[ImageFile]
     """(alphabet, character, image files) of one source, sorted."""
     classes: dict[tuple[str, str], list[ImageFile]] = {}
     if path.suffix == ".zip":
-        with zipfile.ZipFile(path) as archive:
+        with open_zip(path) as archive:
             members = archive.namelist()
         # Members are [<set>/]<Alphabet>/<character>/<png>, with or without the top folder.
         prefix = f"{name}/" if any(m.startswith(f"{name}/") for m in members) else ""

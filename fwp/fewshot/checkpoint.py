@@ -59,7 +59,11 @@ def load_checkpoint(path: Path) -> dict:
     try:
         return torch.load(path, map_location="cpu", weights_only=False)
     except Exception as error:  # noqa: BLE001 — any unreadable file is the same user problem
-        raise UserError(f"cannot read checkpoint {path}: {error}") from None
+        raise UserError(
+            f"cannot read checkpoint {path} ({type(error).__name__}: "
+            f"{str(error).splitlines()[0]}): the file is damaged or not a checkpoint; restore it, "
+            f"or train the run again into a new --out"
+        ) from None
 
 
 # Network fields that choose how the same parameters are computed, not what they are.

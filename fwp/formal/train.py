@@ -90,13 +90,29 @@ def read_config(run: Path) -> RunConfig:
     return from_dict(RunConfig, load_json(path), str(path))
 
 
+def load_checkpoint(path: Path) -> dict:
+    """A checkpoint written by :func:`train`; a damaged file raises ``UserError`` naming it."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as error:  # noqa: BLE001 — truncated or foreign: the same user problem
+        raise UserError(
+            f"cannot read {path} ({type(error).__name__}: {str(error).splitlines()[0]}): the file "
+            f"is damaged or not a checkpoint; delete it and re-run the same command to train "
+            f"this run from the start"
+        ) from None
+    if not isinstance(state, dict) or "model" not in state:
+        raise UserError(f"{path} is not a checkpoint of fwp formal train; delete it and re-run "
+                        f"the same command to train this run from the start")
+    return state
+
+
 def load_model(run: Path) -> tuple[RunConfig, FormalModel]:
     """The config and trained model of a run folder."""
     config = read_config(run)
     if not (Path(run) / CHECKPOINT).exists():
         raise UserError(f"{run} has no {CHECKPOINT}; its training never reached a checkpoint")
     model = FormalModel(get_language(config.language), config.network)
-    state = torch.load(Path(run) / CHECKPOINT, map_location="cpu", weights_only=False)
+    state = load_checkpoint(Path(run) / CHECKPOINT)
     model.load_state_dict(state["model"])
     return config, model
 
@@ -168,7 +184,7 @@ def train(config: RunConfig, out: Path | None = None,
 
     step, history, perfect_streak, seconds = 0, [], 0, 0.0
     if out is not None and (out / CHECKPOINT).exists():
-        state = torch.load(out / CHECKPOINT, map_location="cpu", weights_only=False)
+        state = load_checkpoint(out / CHECKPOINT)
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         data_rng.bit_generator.state = state["data_rng"]

@@ -200,3 +200,22 @@ def test_cache_is_reused_and_refreshed(omniglot, private_cache):
     assert set((private_cache / "omniglot").iterdir()) == entries
     ink_png(omniglot / "images_evaluation" / "Psi" / "character02" / "x.png", 8, 3)
     assert load_dataset("omniglot", omniglot, "test").num_classes == 4
+
+
+@pytest.mark.parametrize("damage", ["truncated", "corrupt"])
+def test_a_damaged_zip_is_one_line_naming_it(omniglot, tmp_path_factory, damage):
+    """A download cut short (no central directory) or bytes flipped inside a member (bad CRC):
+    one UserError naming the zip and the fix, not zipfile.BadZipFile."""
+    zipped = tmp_path_factory.mktemp("damaged")
+    path = zipped / "images_background.zip"
+    zip_folder(omniglot / "images_background", path)
+    data = bytearray(path.read_bytes())
+    if damage == "truncated":
+        data = data[: len(data) // 2]
+    else:
+        first_png = data.index(b"IDAT")  # inside the first image's data: the CRC no longer fits
+        data[first_png + 8 : first_png + 24] = bytes(16)
+    path.write_bytes(bytes(data))
+    with pytest.raises(UserError, match=r"images_background\.zip.*truncated or corrupt; "
+                                        r"download it again"):
+        load_dataset("omniglot", zipped, "train", val_fraction=0.0)
