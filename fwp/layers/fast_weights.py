@@ -17,6 +17,17 @@ def split_heads(x: torch.Tensor, n_heads: int) -> torch.Tensor:
     return x.unflatten(-1, (n_heads, -1))
 
 
+def beta_scale(allow_negative_eigenvalues: bool) -> float:
+    """The factor s of a delta rule's rate β = s·σ(·): 2 gives β ∈ (0, 2) (Grazzi et al., ICLR
+    2025: eigenvalues 1 − β‖k‖² of the state transition in (−1, 1) for unit keys), 1 gives
+    (0, 1)."""
+    if not isinstance(allow_negative_eigenvalues, bool):
+        raise UserError(
+            f"allow_negative_eigenvalues must be true or false, got {allow_negative_eigenvalues!r}"
+        )
+    return 2.0 if allow_negative_eigenvalues else 1.0
+
+
 def head_dim_for(d_model: int, n_heads: int, head_dim: int | None) -> int:
     if head_dim is not None:
         return head_dim
@@ -78,6 +89,11 @@ class DeltaNet(nn.Module):
 
     q, k, v = projections of x, β_t = σ(w_β · x_t) per head; keys and queries go through φ
     (ELU+1 with sum-normalisation by default, as in the paper).
+
+    ``allow_negative_eigenvalues``: β_t = 2σ(w_β · x_t) ∈ (0, 2) instead (Grazzi et al., ICLR
+    2025). The write is S_t = (I − β_t k_t k_tᵀ) S_{t−1} + β_t k_t v_tᵀ; the transition's
+    eigenvalue along k_t is 1 − β_t‖k_t‖², in (−1, 1) instead of (0, 1) for unit keys
+    (``feature_map="l2"``), so the state can flip sign, which parity needs.
     """
 
     def __init__(
@@ -86,12 +102,14 @@ class DeltaNet(nn.Module):
         n_heads: int,
         head_dim: int | None = None,
         feature_map: str = "elu+1_sum",
+        allow_negative_eigenvalues: bool = False,
         mode: str = "auto",
         chunk_size: int = 64,
     ) -> None:
         super().__init__()
         self.n_heads, self.head_dim = n_heads, head_dim_for(d_model, n_heads, head_dim)
         self.phi = get_feature_map(feature_map)
+        self.beta_scale = beta_scale(allow_negative_eigenvalues)
         self.mode, self.chunk_size = mode, chunk_size
         self.qkv = nn.Linear(d_model, 3 * n_heads * self.head_dim, bias=False)
         self.beta = nn.Linear(d_model, n_heads)
@@ -100,7 +118,7 @@ class DeltaNet(nn.Module):
     def read_inputs(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """φ(q), φ(k), v ``[B, T, H, D]`` and β ``[B, T, H]`` of ``x [B, T, d_model]``."""
         q, k, v = split_heads(self.qkv(x), self.n_heads).chunk(3, dim=-1)
-        return self.phi(q), self.phi(k), v, torch.sigmoid(self.beta(x))
+        return self.phi(q), self.phi(k), v, self.beta_scale * torch.sigmoid(self.beta(x))
 
     def forward(
         self, x: torch.Tensor, state: torch.Tensor | None = None

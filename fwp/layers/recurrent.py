@@ -30,7 +30,7 @@ from torch import nn
 from torch.autograd.function import once_differentiable
 
 from fwp.errors import UserError
-from fwp.layers.fast_weights import DeltaNet, head_dim_for, split_heads
+from fwp.layers.fast_weights import DeltaNet, beta_scale, head_dim_for, split_heads
 from fwp.layers.registry import register_layer
 from fwp.ops import delta_rule, get_feature_map, srwm, srwm_rows
 from fwp.ops.delta_product import delta_product
@@ -235,6 +235,7 @@ class RecurrentDeltaNet(nn.Module):
 
     φ = softmax as in the public kernel. State: ``(S [B, H, D, D], o_T [B, H, D])``.
     R_* are N(0, 1/D) per entry (std 1/√D), as in the public code.
+    ``allow_negative_eigenvalues``: β_t = 2σ(·) ∈ (0, 2), as in :class:`DeltaNet`.
     """
 
     def __init__(
@@ -243,6 +244,7 @@ class RecurrentDeltaNet(nn.Module):
         n_heads: int,
         head_dim: int | None = None,
         feature_map: str = "softmax",
+        allow_negative_eigenvalues: bool = False,
         mode: str = "auto",
         checkpoint_every: int | None = None,
     ) -> None:
@@ -250,6 +252,7 @@ class RecurrentDeltaNet(nn.Module):
         self.n_heads, self.head_dim = n_heads, head_dim_for(d_model, n_heads, head_dim)
         D = self.head_dim
         self.phi = size_preserving_feature_map(feature_map, "rec_deltanet")
+        self.beta_scale = beta_scale(allow_negative_eigenvalues)
         self.mode, self.checkpoint_every = check_mode(mode), checkpoint_every
         self.proj = nn.Linear(d_model, n_heads * (3 * D + 1), bias=False)
         # One matrix per head for the recurrent parts of [q; k; v; β]: a_t R gives all four.
@@ -261,7 +264,7 @@ class RecurrentDeltaNet(nn.Module):
         D = self.head_dim
         pre = z + torch.einsum("bhd,hde->bhe", torch.tanh(o_prev), R)
         q, k, v, b = pre.split([D, D, D, 1], dim=-1)
-        S = delta_step(S, self.phi(k), v, torch.sigmoid(b.squeeze(-1)))
+        S = delta_step(S, self.phi(k), v, self.beta_scale * torch.sigmoid(b.squeeze(-1)))
         o = read(S, self.phi(q))
         return o, (S, o)
 
@@ -539,7 +542,7 @@ class DeltaProduct(nn.Module):
         self.n_heads, self.head_dim = n_heads, head_dim_for(d_model, n_heads, head_dim)
         D = self.head_dim
         self.n_h, self.phi = n_h, get_feature_map(feature_map)
-        self.beta_scale = 2.0 if allow_negative_eigenvalues else 1.0
+        self.beta_scale = beta_scale(allow_negative_eigenvalues)
         self.mode, self.chunk_size = check_mode(mode), chunk_size
         self.q = nn.Linear(d_model, n_heads * D, bias=False)
         self.k = nn.Linear(d_model, n_heads * n_h * D, bias=False)
@@ -570,6 +573,7 @@ class GatedDeltaNet(DeltaNet):
     S_t = α_t S_{t−1} + β_t k_t (v_t − α_t S_{t−1}ᵀ k_t)ᵀ, o_t = S_tᵀ q_t (see
     :func:`fwp.ops.gated_delta_rule`). A = exp(A_log) starts uniform in [1, 16] and
     softplus(dt_bias) log-uniform in [0.001, 0.1], the paper's initialisation.
+    ``allow_negative_eigenvalues``: β_t = 2σ(·) ∈ (0, 2), as in :class:`DeltaNet`.
     State: ``S [B, H, D, D]``.
     """
 
@@ -579,10 +583,14 @@ class GatedDeltaNet(DeltaNet):
         n_heads: int,
         head_dim: int | None = None,
         feature_map: str = "l2",
+        allow_negative_eigenvalues: bool = False,
         mode: str = "auto",
         chunk_size: int = 64,
     ) -> None:
-        super().__init__(d_model, n_heads, head_dim, feature_map, check_mode(mode), chunk_size)
+        super().__init__(
+            d_model, n_heads, head_dim, feature_map, allow_negative_eigenvalues, check_mode(mode),
+            chunk_size,
+        )
         self.alpha = nn.Linear(d_model, n_heads, bias=False)
         self.A_log = nn.Parameter(torch.empty(n_heads).uniform_(1, 16).log())
         dt = torch.empty(n_heads).uniform_(math.log(1e-3), math.log(1e-1)).exp()

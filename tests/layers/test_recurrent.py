@@ -253,3 +253,62 @@ def test_bad_options_are_explained():
         build_layer("srdelta", 10, 4)
     with pytest.raises(UserError, match="checkpoint_every"):
         build_layer("delta_rnn", 8, 2, checkpoint_every=0)(torch.randn(1, 3, 8))
+
+
+NEGATIVE_EIGENVALUE_LAYERS = ["deltanet", "rec_deltanet", "gated_deltanet", "deltaproduct"]
+
+
+@pytest.mark.parametrize("name", NEGATIVE_EIGENVALUE_LAYERS)
+def test_beta_in_zero_two_fast_form_matches_reference(name):
+    """β = 2σ(·): the fast form (C++/chunked/checkpointed) equals the reference loop, forward
+    and gradients, with rates above 1 present (the bias pushes σ towards 1)."""
+    fast, reference = twin(name, 10, 2, head_dim=5, allow_negative_eigenvalues=True)
+    for layer in (fast, reference):
+        beta = layer.beta if hasattr(layer, "beta") else None
+        if beta is not None:
+            beta.bias.data.fill_(2.0)
+    x = torch.randn(2, 19, 10, dtype=torch.float64, requires_grad=True)
+    results = []
+    for layer in (fast, reference):
+        y, final = layer(x)
+        flat = [y, *(final if isinstance(final, tuple) else (final,))]
+        results.append([*flat, *grads_of(flat, [x, *layer.parameters()])])
+    for f, r in zip(*results, strict=True):
+        torch.testing.assert_close(f, r, atol=1e-10, rtol=1e-8)
+
+
+@pytest.mark.parametrize("name", ["deltanet", "gated_deltanet"])
+def test_beta_in_zero_two_is_twice_the_sigmoid(name):
+    torch.manual_seed(0)
+    plain = build_layer(name, 8, 2)
+    torch.manual_seed(0)
+    wide = build_layer(name, 8, 2, allow_negative_eigenvalues=True)
+    x = torch.randn(3, 7, 8)
+    *_, beta_plain = plain.read_inputs(x)
+    *_, beta_wide = wide.read_inputs(x)
+    torch.testing.assert_close(beta_wide, 2 * beta_plain)
+    assert beta_wide.max() > 1.0 and beta_wide.min() > 0.0 and beta_wide.max() < 2.0
+
+
+def test_recurrent_deltanet_beta_in_zero_two_by_hand():
+    """First step from S = 0, a_0 = tanh(0) = 0: S_1 = 2σ(b) φ(k) vᵀ."""
+    layer = RecurrentDeltaNet(4, 1, allow_negative_eigenvalues=True).double()
+    x = torch.randn(1, 1, 4, dtype=torch.float64)
+    q, k, v, b = layer.proj(x)[0, 0].split([4, 4, 4, 1])
+    (S, _) = layer(x)[1]
+    expected = 2 * torch.sigmoid(b) * torch.softmax(k, -1)[:, None] * v[None, :]
+    torch.testing.assert_close(S[0, 0], expected)
+
+
+def test_negative_eigenvalue_flips_the_state():
+    """Unit key k, β → 2: I − β k kᵀ is the reflection at k⊥, so writing v = 0 twice along k
+    maps S to −S and back (eigenvalue −1); with β ∈ (0, 1) the component only shrinks."""
+    key = torch.nn.functional.normalize(torch.randn(1, 1, 1, 3, dtype=torch.float64), dim=-1)
+    k = key.expand(1, 2, 1, 3).contiguous()
+    S0 = k[:, 0].transpose(-1, -2) @ torch.ones(1, 1, 1, 2, dtype=torch.float64)  # [1, 1, 3, 2]
+    v = torch.zeros(1, 2, 1, 2, dtype=torch.float64)
+    beta = torch.full((1, 2, 1), 2.0, dtype=torch.float64)
+    for mode in ("recurrent", "chunk", "fused_cpu"):
+        o, S = delta_rule(k, k, v, beta, initial_state=S0, output_final_state=True, mode=mode)
+        torch.testing.assert_close(o[:, 0], -(k[:, 0] @ S0[:, 0]).unsqueeze(1)[:, 0])
+        torch.testing.assert_close(S, S0)
