@@ -33,13 +33,22 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     p = subparsers.add_parser(
         "sweep", help="models × languages grid, resumable, then the report",
-        description="Train every --models × --languages cell into DIR/runs/LANGUAGE/MODEL "
-                    "(finished cells are skipped on re-run), then write DIR/report.md and "
-                    "DIR/heatmap.png. Other flags set the config of every cell.")
+        description="Train every --models × --languages cell: first each --search-lr × "
+                    "--search-layers pair with the first of --seeds, then the other seeds with "
+                    "the pair of best validation accuracy, into DIR/runs/LANGUAGE/MODEL/"
+                    "lrLR-lLAYERS/sSEED (finished runs are skipped on re-run, so the same "
+                    "command resumes), then write DIR/report.md and DIR/heatmap.png. A model is "
+                    "a layer name or LABEL=LAYER:KEY=VALUE,… Other flags set every run's config.")
     p.add_argument("--languages", nargs="+", required=True, help=", ".join(LANGUAGES))
     p.add_argument("--models", nargs="+", required=True, help="registered layer names")
     p.add_argument("--out", metavar="DIR", required=True, help="sweep folder")
-    p.add_argument("--jobs", type=int, default=1, help="cells trained in parallel processes")
+    p.add_argument("--jobs", type=int, default=1, help="runs trained in parallel processes")
+    p.add_argument("--seeds", type=int, nargs="+", default=None,
+                   help="seeds per cell (default: --seed); the first one runs the search")
+    p.add_argument("--search-lr", type=float, nargs="+", default=None,
+                   help="learning rates searched per cell on validation (default: --lr)")
+    p.add_argument("--search-layers", type=int, nargs="+", default=None,
+                   help="layer counts searched per cell on validation (default: --layers)")
     add_config_flags(p, skip=("language", "model"))
     p.set_defaults(func=cmd_sweep)
 
@@ -62,7 +71,7 @@ def cmd_languages(args: argparse.Namespace) -> int:
 
 
 def _print_bins(bins: dict) -> None:
-    print("| lengths | sequence acc. (%) | position acc. (%) | loss |")
+    print("| bin | sequence acc. (%) | position acc. (%) | loss |")
     print("|---|---:|---:|---:|")
     for name, m in bins.items():
         print(f"| {name} | {m['seq_acc']:.1f} | {m['pos_acc']:.2f} | {m['loss']:.4f} |")
@@ -95,10 +104,12 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
-    from fwp.formal.sweep import sweep
+    from fwp.formal.sweep import ModelSpec, sweep
 
-    base = config_from_args(args, language=args.languages[0], model=args.models[0])
-    text = sweep(base, args.languages, args.models, Path(args.out), jobs=args.jobs)
+    base = config_from_args(args, language=args.languages[0],
+                            model=ModelSpec.parse(args.models[0]).layer)
+    text = sweep(base, args.languages, args.models, Path(args.out), jobs=args.jobs,
+                 seeds=args.seeds, search_lr=args.search_lr, search_layers=args.search_layers)
     print(text)
     print(f"report: {Path(args.out) / 'report.md'}, heat map: {Path(args.out) / 'heatmap.png'}")
     return 0

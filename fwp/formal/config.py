@@ -31,27 +31,56 @@ class ModelConfig:
     pos_encoding: str = "none"  # "none" (as Irie et al. 2023) or "sinusoidal"
     # Keyword options of the layer class, e.g. {"n_beta": 4} for srwm; JSON on the command line.
     options: dict = field(default_factory=dict)
+    # "published": the public formal-language code's settings of the layer (e.g. the SRWM's) under
+    # ``options``; "none": the layer's own defaults.
+    layer_defaults: str = "published"
+    # Block residual: "published" (the public code's block of the layer), or pre_norm, normed,
+    # normed_skip (see fwp.layers.Block).
+    residual: str = "published"
+
+
+PROTOCOLS = ("published", "stream")
+SELECTIONS = ("validation", "published", "last")
 
 
 @dataclass
 class RunConfig:
-    """One training run: a language, a model, and how to train and test it."""
+    """One training run: a language, a model, and how to train and test it.
+
+    ``protocol="published"`` (default): Bhattamishra et al.'s fixed data sets (see
+    :mod:`fwp.formal.data`), ``epochs`` passes over the training set, Adam (0.9, 0.995), eps 1e-9,
+    no clipping, as the public code of Irie, Csordás & Schmidhuber (2023). ``"stream"``: fresh
+    uniformly sampled strings every step, ``steps`` steps.
+
+    ``selection`` names the model kept: ``"validation"`` the best validation accuracy (ties: the
+    lower validation loss), which never reads a test bin; ``"published"`` the best mean sequence
+    accuracy over the test bins, the public code's rule (it selects on the test bins);
+    ``"last"`` the final model. Training stops once the selection score has been 100 %
+    ``stop_after_perfect`` evaluations in a row (the public code: 1, on the test bins).
+    """
 
     language: str = "parity"
     network: ModelConfig = field(default_factory=ModelConfig)
-    train_bin: str = "1-50"  # training lengths
+    train_bin: str = "1-50"  # training bin (lengths; n for the counter languages)
     bins: list[str] = field(default_factory=lambda: ["1-50", "51-100"])  # test bins
+    protocol: str = "published"  # "published" (fixed data sets, epochs) or "stream"
+    train_size: int = 10_000  # training strings (published protocol)
+    valid_size: int = 500  # validation strings (from the training bin's distribution)
     eval_size: int = 500  # test strings per bin
-    data_seed: int = 1234  # seeds the test and validation sets (the same for every model)
-    seed: int = 1  # seeds initialisation and the stream of training strings
-    steps: int = 3000
+    data_seed: int = 1234  # seeds the data sets (the same for every model)
+    seed: int = 1  # seeds initialisation and the order (or stream) of training strings
+    epochs: int = 300  # passes over the training set (published protocol)
+    steps: int = 3000  # optimiser steps (stream protocol)
     batch_size: int = 32
     lr: float = 1e-3
-    weight_decay: float = 0.0
-    grad_clip: float = 1.0
-    eval_every: int = 250  # validate (on fresh strings of train_bin) and checkpoint
-    # Stop once validation accuracy has been 100 % this many evaluations in a row (0: never).
-    stop_after_perfect: int = 2
+    adam_betas: list[float] = field(default_factory=lambda: [0.9, 0.995])
+    adam_eps: float = 1e-9
+    weight_decay: float = 0.0  # decoupled (AdamW); 0 is Adam
+    grad_clip: float = 0.0  # max gradient norm (0: no clipping, as the public code)
+    eval_every: int = 250  # steps between evaluations for selection (and checkpoints)
+    selection: str = "validation"  # "validation", "published" (reads the test bins) or "last"
+    # Stop once the selection score has been 100 % this many evaluations in a row (0: never).
+    stop_after_perfect: int = 1
     threads: int = 0  # torch CPU threads (0: leave torch's default)
 
     def validate(self) -> None:
@@ -64,8 +93,19 @@ class RunConfig:
             raise UserError("no test bins given; pass e.g. --bins 1-50 51-100")
         for b in self.bins:
             Bin.parse(b)
+        if self.protocol not in PROTOCOLS:
+            raise UserError(f"unknown --protocol {self.protocol!r}; use published or stream")
+        if self.selection not in SELECTIONS:
+            raise UserError(
+                f"unknown --selection {self.selection!r}; use validation (never reads the test "
+                f"bins), published (the public code's best mean over the test bins) or last"
+            )
+        if len(self.adam_betas) != 2 or not all(0.0 <= b < 1.0 for b in self.adam_betas):
+            raise UserError(f"--adam-betas needs two numbers in [0, 1), got {self.adam_betas}")
         positive = {
-            "steps": self.steps, "batch_size": self.batch_size, "eval_size": self.eval_size,
+            "steps": self.steps, "epochs": self.epochs, "train_size": self.train_size,
+            "valid_size": self.valid_size,
+            "batch_size": self.batch_size, "eval_size": self.eval_size,
             "eval_every": self.eval_every, "layers": self.network.layers,
             "d_model": self.network.d_model, "heads": self.network.heads,
             "d_ff": self.network.d_ff,
@@ -83,6 +123,17 @@ class RunConfig:
         if self.network.pos_encoding not in ("none", "sinusoidal"):
             raise UserError(
                 f"unknown --pos-encoding {self.network.pos_encoding!r}; use none or sinusoidal"
+            )
+        if self.network.layer_defaults not in ("published", "none"):
+            raise UserError(
+                f"unknown --layer-defaults {self.network.layer_defaults!r}; use published or none"
+            )
+        from fwp.layers.block import RESIDUALS
+
+        if self.network.residual not in ("published", *RESIDUALS):
+            raise UserError(
+                f"unknown --residual {self.network.residual!r}; use published or one of "
+                f"{', '.join(RESIDUALS)}"
             )
         if not 0.0 <= self.network.dropout < 1.0:
             raise UserError(f"--dropout must be in [0, 1) (got {self.network.dropout})")

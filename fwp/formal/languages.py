@@ -14,6 +14,15 @@ Each language is a small machine with a state that a prefix leads to: ``step`` r
 (``None`` when the prefix leaves the language's prefix set) and ``allowed`` gives the set above.
 ``sample`` draws a string of an exact length, uniformly among the strings of that length where the
 language has more than one (parity, Dyck-1, shuffle-2) and with the stated distribution otherwise.
+
+Bins: a bin ``lo-hi`` counts the string length, except for the counter languages aⁿbⁿ and aⁿbⁿcⁿ,
+whose bins count n (Bhattamishra et al.'s ``data_generator.py``: train n ∈ [1, 50], the longer bin
+n ∈ [51, 100]). ``bin_size`` gives the quantity a bin counts.
+
+``draw_published`` is one draw of the public data generators of Bhattamishra et al. (2020), which
+the fixed data sets of :mod:`fwp.formal.data` are built from: parity lengths from a geometric
+stopping rule, Dyck-1 and shuffle-2 from a PCFG, reset-Dyck from two PCFG Dyck strings, counters
+and (aa)*, (abab)* with a uniform n or length.
 """
 
 from __future__ import annotations
@@ -45,6 +54,7 @@ class Language:
     min_length: int = 1
     description: str = ""
     length_rule: str = "any length"
+    bin_unit: str = "length"  # what a bin lo-hi counts: "length", or "n" for the counters
 
     @property
     def classes(self) -> str:
@@ -87,16 +97,32 @@ class Language:
         """The lengths in [lo, hi] that the language has strings of."""
         return [n for n in range(max(lo, self.min_length), hi + 1) if self.length_ok(n)]
 
-    def sample_bin(self, lo: int, hi: int, count: int, rng: np.random.Generator) -> list[str]:
-        """``count`` strings with lengths drawn uniformly from the valid lengths in [lo, hi]."""
+    def bin_size(self, string: str) -> int:
+        """The quantity a bin counts: the length (n for the counter languages)."""
+        return len(string)
+
+    def bin_lengths(self, lo: int, hi: int) -> list[int]:
+        """The string lengths of bin ``lo-hi`` (a UserError if there is none)."""
         lengths = self.lengths_in(lo, hi)
         if not lengths:
             raise UserError(
                 f"{self.name} has no string with length in {lo}-{hi} (it needs "
                 f"{self.length_rule}, at least {self.min_length}); widen the bin"
             )
-        picks = rng.choice(np.asarray(lengths), size=count)
+        return lengths
+
+    def sample_bin(self, lo: int, hi: int, count: int, rng: np.random.Generator) -> list[str]:
+        """``count`` strings of bin ``lo-hi``, its lengths (n for counters) drawn uniformly."""
+        picks = rng.choice(np.asarray(self.bin_lengths(lo, hi)), size=count)
         return [self._sample(int(n), rng) for n in picks]
+
+    def all_strings(self, lo: int, hi: int) -> list[str] | None:
+        """Every string of bin ``lo-hi`` where the language has one per length (None otherwise)."""
+        return None
+
+    def draw_published(self, lo: int, hi: int, rng: np.random.Generator) -> str | None:
+        """One draw of the public generator for bin ``lo-hi``; None when it is rejected there."""
+        raise NotImplementedError
 
     def next_sets(self, string: str) -> list[frozenset[str]]:
         """``next(x_1 … x_t)`` for t = 1 … len(string); ``string`` must be a prefix of L."""
@@ -189,6 +215,46 @@ def _pick_weighted(weights: list[int], rng: np.random.Generator) -> int:
     raise AssertionError("unreachable")
 
 
+DYCK_P, DYCK_Q = 0.5, 0.25
+"""The PCFG of the public Dyck generators: S → ( S ) with p, S S with q, ε with 1 − p − q."""
+
+
+def pcfg_dyck(rng: np.random.Generator, max_size: int, pairs: tuple[str, ...] = ("()",),
+              p: float = DYCK_P, q: float = DYCK_Q) -> str:
+    """A string of the public generators' Dyck PCFG (Bhattamishra et al. 2020), as they cut it.
+
+    A node reached with ``size`` characters of enclosing brackets (size ≥ ``max_size``) is ε;
+    a node whose string grows beyond ``max_size`` becomes ε. The pair of a ``( S )`` node is
+    uniform among ``pairs`` (two pairs give Dyck-2, the public shuffle-2 data). Written with an
+    explicit stack: the S S rule keeps the size, so chains of it can be deep.
+    """
+    stack: list[tuple[str, int]] = [("node", 0)]
+    values: list[str] = []
+    while stack:
+        op, size = stack.pop()
+        if op == "node":
+            if size >= max_size:
+                values.append("")
+                continue
+            r = rng.random()
+            if r < p:
+                stack.append(("wrap", int(rng.integers(len(pairs)))))
+                stack.append(("node", size + 2))
+            elif r < p + q:
+                stack += [("concat", 0), ("node", size), ("node", size)]
+            else:
+                values.append("")
+        else:
+            if op == "wrap":
+                pair = pairs[size]
+                out = pair[0] + values.pop() + pair[1]
+            else:
+                second = values.pop()
+                out = values.pop() + second
+            values.append(out if len(out) <= max_size else "")
+    return values.pop()
+
+
 # -- the languages -----------------------------------------------------------------------
 
 
@@ -219,6 +285,19 @@ class Parity(Language):
         last = int(bits.sum()) % 2
         return "".join(map(str, bits.tolist())) + str(last)
 
+    def draw_published(self, lo: int, hi: int, rng: np.random.Generator) -> str | None:
+        # Public generator: 0 and 1 each with p, stop with 1 − 2p, p = L / (2 (1 + L)) for
+        # L = (lo + hi) // 2 (mean length L), cut at hi; an odd string gets a final 1 if it fits.
+        L = (lo + hi) // 2
+        stop = 1.0 - L / (1.0 + L)
+        length = min(int(rng.geometric(stop)) - 1, hi)
+        if length < lo:
+            return None
+        string = "".join(map(str, rng.integers(0, 2, size=length).tolist()))
+        if string.count("1") % 2:
+            string += "1"
+        return string if len(string) <= hi else None
+
 
 class AAStar(Language):
     """(aa)*: a unary string of even length. 'a' always follows; END at even positions (mod-2
@@ -245,6 +324,14 @@ class AAStar(Language):
     def _sample(self, length: int, rng: np.random.Generator) -> str:
         return "a" * length
 
+    def all_strings(self, lo: int, hi: int) -> list[str] | None:
+        return ["a" * n for n in self.lengths_in(lo, hi)]
+
+    def draw_published(self, lo: int, hi: int, rng: np.random.Generator) -> str | None:
+        # Public generator: (lo + uniform{0..hi − lo}) // 2 copies of "aa", kept if in the bin.
+        string = "aa" * ((lo + int(rng.integers(hi - lo + 1))) // 2)
+        return string if lo <= len(string) <= hi else None
+
 
 class ABABStar(Language):
     """(abab)*: the next character is fixed (a after b, b after a); END at multiples of 4."""
@@ -270,10 +357,20 @@ class ABABStar(Language):
     def _sample(self, length: int, rng: np.random.Generator) -> str:
         return "ab" * (length // 2)
 
+    def all_strings(self, lo: int, hi: int) -> list[str] | None:
+        return ["ab" * (n // 2) for n in self.lengths_in(lo, hi)]
+
+    def draw_published(self, lo: int, hi: int, rng: np.random.Generator) -> str | None:
+        # Public generator: (lo + uniform{0..hi − lo}) // 4 copies of "abab", kept if in the bin.
+        string = "abab" * ((lo + int(rng.integers(hi - lo + 1))) // 4)
+        return string if lo <= len(string) <= hi else None
+
 
 class Counter(Language):
     """aⁿbⁿ (k = 2) or aⁿbⁿcⁿ (k = 3), n ≥ 1. After aᵐ both 'a' and 'b' may follow; after
     that each block must match the count of a's; END once the last block is complete."""
+
+    bin_unit = "n"
 
     def __init__(self, k: int) -> None:
         self.k = k
@@ -313,6 +410,20 @@ class Counter(Language):
         n = length // self.k
         return "".join(c * n for c in self.alphabet)
 
+    def bin_size(self, string: str) -> int:
+        return len(string) // self.k
+
+    def bin_lengths(self, lo: int, hi: int) -> list[int]:
+        """Bins count n: the lengths k·n for n in [lo, hi]."""
+        return [self.k * n for n in range(max(lo, 1), hi + 1)]
+
+    def all_strings(self, lo: int, hi: int) -> list[str] | None:
+        return ["".join(c * n for c in self.alphabet) for n in range(max(lo, 1), hi + 1)]
+
+    def draw_published(self, lo: int, hi: int, rng: np.random.Generator) -> str | None:
+        # Public generator: n uniform in [lo, hi].
+        return self._sample(self.k * int(rng.integers(lo, hi + 1)), rng)
+
 
 class Dyck1(Language):
     """Balanced strings of '(' and ')'. '(' always; ')' at depth > 0; END at depth 0."""
@@ -338,6 +449,10 @@ class Dyck1(Language):
 
     def _sample(self, length: int, rng: np.random.Generator) -> str:
         return _walk(length, rng, closed=True, up="(", down=")")
+
+    def draw_published(self, lo: int, hi: int, rng: np.random.Generator) -> str | None:
+        string = pcfg_dyck(rng, hi)
+        return string if len(string) >= lo else None
 
 
 class Shuffle2(Language):
@@ -381,6 +496,12 @@ class Shuffle2(Language):
         is_round[rng.choice(length, size=r, replace=False)] = True
         return "".join(next(round_) if flag else next(square) for flag in is_round)
 
+    def draw_published(self, lo: int, hi: int, rng: np.random.Generator) -> str | None:
+        # The public shuffle generator runs the Dyck PCFG with the pair drawn per node: its
+        # strings are Dyck-2 words (a subset of shuffle-2), with shuffle-2's targets.
+        string = pcfg_dyck(rng, hi, pairs=("()", "[]"))
+        return string if len(string) >= lo else None
+
 
 class ResetDyck(Language):
     """Reset-Dyck-1: segments s_0 1 s_1 1 … 1 s_k over ( ) separated by the reset symbol '1';
@@ -420,6 +541,14 @@ class ResetDyck(Language):
         parts = [_walk(n, rng, closed=False, up="(", down=")") for n in sizes]
         parts.append(_walk(last, rng, closed=True, up="(", down=")"))
         return "1".join(parts)
+
+    def draw_published(self, lo: int, hi: int, rng: np.random.Generator) -> str | None:
+        # Public generator: a prefix (cut uniformly) of one PCFG Dyck string, the reset symbol,
+        # then a second PCFG Dyck string, each cut at hi. It only asks length ≥ lo; we also
+        # keep length ≤ hi so that bins do not overlap (our choice).
+        first, second = pcfg_dyck(rng, hi), pcfg_dyck(rng, hi)
+        string = first[: int(rng.integers(len(first) + 1))] + "1" + second
+        return string if lo <= len(string) <= hi else None
 
 
 LANGUAGES: dict[str, Language] = {

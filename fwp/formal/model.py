@@ -5,6 +5,10 @@ multi-label head over the "valid next characters".
 
 C = |Σ| + 1 (the alphabet and END); trained with binary cross-entropy per class (Bhattamishra et
 al. 2020). The layer stack is causal, so right padding never changes a real position's output.
+
+With ``layer_defaults="published"`` a layer gets the settings of the public formal-language code
+of Irie, Csordás & Schmidhuber (2023) where it has some (:data:`PUBLISHED_LAYERS`), under any
+option given in ``options``; ``residual="published"`` picks that code's block per layer.
 """
 
 from __future__ import annotations
@@ -17,6 +21,23 @@ from torch import nn
 from fwp.errors import UserError
 from fwp.formal.config import ModelConfig
 from fwp.formal.languages import Language
+
+PUBLISHED_LAYERS: dict[str, tuple[dict, str]] = {
+    # SRWMlayer of the public code: 4 rates, w_b mean −1, W_q std 0.01/√D (others 1/√D), and
+    # out = LN(h) + Drop(Lin(SRWM(h))) with the SRWM reading the raw h.
+    "srwm": ({"n_beta": 4, "beta_init_mean": -1.0, "query_init_scale": 0.01}, "normed_skip"),
+}
+"""layer → (options, residual) of the public formal-language code (other layers: pre_norm)."""
+
+
+def layer_settings(config: ModelConfig) -> tuple[dict, str]:
+    """The layer options and block residual a model config resolves to."""
+    options, residual = {}, "pre_norm"
+    if config.layer_defaults == "published" and config.model in PUBLISHED_LAYERS:
+        options, residual = PUBLISHED_LAYERS[config.model]
+    if config.residual != "published":
+        residual = config.residual
+    return {**options, **config.options}, residual
 
 
 def available_models() -> list[str]:
@@ -39,13 +60,15 @@ def build_stack(config: ModelConfig) -> nn.Module:
             f"unknown model {config.model!r}; choose a registered layer: "
             f"{', '.join(sorted(LAYERS))}"
         )
+    options, residual = layer_settings(config)
     return LayerStack(
         [config.model] * config.layers,
         d_model=config.d_model,
         n_heads=config.heads,
         d_ff=config.d_ff,
         dropout=config.dropout,
-        layer_options={config.model: config.options},
+        residual=residual,
+        layer_options={config.model: options},
     )
 
 

@@ -1,4 +1,5 @@
-"""Sweep report: a markdown table of sequence accuracy per bin and a heat map (PNG)."""
+"""Sweep report: markdown tables of sequence accuracy per bin (mean over seeds of each cell's
+chosen configuration), the search's choices, and a heat map (PNG)."""
 
 from __future__ import annotations
 
@@ -9,99 +10,143 @@ import numpy as np
 
 from fwp.errors import UserError
 
-SWEEP, RUNS = "sweep.json", "runs"
+SWEEP, RUNS, DATA = "sweep.json", "runs", "data"
 
 
-def collect(sweep_dir: Path) -> tuple[list[str], list[str], list[str], dict]:
-    """(languages, models, bins, results[(language, model)] = metrics) of a sweep folder."""
+def collect(sweep_dir: Path) -> tuple[list[str], list[str], list[str], dict, dict]:
+    """(languages, models, bins, results, info) of a sweep folder.
+
+    ``results[(language, model)]`` lists the metrics of the finished seed runs of the cell's
+    chosen configuration (from ``sweep.json``; before the choice is known, the finished search
+    runs with the best validation accuracy so far, one per seed).
+    """
     sweep_dir = Path(sweep_dir)
     runs = sweep_dir / RUNS
     if not runs.is_dir():
         raise UserError(f"{sweep_dir} is not a sweep folder (no {RUNS}/); run fwp formal sweep")
-    results = {}
-    for path in sorted(runs.glob("*/*/metrics.json")):
-        metrics = json.loads(path.read_text())
-        results[(metrics["language"], metrics["model"])] = metrics
-    if not results:
+    info = json.loads((sweep_dir / SWEEP).read_text()) if (sweep_dir / SWEEP).exists() else {}
+    found: dict[tuple[str, str], dict[str, list[dict]]] = {}
+    for path in sorted(runs.glob("*/*/*/s*/metrics.json")):
+        language, model, config, _ = path.relative_to(runs).parts[:4]
+        found.setdefault((language, model), {}).setdefault(config, []).append(
+            json.loads(path.read_text()))
+    if not found:
         raise UserError(f"{sweep_dir} has no finished runs yet; run or resume fwp formal sweep")
-    languages = _ordered([k[0] for k in results], sweep_dir, "languages")
-    models = _ordered([k[1] for k in results], sweep_dir, "models")
+    results = {}
+    for (language, model), configs in found.items():
+        chosen = info.get("chosen", {}).get(f"{language}/{model}")
+        if chosen is not None:
+            name = f"lr{chosen['lr']:g}-l{chosen['layers']}"
+        else:
+            name = max(configs, key=lambda c: max(_valid_key(m) for m in configs[c]))
+        if name in configs:
+            results[(language, model)] = configs[name]
+    languages = _ordered([k[0] for k in results], info.get("languages", []))
+    models = _ordered([k[1] for k in results], list(info.get("models", [])))
     bins: list[str] = []
-    for metrics in results.values():
+    for metrics in (m for ms in results.values() for m in ms):
         bins += [b for b in metrics["bins"] if b not in bins]
     bins.sort(key=lambda b: tuple(int(x) for x in b.split("-")))
-    return languages, models, bins, results
+    return languages, models, bins, results, info
 
 
-def _ordered(found: list[str], sweep_dir: Path, key: str) -> list[str]:
-    """The sweep's grid in its own order (sweep.json; unfinished cells included), then any
-    other finished run found, sorted."""
-    order: list[str] = []
-    if (sweep_dir / SWEEP).exists():
-        order = json.loads((sweep_dir / SWEEP).read_text()).get(key, [])
+def _valid_key(metrics: dict) -> tuple[float, float]:
+    valid = metrics.get("valid", {"seq_acc": 0.0, "loss": 0.0})
+    return (valid["seq_acc"], -valid["loss"])
+
+
+def _ordered(found: list[str], order: list[str]) -> list[str]:
+    """The sweep's grid in its own order (unfinished cells included), then any other run."""
     return order + sorted(set(found) - set(order))
 
 
-def accuracy_grid(languages, models, bin_, results) -> np.ndarray:
-    """Sequence accuracy ``[models, languages]`` in one bin; NaN where not run (yet)."""
-    grid = np.full((len(models), len(languages)), np.nan)
+def accuracy_grid(languages, models, bin_, results) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Mean and std over seeds of the sequence accuracy, and the seed count, each
+    ``[models, languages]``; NaN (count 0) where nothing finished yet."""
+    mean = np.full((len(models), len(languages)), np.nan)
+    std, count = np.full_like(mean, np.nan), np.zeros_like(mean)
     for i, model in enumerate(models):
         for j, language in enumerate(languages):
-            metrics = results.get((language, model))
-            if metrics and bin_ in metrics["bins"]:
-                grid[i, j] = metrics["bins"][bin_]["seq_acc"]
-    return grid
+            values = [m["bins"][bin_]["seq_acc"] for m in results.get((language, model), [])
+                      if bin_ in m["bins"]]
+            if values:
+                mean[i, j], std[i, j], count[i, j] = np.mean(values), np.std(values), len(values)
+    return mean, std, count
 
 
 def markdown(sweep_dir: Path) -> str:
-    """Tables of sequence accuracy (%) per bin, models × languages, and the time spent."""
-    languages, models, bins, results = collect(sweep_dir)
-    lines = []
+    """Tables per bin (mean ± std over seeds, seed count where short), the chosen
+    configurations, and the runs and time spent."""
+    languages, models, bins, results, info = collect(sweep_dir)
+    seeds = len(info.get("seeds", [1]))
+    runs = sorted(Path(sweep_dir, RUNS).glob("*/*/*/s*/metrics.json"))
+    base = info.get("base", {})
+    lines = [f"Protocol: {base.get('protocol', '?')}; model selection: "
+             f"{base.get('selection', '?')}; search on validation over lr "
+             f"{info.get('search', {}).get('lr', '?')} × layers "
+             f"{info.get('search', {}).get('layers', '?')}; seeds {info.get('seeds', '?')}.", ""]
     for bin_ in bins:
-        grid = accuracy_grid(languages, models, bin_, results)
-        lines += [f"Sequence accuracy (%), test lengths {bin_}:", ""]
+        mean, std, count = accuracy_grid(languages, models, bin_, results)
+        lines += [f"Sequence accuracy (%), bin {bin_} (mean ± std over seeds; (n) where fewer "
+                  f"than {seeds} seeds finished):", ""]
         lines.append("| model | " + " | ".join(languages) + " |")
         lines.append("|---|" + "---:|" * len(languages))
-        for model, row in zip(models, grid):
-            cells = ["—" if np.isnan(v) else f"{v:.1f}" for v in row]
+        for i, model in enumerate(models):
+            cells = []
+            for j in range(len(languages)):
+                if np.isnan(mean[i, j]):
+                    cells.append("—")
+                    continue
+                text = f"{mean[i, j]:.1f} ± {std[i, j]:.1f}"
+                cells.append(text + (f" ({count[i, j]:.0f})" if count[i, j] < seeds else ""))
             lines.append(f"| {model} | " + " | ".join(cells) + " |")
         lines.append("")
-    train_seconds = sum(m["train_seconds"] for m in results.values())
-    lines.append(f"{len(results)} runs; training time {train_seconds / 60:.1f} min in total.")
-    sweep_file = Path(sweep_dir) / SWEEP
-    if sweep_file.exists():
-        info = json.loads(sweep_file.read_text())
-        if "wall_seconds" in info:
-            lines.append(f"Sweep wall time: {info['wall_seconds'] / 60:.1f} min.")
+    chosen = info.get("chosen", {})
+    if chosen:
+        lines += ["Chosen configuration per cell (lr, layers), by validation accuracy:", ""]
+        lines.append("| model | " + " | ".join(languages) + " |")
+        lines.append("|---|" + "---|" * len(languages))
+        for model in models:
+            cells = [(f"{c['lr']:g}, {c['layers']}" if (c := chosen.get(f"{lang}/{model}"))
+                      else "—") for lang in languages]
+            lines.append(f"| {model} | " + " | ".join(cells) + " |")
+        lines.append("")
+    train_seconds = sum(json.loads(p.read_text())["train_seconds"] for p in runs)
+    expected = (len(info.get("languages", [])) * len(info.get("models", []))
+                * (len(info.get("search", {}).get("lr", [])) + seeds - 1))
+    lines.append(f"{len(runs)} of {expected or '?'} runs finished; training time "
+                 f"{train_seconds / 60:.1f} min in total.")
+    if "wall_seconds" in info:
+        lines.append(f"Sweep wall time so far: {info['wall_seconds'] / 60:.1f} min.")
     return "\n".join(lines) + "\n"
 
 
 def heatmap(sweep_dir: Path, path: Path) -> Path:
-    """One panel per bin: models × languages, colour = sequence accuracy, value written in."""
+    """One panel per bin: models × languages, colour = mean sequence accuracy, value written."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    languages, models, bins, results = collect(sweep_dir)
+    languages, models, bins, results, _ = collect(sweep_dir)
     fig, axes = plt.subplots(
         1, len(bins), squeeze=False, sharey=True, layout="constrained",
         figsize=(1.6 + 1.0 * len(languages) * len(bins), 1.4 + 0.45 * len(models)),
     )
     cmap = plt.get_cmap("viridis").with_extremes(bad="lightgrey")
     for ax, bin_ in zip(axes[0], bins):
-        grid = accuracy_grid(languages, models, bin_, results)
+        grid, _, _ = accuracy_grid(languages, models, bin_, results)
         image = ax.imshow(np.ma.masked_invalid(grid), cmap=cmap, vmin=0, vmax=100,
                           aspect="auto")
         ax.set_xticks(range(len(languages)), languages, rotation=30, ha="right")
         ax.set_yticks(range(len(models)), models)
         ax.tick_params(axis="y", labelleft=ax is axes[0][0])
-        ax.set_title(f"lengths {bin_}")
+        ax.set_title(f"bin {bin_}")
         for (i, j), value in np.ndenumerate(grid):
             if not np.isnan(value):
                 ax.text(j, i, f"{value:.0f}", ha="center", va="center",
                         color="black" if value > 60 else "white", fontsize=9)
-    fig.colorbar(image, ax=axes[0].tolist(), label="sequence accuracy (%)")
+    fig.colorbar(image, ax=axes[0].tolist(), label="sequence accuracy (%), mean over seeds")
     fig.savefig(path, dpi=120, bbox_inches="tight")
     plt.close(fig)
     return path

@@ -1,17 +1,30 @@
-"""A models × languages grid of runs, resumable, followed by the report.
+"""A models × languages × seeds grid of runs with a small search on validation, resumable.
 
-Layout: ``DIR/sweep.json`` (grid and base config), ``DIR/runs/<language>/<model>/`` (one run
-folder per cell, see :mod:`fwp.formal.train`), ``DIR/report.md`` and ``DIR/heatmap.png``.
-A cell with ``metrics.json`` is skipped on re-run; an unfinished one resumes from its checkpoint.
+Layout: ``DIR/sweep.json`` (grid, search, seeds, base config, chosen configs, wall time),
+``DIR/data/`` (the fixed data sets, built once per language), ``DIR/runs/<language>/<model>/
+<lr…-l…>/s<seed>/`` (one run folder, see :mod:`fwp.formal.train`), ``DIR/report.md`` and
+``DIR/heatmap.png``.
+
+Two phases. Search: every (learning rate, layers) pair of the grid is trained with the first
+seed. Each (language, model) cell then keeps the pair with the best validation accuracy of its
+selected model (ties: lower validation loss; the search never reads a test bin), and the other
+seeds train that pair. A run with ``metrics.json`` is skipped on re-run, an unfinished one
+resumes from its checkpoint, so the same command continues a sweep that was stopped.
+
+A model entry is a registered layer name, or ``LABEL=LAYER:KEY=VALUE,…`` for a layer with
+options (VALUE read as JSON where it parses, else as text), e.g.
+``deltanet_neg=deltanet:allow_negative_eigenvalues=true,feature_map=l2``.
 """
 
 from __future__ import annotations
 
 import copy
+import itertools
 import json
 import multiprocessing
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from tqdm import tqdm
@@ -19,26 +32,61 @@ from tqdm import tqdm
 from fwp.errors import UserError
 from fwp.formal.config import RunConfig, from_dict, to_dict
 from fwp.formal.languages import get_language
-from fwp.formal.report import RUNS, SWEEP, write_report
-from fwp.formal.train import METRICS, config_changes, train, write_json
+from fwp.formal.report import DATA, RUNS, SWEEP, write_report
+from fwp.formal.train import METRICS, config_changes, load_json, train, write_json
 
 
-def cell_dir(sweep_dir: Path, language: str, model: str) -> Path:
-    return Path(sweep_dir) / RUNS / language / model
+@dataclass(frozen=True)
+class ModelSpec:
+    """A sweep row: its label, the registered layer and the layer's options."""
+
+    label: str
+    layer: str
+    options: dict = field(default_factory=dict, hash=False, compare=False)
+
+    @classmethod
+    def parse(cls, text: str) -> ModelSpec:
+        label, _, rest = text.partition("=") if "=" in text.split(":")[0] else ("", "", text)
+        layer, _, opts = rest.partition(":")
+        options = {}
+        for item in filter(None, opts.split(",")):
+            key, eq, value = item.partition("=")
+            if not eq or not key:
+                raise UserError(
+                    f"bad model entry {text!r}: write LAYER or LABEL=LAYER:KEY=VALUE,…, e.g. "
+                    f"deltanet_neg=deltanet:allow_negative_eigenvalues=true"
+                )
+            try:
+                options[key] = json.loads(value)
+            except json.JSONDecodeError:
+                options[key] = value
+        return cls(label or (text if options else layer), layer, options)
 
 
-def cell_config(base: RunConfig, language: str, model: str) -> RunConfig:
+def run_name(lr: float, layers: int) -> str:
+    return f"lr{lr:g}-l{layers}"
+
+
+def run_dir(sweep_dir: Path, language: str, label: str, lr: float, layers: int,
+            seed: int) -> Path:
+    return Path(sweep_dir) / RUNS / language / label / run_name(lr, layers) / f"s{seed}"
+
+
+def run_config(base: RunConfig, language: str, spec: ModelSpec, lr: float, layers: int,
+               seed: int) -> RunConfig:
     config = copy.deepcopy(base)
     config.language = language
-    config.network.model = model
+    config.network.model = spec.layer
+    config.network.options = {**base.network.options, **spec.options}
+    config.network.layers, config.lr, config.seed = layers, lr, seed
     return config
 
 
-def _run_cell(config_dict: dict, out: str) -> tuple[str, str, str]:
-    """Train one cell (in this or a worker process); its log goes to ``out/train.log``.
+def _run(config_dict: dict, out: str, data_cache: str) -> tuple[str, str]:
+    """Train one run (in this or a worker process); its log goes to ``out/train.log``.
 
-    A cell that fails with a :class:`UserError` (e.g. a NaN loss) is logged and left
-    unfinished, so that the other cells still run and a re-run retries it.
+    A run that fails with a :class:`UserError` (e.g. a NaN loss) is logged and left
+    unfinished, so that the other runs still go and a re-run retries it.
     """
     config = from_dict(RunConfig, config_dict)
     Path(out).mkdir(parents=True, exist_ok=True)
@@ -48,87 +96,137 @@ def _run_cell(config_dict: dict, out: str) -> tuple[str, str, str]:
             logfile.flush()
 
         try:
-            metrics = train(config, Path(out), log=log)
+            metrics = train(config, Path(out), log=log, data_cache=Path(data_cache))
         except UserError as error:
             log(f"failed: {error}")
-            return config.language, config.network.model, f"failed: {error}"
+            return out, f"failed: {error}"
     last_bin = list(metrics["bins"])[-1]
-    accuracy = metrics["bins"][last_bin]["seq_acc"]
-    return config.language, config.network.model, f"{accuracy:.1f}% on lengths {last_bin}"
+    return out, (f"valid {metrics['valid']['seq_acc']:.1f}%, "
+                 f"{metrics['bins'][last_bin]['seq_acc']:.1f}% on bin {last_bin}")
+
+
+def valid_key(metrics: dict) -> tuple[float, float]:
+    """Search order: higher validation sequence accuracy, then lower validation loss."""
+    return (metrics["valid"]["seq_acc"], -metrics["valid"]["loss"])
 
 
 def sweep(base: RunConfig, languages: list[str], models: list[str], out: Path,
-          jobs: int = 1, progress: bool = True) -> str:
-    """Run every (language, model) cell not finished yet, then write the report; returns it."""
+          jobs: int = 1, progress: bool = True, seeds: list[int] | None = None,
+          search_lr: list[float] | None = None,
+          search_layers: list[int] | None = None) -> str:
+    """Run every search and seed run not finished yet, then write the report; returns it."""
     out = Path(out)
     if not languages or not models:
         raise UserError("a sweep needs at least one --languages and one --models entry")
-    languages = list(dict.fromkeys(get_language(name).name for name in languages))
-    models = list(dict.fromkeys(models))
     if jobs < 1:
         raise UserError(f"--jobs must be at least 1 (got {jobs})")
+    languages = list(dict.fromkeys(get_language(name).name for name in languages))
+    specs = list({s.label: s for s in map(ModelSpec.parse, models)}.values())
     from fwp.formal.model import available_models
 
     registered = available_models()
-    unknown = [m for m in models if m not in registered]
+    unknown = [s.layer for s in specs if s.layer not in registered]
     if unknown:
         raise UserError(
             f"unknown model(s) {', '.join(unknown)}; registered layers: "
             f"{', '.join(registered) or 'none (fwp.layers missing)'}"
         )
-    cells = [(lang, model) for lang in languages for model in models]
-    conflicts = {
-        f"{lang} × {model}": changed
-        for lang, model in cells
-        if (changed := config_changes(cell_config(base, lang, model), cell_dir(out, lang, model)))
-    }
-    if conflicts:
-        (cell, changed), *_ = conflicts.items()
+    seeds = list(dict.fromkeys(seeds or [base.seed]))
+    grid = list(itertools.product(dict.fromkeys(search_lr or [base.lr]),
+                                  dict.fromkeys(search_layers or [base.network.layers])))
+    for lang, spec in itertools.product(languages, specs):
+        run_config(base, lang, spec, *grid[0], seeds[0]).validate()
+
+    info_path = out / SWEEP
+    info = load_json(info_path) if info_path.exists() else {}
+    base_dict = to_dict(base)
+    del base_dict["language"], base_dict["network"]["model"], base_dict["seed"], base_dict["lr"]
+    del base_dict["network"]["layers"], base_dict["threads"]  # threads: see each run's metrics
+    if info.get("base", base_dict) != base_dict:
         raise UserError(
-            f"{out} already has runs with another config ({len(conflicts)} cells, e.g. {cell}: "
-            f"{', '.join(changed)}); repeat the original flags, or sweep into a new --out"
+            f"{out} already holds a sweep with another base config; repeat the original flags, "
+            f"or sweep into a new --out"
+        )
+    search = [(lang, spec, lr, layers, seeds[0])
+              for lang in languages for spec in specs for lr, layers in grid]
+    conflicts = [
+        f"{lang} × {spec.label}"
+        for lang, spec, lr, layers, seed in search
+        if config_changes(run_config(base, lang, spec, lr, layers, seed),
+                          run_dir(out, lang, spec.label, lr, layers, seed))
+    ]
+    if conflicts:
+        raise UserError(
+            f"{out} already has runs with another config ({len(conflicts)} runs, e.g. "
+            f"{conflicts[0]}); repeat the original flags, or sweep into a new --out"
         )
     out.mkdir(parents=True, exist_ok=True)
-    info_path = out / SWEEP
-    info = json.loads(info_path.read_text()) if info_path.exists() else {}
     info["languages"] = list(dict.fromkeys(info.get("languages", []) + languages))
-    info["models"] = list(dict.fromkeys(info.get("models", []) + models))
-    info["base"] = to_dict(base)  # every cell's config, but for its language and model
-    del info["base"]["language"], info["base"]["network"]["model"]
+    info["models"] = {**info.get("models", {}),
+                      **{s.label: {"layer": s.layer, "options": s.options} for s in specs}}
+    info["seeds"], info["search"] = seeds, {"lr": [g[0] for g in grid],
+                                            "layers": [g[1] for g in grid]}
+    info["base"] = base_dict
     write_json(info_path, info)
 
-    todo = [c for c in cells if not (cell_dir(out, *c) / METRICS).exists()]
     start = time.perf_counter()
-    bar = tqdm(total=len(cells), initial=len(cells) - len(todo), desc="sweep", unit="run",
-               disable=not progress, dynamic_ncols=True)
-    if jobs == 1:
-        for lang, model in todo:
-            bar.set_postfix_str(f"{lang} × {model}")
-            _report_done(bar, _run_cell(to_dict(cell_config(base, lang, model)),
-                                        str(cell_dir(out, lang, model))))
-    elif todo:
-        # Spawned workers, one torch thread each unless --threads says otherwise.
-        context = multiprocessing.get_context("spawn")
-        with ProcessPoolExecutor(max_workers=jobs, mp_context=context) as pool:
-            futures = []
-            for lang, model in todo:
-                config = cell_config(base, lang, model)
-                config.threads = config.threads or 1
-                futures.append(pool.submit(_run_cell, to_dict(config),
-                                           str(cell_dir(out, lang, model))))
-            for future in as_completed(futures):
-                _report_done(bar, future.result())
-    bar.close()
-
-    info = json.loads(info_path.read_text())
-    if todo:
+    total = len(search) + len(languages) * len(specs) * (len(seeds) - 1)
+    bar = tqdm(total=total, desc="sweep", unit="run", disable=not progress, dynamic_ncols=True)
+    try:
+        _run_all(base, out, search, jobs, bar)
+        chosen = {}
+        for lang, spec in itertools.product(languages, specs):
+            done = [(valid_key(m), lr, layers) for lr, layers in grid
+                    if (m := _metrics(run_dir(out, lang, spec.label, lr, layers, seeds[0])))]
+            if done:
+                _, lr, layers = max(done, key=lambda d: d[0])
+                chosen[f"{lang}/{spec.label}"] = {"lr": lr, "layers": layers}
+        info["chosen"] = {**info.get("chosen", {}), **chosen}
+        write_json(info_path, info)
+        repeats = [(lang, spec, c["lr"], c["layers"], seed)
+                   for seed in seeds[1:] for lang in languages for spec in specs
+                   if (c := chosen.get(f"{lang}/{spec.label}"))]
+        _run_all(base, out, repeats, jobs, bar)
+    finally:
+        bar.close()
+        info = load_json(info_path)
         info["wall_seconds"] = info.get("wall_seconds", 0.0) + time.perf_counter() - start
-    write_json(info_path, info)
+        write_json(info_path, info)
     _, _, text = write_report(out)
     return text
 
 
-def _report_done(bar: tqdm, result: tuple[str, str, str]) -> None:
-    language, model, outcome = result
+def _metrics(run: Path) -> dict | None:
+    path = run / METRICS
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def _run_all(base: RunConfig, out: Path, runs: list, jobs: int, bar: tqdm) -> None:
+    todo = []
+    for lang, spec, lr, layers, seed in runs:
+        folder = run_dir(out, lang, spec.label, lr, layers, seed)
+        if (folder / METRICS).exists():
+            bar.update(1)
+            continue
+        config = run_config(base, lang, spec, lr, layers, seed)
+        if jobs > 1:
+            config.threads = config.threads or 1  # one torch thread per worker by default
+        todo.append((to_dict(config), str(folder), str(out / DATA)))
+    if jobs == 1:
+        for args in todo:
+            bar.set_postfix_str(Path(args[1]).relative_to(out / RUNS).as_posix())
+            _report_done(bar, out, _run(*args))
+        return
+    # Spawned workers; the data sets of one language are built by whichever run needs them
+    # first and read back from DIR/data by the others.
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=jobs, mp_context=context) as pool:
+        futures = [pool.submit(_run, *args) for args in todo]
+        for future in as_completed(futures):
+            _report_done(bar, out, future.result())
+
+
+def _report_done(bar: tqdm, out: Path, result: tuple[str, str]) -> None:
+    folder, outcome = result
     bar.update(1)
-    bar.write(f"{language} × {model}: {outcome}")
+    bar.write(f"{Path(folder).relative_to(out / RUNS).as_posix()}: {outcome}")

@@ -1,18 +1,20 @@
 """Training and evaluation of one formal-language run, with a resumable run folder.
 
 A run folder holds ``config.json`` (the resolved :class:`RunConfig`), ``checkpoint.pt`` (model,
-optimiser, step, data-stream state; rewritten atomically every ``eval_every`` steps) and, once
-finished, ``metrics.json`` (per-bin accuracies). Re-running the same config in the same folder
-resumes from the checkpoint, or does nothing when ``metrics.json`` exists.
+optimiser, step, the selected model so far; rewritten atomically every ``eval_every`` steps) and,
+once finished, ``metrics.json`` (per-bin accuracies of the selected model, which rule selected
+it and when, the thread count). Re-running the same config in the same folder resumes from the
+checkpoint, or does nothing when ``metrics.json`` exists.
 """
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -23,12 +25,19 @@ from torch.nn import functional as F
 from fwp import environment
 from fwp.errors import UserError
 from fwp.formal.config import RunConfig, from_dict, load_json, to_dict
-from fwp.formal.data import Bin, batches, encode, sample_test_set
+from fwp.formal.data import (
+    Bin,
+    DataSets,
+    batches,
+    encode,
+    published_data,
+    sample_test_set,
+)
 from fwp.formal.languages import Language, get_language
 from fwp.formal.model import FormalModel
 
 CONFIG, CHECKPOINT, METRICS = "config.json", "checkpoint.pt", "metrics.json"
-VALID_KEY = 987_654_321  # offsets data_seed for the validation set (fresh strings of train_bin)
+VALID_KEY = 987_654_321  # offsets data_seed for the stream protocol's validation set
 
 
 def write_atomic(path: Path, write: Callable[[Path], None]) -> None:
@@ -72,15 +81,69 @@ def evaluate(model: FormalModel, language: Language, strings: list[str],
     }
 
 
-def evaluate_bins(model: FormalModel, config: RunConfig, bins: list[str]) -> dict[str, dict]:
-    """Accuracy on the fixed test set of each bin (seeded by ``config.data_seed``)."""
+def load_data(config: RunConfig, cache_dir: Path | None = None) -> DataSets:
+    """The run's data sets: fixed ones (published protocol) or, for the stream protocol, a
+    validation set and uniformly sampled test sets (training strings are drawn per step)."""
+    if config.protocol == "published":
+        return published_data(config.language, config.train_bin, config.bins, config.train_size,
+                              config.valid_size, config.eval_size, config.data_seed, cache_dir)
+    language = get_language(config.language)
+    valid = sample_test_set(language, Bin.parse(config.train_bin), config.valid_size,
+                            config.data_seed + VALID_KEY)
+    tests = {str(Bin.parse(b)): sample_test_set(language, Bin.parse(b), config.eval_size,
+                                                config.data_seed) for b in config.bins}
+    return DataSets(language, [], valid, tests)
+
+
+def evaluate_bins(model: FormalModel, config: RunConfig, bins: list[str],
+                  data: DataSets | None = None) -> dict[str, dict]:
+    """Accuracy on the fixed test set of each bin (those of ``data`` where it has the bin)."""
     language = get_language(config.language)
     results = {}
     for text in bins:
-        bin_ = Bin.parse(text)
-        strings = sample_test_set(language, bin_, config.eval_size, config.data_seed)
-        results[str(bin_)] = evaluate(model, language, strings)
+        key = str(Bin.parse(text))
+        if data is not None and key in data.test_bins:
+            strings = data.test(key)
+        elif config.protocol == "published":
+            strings = published_data(config.language, config.train_bin, [key], config.train_size,
+                                     config.valid_size, config.eval_size,
+                                     config.data_seed).test(key)
+        else:
+            strings = sample_test_set(language, Bin.parse(key), config.eval_size,
+                                      config.data_seed)
+        results[key] = evaluate(model, language, strings)
     return results
+
+
+# -- selection rules --------------------------------------------------------------------------
+
+
+def selection_score(rule: str, model: FormalModel, config: RunConfig,
+                    data: DataSets) -> dict[str, Any]:
+    """The score of the model under ``rule``: higher ``score`` wins, then lower ``tiebreak``.
+
+    ``validation`` reads only ``data.valid``; ``published`` (the public code's rule) the mean
+    sequence accuracy over every test bin; ``last`` scores nothing (the final model is kept).
+    """
+    if rule == "validation":
+        result = evaluate(model, data.language, data.valid)
+        return {"score": result["seq_acc"], "tiebreak": result["loss"],
+                "valid_seq_acc": result["seq_acc"], "valid_loss": round(result["loss"], 6)}
+    if rule == "published":
+        bins = {b: evaluate(model, data.language, data.test(b))["seq_acc"]
+                for b in data.test_bins}
+        return {"score": sum(bins.values()) / len(bins), "tiebreak": 0.0,
+                "test_seq_acc": bins}
+    return {"score": 0.0, "tiebreak": 0.0}
+
+
+def better(new: dict[str, Any], best: dict[str, Any] | None) -> bool:
+    if best is None:
+        return True
+    return (new["score"], -new["tiebreak"]) > (best["score"], -best["tiebreak"])
+
+
+# -- run folders ------------------------------------------------------------------------------
 
 
 def read_config(run: Path) -> RunConfig:
@@ -107,13 +170,14 @@ def load_checkpoint(path: Path) -> dict:
 
 
 def load_model(run: Path) -> tuple[RunConfig, FormalModel]:
-    """The config and trained model of a run folder."""
+    """The config and selected model of a run folder (the latest one while it still trains)."""
     config = read_config(run)
     if not (Path(run) / CHECKPOINT).exists():
         raise UserError(f"{run} has no {CHECKPOINT}; its training never reached a checkpoint")
     model = FormalModel(get_language(config.language), config.network)
     state = load_checkpoint(Path(run) / CHECKPOINT)
-    model.load_state_dict(state["model"])
+    done = (Path(run) / METRICS).exists() and state.get("best") is not None
+    model.load_state_dict(state["best"]["model"] if done else state["model"])
     return config, model
 
 
@@ -154,12 +218,48 @@ def _diff(a: dict, b: dict, prefix: str = "") -> list[str]:
     return out
 
 
+# -- training ---------------------------------------------------------------------------------
+
+
+def steps_per_epoch(config: RunConfig) -> int:
+    return math.ceil(config.train_size / config.batch_size)
+
+
+def total_steps(config: RunConfig) -> int:
+    if config.protocol == "published":
+        return config.epochs * steps_per_epoch(config)
+    return config.steps
+
+
+def training_batches(config: RunConfig, data: DataSets, step: int,
+                     stream_rng: np.random.Generator) -> Iterator[list[str]]:
+    """Batches from optimiser step ``step`` on. Published protocol: epoch e visits the training
+    set in the order of a permutation seeded by (seed, e), so a resumed run continues exactly
+    where it stopped. Stream protocol: fresh uniform strings of the training bin."""
+    if config.protocol == "stream":
+        train_bin = Bin.parse(config.train_bin)
+        while True:
+            yield data.language.sample_bin(train_bin.lo, train_bin.hi, config.batch_size,
+                                           stream_rng)
+    per_epoch = steps_per_epoch(config)
+    epoch, offset = divmod(step, per_epoch)
+    while True:
+        order = np.random.default_rng([config.seed, epoch]).permutation(len(data.train))
+        for i in range(offset, per_epoch):
+            chunk = order[i * config.batch_size:(i + 1) * config.batch_size]
+            yield [data.train[j] for j in chunk]
+        epoch, offset = epoch + 1, 0
+
+
 def train(config: RunConfig, out: Path | None = None,
-          log: Callable[[str], None] | None = print) -> dict[str, Any]:
+          log: Callable[[str], None] | None = print,
+          data_cache: Path | None = None) -> dict[str, Any]:
     """Train ``config``; with ``out``, checkpoint there and write config and metrics.
 
-    Returns the metrics: per-bin ``seq_acc``/``pos_acc``/``loss`` under ``"bins"``, the training
-    ``history``, ``steps_run``, ``train_seconds``.
+    Returns the metrics: per-bin ``seq_acc``/``pos_acc``/``loss`` of the selected model under
+    ``"bins"``, ``"selection"`` (rule, step, score), the ``history``, ``steps_run``,
+    ``train_seconds``, ``runtime`` (device, threads, torch, operator path). ``data_cache``: a
+    folder for the fixed data sets.
     """
     config.validate()
     log = log or (lambda _msg: None)
@@ -174,22 +274,21 @@ def train(config: RunConfig, out: Path | None = None,
     runtime = environment.runtime("cpu")  # compiles the CPU kernels now if not cached
 
     language = get_language(config.language)
-    train_bin = Bin.parse(config.train_bin)
+    data = load_data(config, data_cache)
     torch.manual_seed(config.seed)
     model = FormalModel(language, config.network)
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr,
+                                  betas=tuple(config.adam_betas), eps=config.adam_eps,
                                   weight_decay=config.weight_decay)
-    data_rng = np.random.default_rng(config.seed)
-    valid = sample_test_set(language, train_bin, config.eval_size, config.data_seed + VALID_KEY)
-
-    step, history, perfect_streak, seconds = 0, [], 0, 0.0
+    stream_rng = np.random.default_rng(config.seed)
+    step, history, perfect_streak, seconds, best = 0, [], 0, 0.0, None
     if out is not None and (out / CHECKPOINT).exists():
         state = load_checkpoint(out / CHECKPOINT)
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
-        data_rng.bit_generator.state = state["data_rng"]
+        stream_rng.bit_generator.state = state["data_rng"]
         torch.set_rng_state(state["torch_rng"])
-        step, history = state["step"], state["history"]
+        step, history, best = state["step"], state["history"], state["best"]
         perfect_streak, seconds = state["perfect_streak"], state["seconds"]
         log(f"{out}: resuming at step {step}")
         changed = environment.changes(state.get("runtime"), runtime)
@@ -198,47 +297,41 @@ def train(config: RunConfig, out: Path | None = None,
                 f"bit-identical to one that ran without stopping)")
 
     n_params = sum(p.numel() for p in model.parameters())
-    log(f"{config.language} × {config.network.model}: {n_params} parameters; "
-        f"{environment.describe(runtime)}")
+    last_step = total_steps(config)
+    log(f"{config.language} × {config.network.model}: {n_params} parameters, "
+        f"{last_step} steps, selection: {config.selection}; {environment.describe(runtime)}")
     model.train()
     start = time.perf_counter() - seconds
     stop = perfect_streak >= config.stop_after_perfect > 0
-    while step < config.steps and not stop:
-        batch = encode(language, language.sample_bin(train_bin.lo, train_bin.hi,
-                                                     config.batch_size, data_rng))
-        loss = masked_bce(model(batch.tokens), batch.targets, batch.mask)
-        if not math.isfinite(loss.item()):
-            raise UserError(
-                f"training loss became {loss.item()} at step {step + 1} "
-                f"({config.language}, {config.network.model}); lower --lr (now {config.lr}) "
-                f"or --grad-clip (now {config.grad_clip})"
-            )
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        if config.grad_clip > 0:
-            torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
-        optimizer.step()
+    source = training_batches(config, data, step, stream_rng)
+    while step < last_step and not stop:
+        loss = train_step(model, optimizer, encode(language, next(source)), config, step)
         step += 1
-
-        if step % config.eval_every == 0 or step == config.steps:
-            result = evaluate(model, language, valid)
-            history.append({"step": step, "train_loss": round(loss.item(), 6),
-                            "valid_seq_acc": result["seq_acc"],
-                            "seconds": round(time.perf_counter() - start, 2)})
-            perfect_streak = perfect_streak + 1 if result["seq_acc"] == 100.0 else 0
+        if step % config.eval_every == 0 or step == last_step:
+            score = selection_score(config.selection, model, config, data)
+            if better(score, best):
+                best = {"step": step, "model": copy.deepcopy(model.state_dict()), **score}
+            perfect_streak = perfect_streak + 1 if score["score"] == 100.0 else 0
             stop = perfect_streak >= config.stop_after_perfect > 0
-            log(f"step {step}: train loss {loss.item():.4f}, "
-                f"valid seq acc {result['seq_acc']:.1f}%")
+            history.append({"step": step, "train_loss": round(loss, 6),
+                            **{k: v for k, v in score.items() if k != "tiebreak"},
+                            "seconds": round(time.perf_counter() - start, 2)})
+            log(f"step {step}: train loss {loss:.4f}, {config.selection} score "
+                f"{score['score']:.1f}%")
             if out is not None:
                 state = {
                     "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                    "data_rng": data_rng.bit_generator.state, "torch_rng": torch.get_rng_state(),
-                    "step": step, "history": history, "perfect_streak": perfect_streak,
+                    "data_rng": stream_rng.bit_generator.state,
+                    "torch_rng": torch.get_rng_state(), "step": step, "history": history,
+                    "perfect_streak": perfect_streak, "best": best,
                     "seconds": time.perf_counter() - start, "runtime": runtime,
                 }
                 write_atomic(out / CHECKPOINT, lambda tmp, s=state: torch.save(s, tmp))
 
     train_seconds = time.perf_counter() - start
+    if config.selection != "last" and best is not None:
+        model.load_state_dict(best["model"])
+    selected = {k: v for k, v in (best or {}).items() if k not in ("model", "tiebreak")}
     metrics = {
         "language": config.language,
         "model": config.network.model,
@@ -246,9 +339,31 @@ def train(config: RunConfig, out: Path | None = None,
         "steps_run": step,
         "train_seconds": round(train_seconds, 2),
         "runtime": runtime,
-        "bins": evaluate_bins(model, config, config.bins),
+        "protocol": config.protocol,
+        "selection": {"rule": config.selection,
+                      **(selected if config.selection != "last" else {"step": step})},
+        "valid": evaluate(model, language, data.valid),
+        "bins": evaluate_bins(model, config, config.bins, data),
         "history": history,
     }
     if out is not None:
         write_json(out / METRICS, metrics)
     return metrics
+
+
+def train_step(model: FormalModel, optimizer: torch.optim.Optimizer, batch, config: RunConfig,
+               step: int) -> float:
+    """One optimiser step on ``batch``; a non-finite loss is a UserError naming the fix."""
+    loss = masked_bce(model(batch.tokens), batch.targets, batch.mask)
+    if not math.isfinite(loss.item()):
+        raise UserError(
+            f"training loss became {loss.item()} at step {step + 1} "
+            f"({config.language}, {config.network.model}); lower --lr (now {config.lr}) "
+            f"or set --grad-clip (now {config.grad_clip})"
+        )
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    if config.grad_clip > 0:
+        torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
+    optimizer.step()
+    return loss.item()

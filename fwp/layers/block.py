@@ -10,7 +10,7 @@ from torch import nn
 from fwp.errors import UserError
 from fwp.layers.registry import build_layer
 
-RESIDUALS = ("pre_norm", "normed")
+RESIDUALS = ("pre_norm", "normed", "normed_skip")
 
 
 class FeedForward(nn.Module):
@@ -35,7 +35,11 @@ class Block(nn.Module):
     """A sequence layer with LayerNorm, residual and dropout, then a feed-forward block.
 
     ``residual="pre_norm"``: h = x + Drop(layer(LN x)) (the usual form, the public RL code).
-    ``residual="normed"``: h = LN(x) + Drop(layer(LN x)) (the public few-shot SRWM code).
+    ``residual="normed"``: h = LN(x) + Drop(layer(LN x)).
+    ``residual="normed_skip"``: h = LN(x) + Drop(layer(x)), the block of the public few-shot SRWM
+    code (``SRWMlayer``: its input LayerNorm is commented out, LN(x) is only the skip path). The
+    layer reads the raw x, whose scale sets the temperature of the SRWM's softmax keys and
+    queries, so this is a different model from ``normed``.
     """
 
     def __init__(
@@ -59,8 +63,8 @@ class Block(nn.Module):
 
     def forward(self, x: torch.Tensor, state: Any = None) -> tuple[torch.Tensor, Any]:
         h = self.norm(x)
-        out, state = self.layer(h, state)
-        x = (h if self.residual == "normed" else x) + self.drop(out)
+        out, state = self.layer(x if self.residual == "normed_skip" else h, state)
+        x = (x if self.residual == "pre_norm" else h) + self.drop(out)
         return self.ff(x), state
 
 

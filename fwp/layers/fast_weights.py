@@ -141,6 +141,9 @@ class SRWM(nn.Module):
     Init as in the public code: each block N(0, init_std²) with init_std = 1/√D by default,
     and the β block's mean ``beta_init_mean`` (0: rates start around σ(0) = ½).
 
+    ``query_init_scale`` multiplies the init std of the query block (rows 2D … 3D of the y, k,
+    q, β order): the public formal-language code draws it with std 0.01/√D (0.01).
+
     ``key_identity`` = c adds c·I to the key block of W0 (our option, off by default). A later
     read by input x weighs write τ by φ(k_τ)·x (:func:`fwp.dual.srwm_contributions`); with
     k_τ ≈ c·x_τ that weight is softmax(c·x_τ)·x, a similarity of the two inputs from the first
@@ -157,6 +160,7 @@ class SRWM(nn.Module):
         input_softmax: bool = False,
         init_std: float | None = None,
         beta_init_mean: float = 0.0,
+        query_init_scale: float = 1.0,
         key_identity: float = 0.0,
         mode: str = "auto",
     ) -> None:
@@ -168,6 +172,7 @@ class SRWM(nn.Module):
         self.inp = nn.Identity() if inner == d_model else nn.Linear(d_model, inner, bias=False)
         std = 1.0 / math.sqrt(D) if init_std is None else init_std
         W0 = torch.randn(n_heads, srwm_rows(D, D, n_beta), D) * std
+        W0[:, 2 * D : 3 * D] *= query_init_scale
         W0[:, -n_beta:] += beta_init_mean
         W0[:, D : 2 * D] += key_identity * torch.eye(D)
         self.W0 = nn.Parameter(W0)

@@ -62,7 +62,7 @@ def test_samples_are_members_with_consistent_targets(name, bin_):
     b = Bin.parse(bin_)
     strings = lang.sample_bin(b.lo, b.hi, 300, np.random.default_rng(0))
     for s in strings:
-        assert b.lo <= len(s) <= b.hi
+        assert b.lo <= lang.bin_size(s) <= b.hi
         assert accepts(s), s
         targets = lang.targets(s)
         assert targets.shape == (len(s), len(lang.alphabet) + 1)
@@ -78,10 +78,15 @@ def test_samples_are_members_with_consistent_targets(name, bin_):
 def test_lengths_cover_the_bin_uniformly(name):
     lang = LANGUAGES[name]
     strings = lang.sample_bin(1, 50, 4000, np.random.default_rng(1))
-    counts = Counter(len(s) for s in strings)
-    # The valid lengths, by the independent recogniser's verdict on one sample per length.
+    counts = Counter(lang.bin_size(s) for s in strings)
+    # The valid lengths, by the independent recogniser's verdict on one sample per length
+    # (n = 1..50 for the counter languages, whose bins count n).
     rng = np.random.default_rng(0)
-    valid = [n for n in range(1, 51) if _has_length(lang, n, rng)]
+    if lang.bin_unit == "n":
+        valid = list(range(1, 51))
+        assert all(_has_length(lang, lang.k * n, rng) for n in valid)
+    else:
+        valid = [n for n in range(1, 51) if _has_length(lang, n, rng)]
     assert set(counts) == set(valid)
     expected = len(strings) / len(valid)
     assert all(0.6 * expected < c < 1.4 * expected for c in counts.values()), counts

@@ -14,15 +14,16 @@ from fwp.formal.train import evaluate, load_model, train
 
 TINY = ["--layers", "1", "--d-model", "8", "--heads", "2", "--d-ff", "16",
         "--eval-size", "20", "--train-bin", "1-12", "--bins", "1-12", "13-20",
-        "--batch-size", "4"]
+        "--batch-size", "4", "--train-size", "12", "--valid-size", "10", "--epochs", "1"]
 
 
 def tiny(model="lstm", language="parity", **overrides):
+    """The published protocol on small fixed sets: 8 training strings, 2 steps per epoch."""
     config = RunConfig(
         language=language,
         network=ModelConfig(model=model, layers=1, d_model=8, heads=2, d_ff=16),
         train_bin="1-12", bins=["1-12", "13-20"], eval_size=20, batch_size=4,
-        steps=4, eval_every=2,
+        train_size=8, valid_size=10, epochs=2, eval_every=2,
     )
     for key, value in overrides.items():
         setattr(config, key, value)
@@ -39,18 +40,19 @@ def test_every_registered_layer_trains_and_is_causal(model):
     # Right padding must not change the real positions of the short string.
     alone = net(encode(language, ["()"]).tokens)
     torch.testing.assert_close(logits[1, :2], alone[0], rtol=1e-4, atol=1e-5)
-    metrics = train(tiny(model, "dyck-1", steps=2), log=None)
-    assert set(metrics["bins"]) == {"1-12", "13-20"}
+    metrics = train(tiny(model, "dyck-1", epochs=1), log=None)
+    assert set(metrics["bins"]) == {"1-12", "13-20"} and metrics["steps_run"] == 2
 
 
 def test_lstm_learns_abab_star_and_stops_early():
-    config = tiny("lstm", "abab-star", steps=400, eval_every=10, lr=1e-2, batch_size=8,
-                  stop_after_perfect=1)
+    config = tiny("lstm", "abab-star", train_size=64, epochs=50, eval_every=10, lr=1e-2,
+                  batch_size=8, stop_after_perfect=1)
     config.network.d_model = 16
     metrics = train(config, log=None)
     assert metrics["bins"]["1-12"]["seq_acc"] == 100.0
     assert metrics["steps_run"] < 400
     assert metrics["history"][-1]["valid_seq_acc"] == 100.0
+    assert metrics["selection"]["rule"] == "validation" and metrics["runtime"]["threads"] >= 1
 
 
 def test_evaluate_counts_a_sequence_right_only_if_every_position_is():
@@ -77,7 +79,7 @@ def test_evaluate_counts_a_sequence_right_only_if_every_position_is():
 
 
 def test_resume_gives_the_same_run_as_no_interruption(tmp_path):
-    config = tiny(steps=6, eval_every=2, stop_after_perfect=0)
+    config = tiny(epochs=3, eval_every=2, stop_after_perfect=0)
     straight = train(config, tmp_path / "a", log=None)
 
     class Stop(Exception):
@@ -100,12 +102,12 @@ def test_resume_gives_the_same_run_as_no_interruption(tmp_path):
 
 def test_nan_loss_is_a_user_error():
     with pytest.raises(UserError, match="lower --lr"):
-        train(tiny(lr=float("inf"), steps=3, grad_clip=0.0), log=None)
+        train(tiny(lr=float("inf"), grad_clip=0.0), log=None)
 
 
 def test_cli_train_eval_and_errors(tmp_path, capsys):
     run = tmp_path / "run"
-    assert main(["formal", "train", "--language", "counter-2", "--model", "lstm", "--steps", "3",
+    assert main(["formal", "train", "--language", "counter-2", "--model", "lstm",
                  "--eval-every", "3", "--out", str(run), *TINY]) == 0
     config = json.loads((run / "config.json").read_text())
     assert config["network"]["d_model"] == 8 and config["language"] == "counter-2"
@@ -119,14 +121,12 @@ def test_cli_train_eval_and_errors(tmp_path, capsys):
     assert load_model(run)[0].language == "counter-2"
 
     # Same folder, different config: refused with the fields that differ.
-    assert main(["formal", "train", "--language", "counter-2", "--model", "lstm", "--steps",
-                 "5", "--out", str(run), *TINY]) == 2
-    assert "steps" in capsys.readouterr().err
+    assert main(["formal", "train", "--language", "counter-2", "--model", "lstm",
+                 "--out", str(run), *TINY, "--epochs", "2"]) == 2
+    assert "epochs" in capsys.readouterr().err
     assert main(["formal", "train", "--model", "no-such-layer", "--out",
                  str(tmp_path / "x"), *TINY]) == 2
     assert "registered layer" in capsys.readouterr().err
-    assert main(["formal", "eval", str(run), "--bins", "31-31"]) == 2
-    assert "widen the bin" in capsys.readouterr().err
     assert main(["formal", "train", "--out", str(tmp_path / "z"), *TINY, "--bins", "9-3"]) == 2
     assert "LO <= HI" in capsys.readouterr().err
     assert main(["formal", "eval", str(tmp_path)]) == 2
@@ -137,8 +137,9 @@ def test_cli_config_file_and_flag_precedence(tmp_path):
     preset = tmp_path / "preset.json"
     preset.write_text(json.dumps({"lr": 0.005, "network": {"d_model": 12, "heads": 3}}))
     run = tmp_path / "run"
-    assert main(["formal", "train", "--config", str(preset), "--steps", "2", "--out", str(run),
-                 "--eval-size", "5", "--d-ff", "8", "--layers", "1", "--heads", "4"]) == 0
+    assert main(["formal", "train", "--config", str(preset), "--epochs", "1", "--out", str(run),
+                 "--train-size", "8", "--valid-size", "5", "--eval-size", "5", "--d-ff", "8",
+                 "--layers", "1", "--heads", "4"]) == 0
     config = json.loads((run / "config.json").read_text())
     assert config["lr"] == 0.005 and config["network"]["d_model"] == 12
     assert config["network"]["heads"] == 4  # the flag beats the file
@@ -149,19 +150,19 @@ def test_cli_config_file_and_flag_precedence(tmp_path):
 def test_cli_sweep_is_resumable_and_reports(tmp_path, capsys):
     out = tmp_path / "sweep"
     argv = ["formal", "sweep", "--languages", "parity", "dyck-1", "--models", "lstm", "linear",
-            "--out", str(out), "--steps", "2", "--eval-every", "2", *TINY]
+            "--out", str(out), "--eval-every", "2", *TINY]
     assert main(argv) == 0
     text = (out / "report.md").read_text()
-    assert "| lstm |" in text and "| linear |" in text and "test lengths 13-20" in text
-    assert "| model | parity | dyck-1 |" in text
+    assert "| lstm |" in text and "| linear |" in text and "bin 13-20" in text
+    assert "| model | parity | dyck-1 |" in text and "4 of 4 runs finished" in text
     assert (out / "heatmap.png").read_bytes()[:4] == b"\x89PNG"
-    cell = out / "runs" / "dyck-1" / "linear" / "metrics.json"
+    cell = out / "runs" / "dyck-1" / "linear" / "lr0.001-l1" / "s1" / "metrics.json"
     before = cell.stat().st_mtime_ns
     assert main(argv) == 0
-    assert cell.stat().st_mtime_ns == before  # finished cells are skipped
+    assert cell.stat().st_mtime_ns == before  # finished runs are skipped
     capsys.readouterr()
-    assert main([*argv, "--steps", "3", "--jobs", "2"]) == 2
-    assert "another config (4 cells" in capsys.readouterr().err
+    assert main([*argv, "--epochs", "2", "--jobs", "2"]) == 2
+    assert "another base config" in capsys.readouterr().err
     capsys.readouterr()
     assert main(["formal", "report", str(out)]) == 0
     assert "| lstm |" in capsys.readouterr().out
@@ -181,35 +182,132 @@ def test_sweep_goes_on_past_a_failing_cell(tmp_path, monkeypatch, capsys):
 
     real_train = sweep_module.train
 
-    def flaky(config, out, log):
+    def flaky(config, out, log, data_cache=None):
         if config.language == "dyck-1":
             raise UserError("training loss became nan")
-        return real_train(config, out, log)
+        return real_train(config, out, log, data_cache)
 
     monkeypatch.setattr(sweep_module, "train", flaky)
     out = tmp_path / "sweep"
     assert main(["formal", "sweep", "--languages", "dyck-1", "parity", "--models", "lstm",
-                 "--out", str(out), "--steps", "2", *TINY]) == 0
+                 "--out", str(out), *TINY]) == 0
     assert "failed: training loss became nan" in (
-        out / "runs" / "dyck-1" / "lstm" / "train.log").read_text()
+        out / "runs" / "dyck-1" / "lstm" / "lr0.001-l1" / "s1" / "train.log").read_text()
     assert "| lstm | — |" in (out / "report.md").read_text()
-    assert "dyck-1 × lstm: failed" in capsys.readouterr().out
+    assert "dyck-1/lstm/lr0.001-l1/s1: failed" in capsys.readouterr().out
 
 
 def test_cli_layer_options_reach_the_layer(tmp_path, capsys):
     run = tmp_path / "run"
     assert main(["formal", "train", "--model", "srwm", "--options", '{"n_beta": 4}',
-                 "--steps", "1", "--out", str(run), *TINY]) == 0
+                 "--out", str(run), *TINY]) == 0
     assert json.loads((run / "config.json").read_text())["network"]["options"] == {"n_beta": 4}
     assert main(["formal", "train", "--model", "lstm", "--options", '{"no_such": 1}',
-                 "--steps", "1", "--out", str(tmp_path / "bad"), *TINY]) == 2
+                 "--out", str(tmp_path / "bad"), *TINY]) == 2
     assert "no_such" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main(["formal", "train", "--options", "[1]"])
 
 
+def test_validation_selection_never_reads_the_test_bins(monkeypatch):
+    """Poisoned test sets: the validation rule trains to the end and selects without them
+    (they are read only for the final report); the published rule reads them at once."""
+    from fwp.formal import data as data_module
+
+    reads = []
+
+    def poisoned(self, bin_):
+        reads.append(bin_)
+        raise RuntimeError(f"test bin {bin_} read")
+
+    monkeypatch.setattr(data_module.DataSets, "test", poisoned)
+    logs = []
+    config = tiny(epochs=3, eval_every=2, stop_after_perfect=0)
+    with pytest.raises(RuntimeError, match="test bin"):
+        train(config, log=logs.append)
+    assert [m.split(":")[0] for m in logs[1:]] == ["step 2", "step 4", "step 6"]
+    assert len(reads) == 1  # the final report, after the last step
+    reads.clear()
+    with pytest.raises(RuntimeError, match="test bin"):
+        train(tiny(epochs=3, eval_every=2, selection="published"), log=logs.append)
+    assert len(reads) == 1 and not any(m.startswith("step 2") for m in logs[4:])
+
+
+def test_validation_selection_is_the_same_whatever_the_test_bins():
+    a = train(tiny(epochs=3, stop_after_perfect=0), log=None)
+    b = train(tiny(epochs=3, stop_after_perfect=0, bins=["30-40"]), log=None)
+    assert a["history"] == [{**h, "seconds": a["history"][i]["seconds"]}
+                            for i, h in enumerate(b["history"])]
+    assert a["selection"] == b["selection"] and a["valid"] == b["valid"]
+
+
+def test_published_selection_keeps_the_best_mean_over_the_test_bins():
+    metrics = train(tiny(epochs=4, eval_every=1, stop_after_perfect=0, selection="published",
+                         lr=3e-2), log=None)
+    scores = [h["score"] for h in metrics["history"]]
+    best = max(range(len(scores)), key=lambda i: (scores[i], -i))
+    assert metrics["selection"]["step"] == metrics["history"][best]["step"]
+    mean = sum(metrics["bins"][b]["seq_acc"] for b in ("1-12", "13-20")) / 2
+    assert metrics["selection"]["score"] == pytest.approx(mean)
+
+
+def test_stream_protocol_still_trains_and_resumes(tmp_path):
+    config = tiny(protocol="stream", steps=4, eval_every=2, stop_after_perfect=0)
+    metrics = train(config, tmp_path / "run", log=None)
+    assert metrics["steps_run"] == 4 and metrics["protocol"] == "stream"
+
+
+def test_published_optimiser_and_srwm_settings():
+    config = tiny("srwm")
+    net = FormalModel(LANGUAGES["parity"], config.network)
+    block = net.stack.blocks[0]
+    assert block.residual == "normed_skip" and block.layer.n_beta == 4
+    W0, D = block.layer.W0.detach(), block.layer.head_dim
+    assert W0[:, 2 * D : 3 * D].std() < 0.05 * W0[:, :D].std()  # query block 0.01/√D
+    assert abs(W0[:, -4:].mean() + 1.0) < 0.5  # β init −1
+    config.network.layer_defaults, config.network.residual = "none", "pre_norm"
+    plain = FormalModel(LANGUAGES["parity"], config.network).stack.blocks[0]
+    assert plain.residual == "pre_norm" and plain.layer.n_beta == 1
+    assert RunConfig().adam_betas == [0.9, 0.995] and RunConfig().adam_eps == 1e-9
+    assert RunConfig().grad_clip == 0.0 and RunConfig().protocol == "published"
+    with pytest.raises(UserError, match="selection"):
+        tiny(selection="best").validate()
+
+
+def test_sweep_search_picks_on_validation_then_runs_the_other_seeds(tmp_path, capsys):
+    from fwp.formal.sweep import ModelSpec
+
+    spec = ModelSpec.parse("neg=deltanet:allow_negative_eigenvalues=true,feature_map=l2")
+    assert (spec.label, spec.layer) == ("neg", "deltanet")
+    assert spec.options == {"allow_negative_eigenvalues": True, "feature_map": "l2"}
+    assert ModelSpec.parse("lstm") == ModelSpec("lstm", "lstm")
+    out = tmp_path / "sweep"
+    argv = ["formal", "sweep", "--languages", "parity", "--models", "lstm", spec_text(),
+            "--out", str(out), "--seeds", "1", "2", "--search-lr", "1e-3", "3e-2", *TINY]
+    assert main(argv) == 0
+    info = json.loads((out / "sweep.json").read_text())
+    runs = sorted(p.parent.relative_to(out / "runs").as_posix()
+                  for p in (out / "runs").glob("*/*/*/s*/metrics.json"))
+    for model in ("lstm", "neg"):
+        chosen = info["chosen"][f"parity/{model}"]
+        name = f"lr{chosen['lr']:g}-l1"
+        assert f"parity/{model}/{name}/s2" in runs
+        assert sum(r.startswith(f"parity/{model}/") for r in runs) == 3  # 2 searched + 1 seed
+        valid = {lr: json.loads((out / "runs" / "parity" / model / f"lr{lr:g}-l1" / "s1" /
+                                 "metrics.json").read_text())["valid"] for lr in (1e-3, 3e-2)}
+        best = max(valid, key=lambda lr: (valid[lr]["seq_acc"], -valid[lr]["loss"]))
+        assert chosen["lr"] == best
+    report = (out / "report.md").read_text()
+    assert "6 of 6 runs finished" in report and "search on validation" in report
+    capsys.readouterr()
+
+
+def spec_text():
+    return "neg=deltanet:allow_negative_eigenvalues=true,feature_map=l2"
+
+
 def test_a_run_records_its_thread_count_and_operator_path(tmp_path):
-    metrics = train(tiny("srwm", "parity", steps=2, threads=1), tmp_path / "run", log=None)
+    metrics = train(tiny("srwm", "parity", epochs=1, threads=1), tmp_path / "run", log=None)
     assert metrics["runtime"]["threads"] == 1 and "srwm" in metrics["runtime"]["operators"]
     saved = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=False)
     assert saved["runtime"] == metrics["runtime"]
