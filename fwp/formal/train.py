@@ -209,8 +209,12 @@ def _claim_folder(config: RunConfig, out: Path) -> None:
 
 
 def _diff(a: dict, b: dict, prefix: str = "") -> list[str]:
+    """Keys whose values differ; a key that only ``b`` has is a field added to the config
+    since ``a`` was written, read as its default (so older run folders still resume)."""
     out = []
     for key in sorted(set(a) | set(b)):
+        if key not in a:
+            continue
         if isinstance(a.get(key), dict) and isinstance(b.get(key), dict):
             out += _diff(a[key], b[key], f"{prefix}{key}.")
         elif a.get(key) != b.get(key):
