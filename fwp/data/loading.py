@@ -6,6 +6,7 @@ import inspect
 from collections.abc import Callable
 from pathlib import Path
 
+from fwp.data.cluttered_glyphs import load_cluttered_glyphs
 from fwp.data.dataset import FewShotDataset
 from fwp.data.folder import load_folder
 from fwp.data.glyphs import load_glyphs
@@ -14,8 +15,10 @@ from fwp.data.omniglot import load_omniglot
 from fwp.errors import UserError
 
 SPLITS = ("train", "val", "test")
+BUILT_IN = ("glyphs", "cluttered_glyphs")  # rendered here, no files to read
 DATASETS: dict[str, Callable[..., FewShotDataset]] = {
     "glyphs": load_glyphs,
+    "cluttered_glyphs": load_cluttered_glyphs,
     "omniglot": load_omniglot,
     "miniimagenet": load_miniimagenet,
     "folder": load_folder,
@@ -27,9 +30,10 @@ def load_dataset(
 ) -> FewShotDataset:
     """Split ``split`` of data set ``name`` read from ``root``, decoded through the cache.
 
-    ``name``: ``glyphs`` (built in, no root), ``omniglot``, ``miniimagenet`` or ``folder``; the
-    options are the keyword arguments of ``fwp.data.<module>.load_<name>`` (e.g. ``image_size``,
-    ``rotations``, ``split_scheme`` for Omniglot).
+    ``name``: ``glyphs`` or ``cluttered_glyphs`` (built in, no root), ``omniglot``,
+    ``miniimagenet`` or ``folder``; the options are the keyword arguments of
+    ``fwp.data.<module>.load_<name>`` (e.g. ``image_size``, ``rotations``, ``split_scheme`` for
+    Omniglot).
     """
     root = root or None  # "" (a config default) means no root
     if name not in DATASETS:
@@ -46,7 +50,7 @@ def load_dataset(
             f"data set '{name}' has no option {', '.join(unknown)}; its options are "
             f"{', '.join(accepted)}"
         )
-    if name != "glyphs" and root is None:
+    if name not in BUILT_IN and root is None:
         raise UserError(
             f"data set '{name}' is read from your files; pass --data-root DIR (root=...) "
             "pointing at them"

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from fwp.errors import UserError
 
-DATASET_NAMES = ("glyphs", "omniglot", "miniimagenet", "folder")
+DATASET_NAMES = ("glyphs", "cluttered_glyphs", "omniglot", "miniimagenet", "folder")
 
 
 def add_data_arguments(parser: argparse.ArgumentParser) -> None:
@@ -29,7 +29,7 @@ def add_data_arguments(parser: argparse.ArgumentParser) -> None:
         "--data-root",
         default=None,
         metavar="DIR",
-        help="folder with the data set's files (not for glyphs)",
+        help="folder with the data set's files (not for the built-in glyphs sets)",
     )
     parser.add_argument(
         "--data-option",

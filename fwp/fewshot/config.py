@@ -27,18 +27,20 @@ else:  # pragma: no cover - Python 3.10
     import tomli as tomllib
 
 PRESETS_DIR = Path(__file__).parent / "presets"
-DATASETS = ("glyphs", "omniglot", "miniimagenet", "folder")
+DATASETS = ("glyphs", "cluttered_glyphs", "omniglot", "miniimagenet", "folder")
 DISTILL = ("ce", "kl", "weights")
 SCHEDULES = ("noam", "cosine", "constant")
 # Conv-4 width per data set when --conv-channels is 0 (REFERENCE §2: Omniglot 64, Mini-ImageNet 32).
-CONV_CHANNELS = {"glyphs": 64, "omniglot": 64, "miniimagenet": 32, "folder": 32}
+CONV_CHANNELS = {
+    "glyphs": 64, "cluttered_glyphs": 32, "omniglot": 64, "miniimagenet": 32, "folder": 32,
+}
 
 
 @dataclass
 class DataConfig:
     """Which episodes: data set, N-way K-shot, and the K′ extra shots of bootstrapping."""
 
-    dataset: str = "glyphs"  # glyphs (built in) | omniglot | miniimagenet | folder
+    dataset: str = "glyphs"  # glyphs, cluttered_glyphs (built in), omniglot, miniimagenet, folder
     data_root: str = ""  # folder with the data set's files ("" for the built-in glyphs)
     # keyword options of the loader, e.g. {rotations = true, split_scheme = "vinyals"} (Omniglot)
     data_options: dict[str, Any] = field(default_factory=dict)
