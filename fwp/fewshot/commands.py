@@ -1,6 +1,6 @@
-"""``fwp fewshot train | eval | report | explain``: argparse glue around
+"""``fwp fewshot train | eval | report | explain | sweep``: argparse glue around
 :mod:`fwp.fewshot.train`, :mod:`fwp.fewshot.evaluate`, :mod:`fwp.fewshot.report` and
-:mod:`fwp.fewshot.explain`."""
+:mod:`fwp.fewshot.explain` and :mod:`fwp.fewshot.sweep`."""
 
 from __future__ import annotations
 
@@ -90,6 +90,87 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     explain.add_argument("--head", type=int, default=0, metavar="H",
                          help="head drawn in fast_weights.png (default: 0)")
     explain.set_defaults(func=run_explain)
+
+    sweep = subparsers.add_parser(
+        "sweep", help="train and evaluate a grid of configs × seeds; report with paired verdicts",
+        description="Train every (config, seed) of a grid into DIR/runs/<config>/seed<k>/, "
+        "evaluate each on the same fixed test episodes, and write DIR/report.md with mean ± std "
+        "over seeds and, for configs differing only in β2, the paired difference and a verdict. "
+        "Run it again to resume: evaluated runs are skipped, half-trained ones resumed.",
+    )
+    sweep.add_argument("dir", type=Path, metavar="DIR", help="sweep folder (created)")
+    sweep.add_argument("--grid", metavar="FILE",
+                       help="grid TOML file, or the name of a grid shipped in fwp/fewshot/sweeps "
+                            "(default: DIR/grid.json of an earlier start)")
+    sweep.add_argument("--preset", action="append", default=[], metavar="NAME",
+                       help="a config of the grid (repeatable)")
+    sweep.add_argument("--set", action="append", default=[], type=_field_value,
+                       metavar="FIELD=VALUE", help="a field of every config, e.g. steps=800 "
+                       "(repeatable; FIELD is a flag of `fwp fewshot train`)")
+    sweep.add_argument("--vary", action="append", default=[], type=_field_values,
+                       metavar="FIELD=V1,V2", help="every config × each value, e.g. beta2=0,5 "
+                       "(repeatable: the product)")
+    sweep.add_argument("--seeds", type=int, nargs="+", metavar="S",
+                       help="training seeds (default: 1 2 3)")
+    sweep.add_argument("--k-test", type=_positive, nargs="+", metavar="K",
+                       help="shots per class at test time (default: 1 5 10 15)")
+    sweep.add_argument("--episodes", type=_positive, metavar="E",
+                       help="fixed test episodes per K_test (default: 1000)")
+    sweep.add_argument("--jobs", type=_positive, default=1,
+                       help="runs trained at once, the CPU threads split among them (default: 1)")
+    sweep.add_argument("--threads", type=int, default=0,
+                       help="CPU threads in all (default 0: every core)")
+    sweep.add_argument("--report-only", action="store_true",
+                       help="only rewrite DIR/report.md from the runs evaluated so far")
+    sweep.set_defaults(func=run_sweep)
+
+
+def _field_value(text: str) -> tuple[str, object]:
+    from fwp.fewshot.config import _option
+
+    return _option(text)
+
+
+def _field_values(text: str) -> tuple[str, list]:
+    """``FIELD=V1,V2,...``: each value read as TOML where it parses, else a string."""
+    from fwp.fewshot.config import _option
+
+    key, _, values = text.partition("=")
+    if not key or not values:
+        raise argparse.ArgumentTypeError(f"expected FIELD=V1,V2,..., got {text!r}")
+    return key, [_option(f"{key}={v}")[1] for v in values.split(",")]
+
+
+def run_sweep(args: argparse.Namespace) -> int:
+    from fwp.fewshot.sweep import (
+        build_grid,
+        grid_spec_from_args,
+        load_saved_grid,
+        read_grid_file,
+        sweep,
+    )
+    from fwp.fewshot.sweep_report import write_report
+
+    given = args.grid or args.preset or args.set or args.vary or args.seeds or args.k_test
+    if args.grid or args.preset:
+        base = read_grid_file(args.grid) if args.grid else None
+        spec = grid_spec_from_args(args.preset, args.set, args.vary, args.seeds, args.k_test,
+                                   args.episodes, base)
+        grid = build_grid(spec, args.grid or "the command line")
+    elif given or args.episodes:
+        from fwp.errors import UserError
+
+        raise UserError("--set, --vary, --seeds, --k-test and --episodes change a grid: also "
+                        "give --grid FILE or --preset NAME")
+    else:
+        grid = load_saved_grid(args.dir)
+    if args.report_only:
+        print(write_report(args.dir, grid).read_text())
+        return 0
+    sweep(grid, args.dir, jobs=args.jobs, threads=args.threads,
+          log=lambda line: print(line, flush=True))
+    print(f"wrote {args.dir / 'report.md'}")
+    return 0
 
 
 def run_train(args: argparse.Namespace) -> int:

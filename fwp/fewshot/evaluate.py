@@ -41,12 +41,14 @@ def evaluate(
     seed: int = EVAL_SEED,
     batch_size: int = 50,
     amp: bool = False,
+    per_episode: bool = False,
 ) -> dict[str, float]:
     """Accuracy (%) over ``episodes`` fixed episodes ``0 … episodes−1`` of ``seed``.
 
     Each episode: N·K labelled examples, then N·Q queries each predicted from the support state.
     Returns the mean over episodes of their query accuracy, its std over episodes, the 95 %
-    interval 1.96·std/√n, and the mean query cross-entropy.
+    interval 1.96·std/√n, and the mean query cross-entropy; with ``per_episode`` also each
+    episode's accuracy (``"per_episode"``, in episode order: paired comparisons between runs).
     """
     sampler = EpisodeSampler(dataset, n_way, k_shot, n_query=n_query, seed=seed)
     device = next(model.parameters()).device
@@ -70,7 +72,7 @@ def evaluate(
         model.train(was_training)
     acc = torch.cat(accuracies).double().numpy() * 100
     std = float(acc.std(ddof=1)) if len(acc) > 1 else 0.0
-    return {
+    result = {
         "k_test": k_shot,
         "episodes": int(len(acc)),
         "accuracy": float(acc.mean()),
@@ -78,6 +80,9 @@ def evaluate(
         "ci95": 1.96 * std / math.sqrt(len(acc)),
         "loss": float(torch.cat(losses).mean()),
     }
+    if per_episode:
+        result["per_episode"] = acc.tolist()
+    return result
 
 
 def load_trained(run: Path, config: RunConfig, which: str = "best") -> tuple[FewShotLearner, dict]:

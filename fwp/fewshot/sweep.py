@@ -1,0 +1,372 @@
+"""``fwp fewshot sweep``: a grid of configs × seeds, trained, evaluated and compared.
+
+A grid is a list of named configs (each a preset plus field overrides, all of them with the
+grid's shared overrides, times every combination of the ``vary`` values) and a list of seeds.
+Run ``(config, seed)`` trains in ``DIR/runs/<config>/seed<k>/`` through
+:func:`fwp.fewshot.train.train`, then is evaluated on the same fixed test episodes at every
+K_test of the grid (``DIR/runs/<config>/seed<k>/sweep_eval.json``, with each episode's accuracy
+for paired comparisons). Started again with the same grid, a sweep skips evaluated runs, resumes
+half-trained ones from their checkpoint, and refuses a run folder whose saved config differs from
+the grid's. ``DIR/report.md`` and its plots are rewritten after every finished run
+(:mod:`fwp.fewshot.sweep_report`).
+
+Grid file (TOML)::
+
+    seeds = [1, 2, 3]
+    k_test = [1, 5, 10, 15]
+    test_episodes = 1000
+    [set]                     # every config: field = value (flag names, - or _)
+    steps = 800
+    dataset = "cluttered_glyphs"
+    [vary]                    # every config × every combination of these values
+    beta2 = [0.0, 5.0]
+    [[configs]]               # one per config: a preset, a name, more fields
+    preset = "table2_k5"
+    [[configs]]
+    name = "k10_kp1"
+    preset = "table1_k10_boot"
+    k_extra = 1
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from fwp.errors import UserError
+from fwp.fewshot.checkpoint import CHECKPOINT, CONFIG, write_atomic
+from fwp.fewshot.config import RunConfig, from_dict, leaves, merge, preset, to_dict
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - Python 3.10
+    import tomli as tomllib
+
+GRIDS_DIR = Path(__file__).parent / "sweeps"
+EVAL = "sweep_eval.json"
+GRID = "grid.json"
+# Fields that say where or how a run ran, not what it learns: they may differ between a run
+# folder and the grid (e.g. another --jobs gives each run another thread count).
+RUNTIME = ("seed", "threads", "device", "log_every", "amp")
+GRID_KEYS = ("seeds", "k_test", "test_episodes", "split", "set", "vary", "configs")
+
+
+def _paths() -> dict[str, tuple[str, ...]]:
+    return {path[-1]: path for path, _ in leaves()}
+
+
+def _nested(flat: dict[str, Any], where: str) -> dict:
+    """``{"k_shot": 5, "steps": 10}`` → ``{"data": {"k_shot": 5}, "steps": 10}``."""
+    paths, out = _paths(), {}
+    for key, value in flat.items():
+        name = key.replace("-", "_")
+        if name not in paths:
+            raise UserError(f"unknown field {key!r} in {where}; fields are the flags of "
+                            "`fwp fewshot train` (e.g. steps, k_shot, beta2)")
+        node = out
+        for part in paths[name][:-1]:
+            node = node.setdefault(part, {})
+        node[paths[name][-1]] = value
+    return out
+
+
+def flat_config(config: RunConfig | dict) -> dict[str, Any]:
+    """Leaf name → value of a config (the flag names, underscored)."""
+    data = to_dict(config) if isinstance(config, RunConfig) else config
+    out = {}
+    for path, _ in leaves():
+        value = data
+        for key in path:
+            value = value[key]
+        out[path[-1]] = value
+    return out
+
+
+def _label(value: Any) -> str:
+    text = f"{value:g}" if isinstance(value, float) else str(value).lower()
+    return "".join(c if c.isalnum() or c in "._-" else "_" for c in text)
+
+
+@dataclass
+class Grid:
+    """Named configs (resolved, seed aside) × seeds, evaluated at ``k_test`` on
+    ``test_episodes`` fixed episodes of ``split``."""
+
+    configs: dict[str, RunConfig]
+    seeds: list[int]
+    k_test: list[int] = field(default_factory=lambda: [1, 5, 10, 15])
+    test_episodes: int = 1000
+    split: str = "test"
+
+    def runs(self, root: Path) -> list[tuple[str, int, Path]]:
+        return [(name, seed, root / "runs" / name / f"seed{seed}")
+                for name in self.configs for seed in self.seeds]
+
+    def config(self, name: str, seed: int, threads: int) -> RunConfig:
+        data = to_dict(self.configs[name])
+        data["seed"], data["threads"] = seed, threads
+        return from_dict(data)
+
+    def to_json(self) -> dict:
+        return {"configs": {n: to_dict(c) for n, c in self.configs.items()},
+                "seeds": self.seeds, "k_test": self.k_test,
+                "test_episodes": self.test_episodes, "split": self.split}
+
+    @classmethod
+    def from_json(cls, data: dict) -> Grid:
+        return cls({n: from_dict(c) for n, c in data["configs"].items()}, list(data["seeds"]),
+                   list(data["k_test"]), int(data["test_episodes"]), data["split"])
+
+
+def build_grid(spec: dict, where: str = "the grid") -> Grid:
+    """A :class:`Grid` from a spec dict (the TOML file's form; see the module docstring)."""
+    unknown = sorted(set(spec) - set(GRID_KEYS))
+    if unknown:
+        raise UserError(f"unknown key {', '.join(unknown)} in {where}; known: "
+                        f"{', '.join(GRID_KEYS)}")
+    entries = spec.get("configs") or []
+    if not entries:
+        raise UserError(f"{where} has no configs: give --preset NAME (repeatable) or "
+                        "[[configs]] entries")
+    seeds = [int(s) for s in spec.get("seeds", [1, 2, 3])]
+    k_test = [int(k) for k in spec.get("k_test", [1, 5, 10, 15])]
+    if not seeds or len(set(seeds)) != len(seeds):
+        raise UserError(f"{where}: seeds must be a non-empty list of distinct integers")
+    if not k_test or min(k_test) < 1:
+        raise UserError(f"{where}: k_test must be a non-empty list of integers ≥ 1")
+    shared = _nested(spec.get("set", {}), f"{where} [set]")
+    vary = spec.get("vary", {})
+    for key, values in vary.items():
+        if not isinstance(values, list) or not values:
+            raise UserError(f"{where} [vary]: {key} needs a non-empty list of values")
+    _nested({k: None for k in vary}, f"{where} [vary]")
+    configs: dict[str, RunConfig] = {}
+    for entry in entries:
+        entry = dict(entry)
+        name = entry.pop("name", None) or entry.get("preset")
+        if not name:
+            raise UserError(f"{where}: a config without a preset needs a name")
+        data = to_dict(RunConfig())
+        if entry.get("preset"):
+            merge(data, preset(entry.pop("preset")), f"preset of {name}")
+        merge(data, shared, f"{where} [set]")
+        merge(data, _nested(entry, f"config {name}"), f"config {name}")
+        for combination in itertools.product(*vary.values()):
+            chosen = dict(zip(vary, combination))
+            full = json.loads(json.dumps(data))
+            merge(full, _nested(chosen, f"{where} [vary]"), f"{where} [vary]")
+            label = "+".join([name] + [f"{k.replace('-', '_')}={_label(v)}"
+                                       for k, v in chosen.items()])
+            if label in configs:
+                raise UserError(f"{where}: two configs are named {label!r}; give each a name")
+            config = from_dict(full, f"config {label}")
+            config.validate()
+            configs[label] = config
+    return Grid(configs, seeds, k_test, int(spec.get("test_episodes", 1000)),
+                spec.get("split", "test"))
+
+
+def read_grid_file(path: str | Path) -> dict:
+    """A grid spec from a TOML file, or from a grid shipped in ``fwp/fewshot/sweeps/``."""
+    path = Path(path)
+    if not path.is_file() and (GRIDS_DIR / f"{path}.toml").is_file():
+        path = GRIDS_DIR / f"{path}.toml"
+    if not path.is_file():
+        shipped = ", ".join(sorted(p.stem for p in GRIDS_DIR.glob("*.toml")))
+        raise UserError(f"grid file {path} does not exist (grids shipped with fwp: {shipped})")
+    try:
+        return tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as error:
+        raise UserError(f"grid file {path} is not valid TOML: {error}") from None
+
+
+# -- run state ---------------------------------------------------------------------------------
+
+
+def differences(saved: dict, wanted: RunConfig) -> list[str]:
+    """``field: saved → wanted`` for each learning-relevant field that differs."""
+    now, before = flat_config(wanted), flat_config(from_dict(saved))
+    return [f"{k}: {before[k]!r} → {now[k]!r}" for k in now
+            if k not in RUNTIME and before[k] != now[k]]
+
+
+def check_runs(grid: Grid, root: Path) -> None:
+    """Raise before any work if a run folder holds a run of another config."""
+    for name, _, run in grid.runs(root):
+        path = run / CONFIG
+        if path.is_file():
+            changed = differences(json.loads(path.read_text()), grid.configs[name])
+            if changed:
+                raise UserError(
+                    f"{run} was trained with another config ({'; '.join(changed)}); the grid's "
+                    f"config {name!r} changed: give it another name, use another sweep folder, "
+                    f"or delete {run} to retrain it"
+                )
+
+
+def _evaluated(run: Path, grid: Grid) -> bool:
+    try:
+        saved = json.loads((run / EVAL).read_text())
+    except (OSError, ValueError):
+        return False
+    return (saved.get("episodes") == grid.test_episodes and saved.get("split") == grid.split
+            and set(grid.k_test) <= {r["k_test"] for r in saved.get("results", [])})
+
+
+def trained_steps(run: Path) -> int:
+    """Optimiser steps in the run's checkpoint (0 if none)."""
+    if not (run / CHECKPOINT).is_file():
+        return 0
+    import torch
+
+    return int(torch.load(run / CHECKPOINT, map_location="cpu", weights_only=False)["step"])
+
+
+@dataclass
+class Task:
+    """One run for a worker: train or resume it, then evaluate it."""
+
+    name: str
+    seed: int
+    run: str
+    config: dict
+    k_test: list[int]
+    episodes: int
+    split: str
+    threads: int
+
+
+def run_task(task: Task) -> dict[str, Any]:
+    """Train (or resume) ``task``'s run to its last step, evaluate its best checkpoint at every
+    K_test and write ``sweep_eval.json``. Returns timings."""
+    import torch
+
+    from fwp.fewshot.evaluate import EVAL_SEED, evaluate, load_split, load_trained
+    from fwp.fewshot.train import train
+
+    torch.set_num_threads(task.threads)
+    run, config = Path(task.run), from_dict(task.config)
+    start_step = trained_steps(run)
+    start = time.perf_counter()
+    summary = train(config, run, resume=start_step > 0, progress=False)
+    if summary["status"] != "finished":
+        raise KeyboardInterrupt  # stopped by a signal: the checkpoint is saved, stop the sweep
+    trained = time.perf_counter() - start
+    model, source = load_trained(run, config, "best")
+    dataset = load_split(config, task.split)
+    results = [
+        evaluate(model, dataset, config.data.n_way, k, task.episodes, seed=EVAL_SEED,
+                 amp=config.amp, per_episode=True)
+        for k in task.k_test
+    ]
+    write_atomic(run / EVAL, {
+        "split": task.split, "checkpoint": source, "episodes": task.episodes, "n_query": 1,
+        "seed": EVAL_SEED, "results": results,
+    })
+    return {"name": task.name, "seed": task.seed, "steps": summary["step"] - start_step,
+            "train_s": trained, "total_s": time.perf_counter() - start}
+
+
+def _duration(seconds: float) -> str:
+    seconds = int(round(seconds))
+    h, m, s = seconds // 3600, seconds // 60 % 60, seconds % 60
+    return f"{h}h{m:02d}m" if h else f"{m}m{s:02d}s"
+
+
+def sweep(
+    grid: Grid, root: str | Path, *, jobs: int = 1, threads: int = 0,
+    log=print, report: bool = True,
+) -> list[dict[str, Any]]:
+    """Train and evaluate every run of ``grid`` under ``root`` that is not evaluated yet.
+
+    ``jobs`` runs train at once (in separate processes when > 1), each with
+    ``threads // jobs`` CPU threads (``threads`` 0: all cores). Returns the finished runs'
+    timings.
+    """
+    root = Path(root)
+    if jobs < 1:
+        raise UserError(f"--jobs must be at least 1 (got {jobs})")
+    check_runs(grid, root)
+    root.mkdir(parents=True, exist_ok=True)
+    write_atomic(root / GRID, grid.to_json())
+    per_job = max(1, (threads or os.cpu_count() or 1) // jobs)
+    pending, steps_left = [], {}
+    for name, seed, run in grid.runs(root):
+        if _evaluated(run, grid):
+            continue
+        config = grid.config(name, seed, per_job)
+        pending.append(Task(name, seed, str(run), to_dict(config), grid.k_test,
+                            grid.test_episodes, grid.split, per_job))
+        steps_left[(name, seed)] = config.steps - trained_steps(run)
+    total = len(grid.configs) * len(grid.seeds)
+    log(f"sweep {root}: {len(grid.configs)} configs × {len(grid.seeds)} seeds = {total} runs, "
+        f"{total - len(pending)} done, {len(pending)} to run ({sum(steps_left.values())} steps) "
+        f"with {jobs} job(s) × {per_job} thread(s)")
+    done: list[dict[str, Any]] = []
+    started = time.perf_counter()
+
+    def finished(result: dict[str, Any]) -> None:
+        done.append(result)
+        steps_left.pop((result["name"], result["seed"]))
+        seconds_per_step = sum(r["total_s"] for r in done) / max(1, sum(r["steps"] for r in done))
+        left = sum(steps_left.values()) * seconds_per_step / min(jobs, max(1, len(steps_left)))
+        log(f"[{total - len(steps_left)}/{total}] {result['name']}/seed{result['seed']}: "
+            f"{result['steps']} steps + evaluation in {_duration(result['total_s'])}; "
+            f"{len(steps_left)} runs left, about {_duration(left)} "
+            f"(elapsed {_duration(time.perf_counter() - started)})")
+        if report:
+            from fwp.fewshot.sweep_report import write_report
+
+            write_report(root, grid)
+
+    if jobs == 1:
+        for task in pending:
+            log(f"start {task.name}/seed{task.seed}"
+                + (f" (resuming at step {trained_steps(Path(task.run))})"
+                   if trained_steps(Path(task.run)) else ""))
+            finished(run_task(task))
+    else:
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor, as_completed
+
+        context = multiprocessing.get_context("spawn")
+        with ProcessPoolExecutor(jobs, mp_context=context) as pool:
+            futures = {pool.submit(run_task, task): task for task in pending}
+            log(f"started {', '.join(f'{t.name}/seed{t.seed}' for t in pending[:jobs])}")
+            for future in as_completed(futures):
+                finished(future.result())
+    if report and not pending:
+        from fwp.fewshot.sweep_report import write_report
+
+        write_report(root, grid)
+    return done
+
+
+def grid_spec_from_args(presets: list[str], sets: list[tuple[str, Any]],
+                        varies: list[tuple[str, list]], seeds: list[int] | None,
+                        k_test: list[int] | None, episodes: int | None,
+                        base: dict | None = None) -> dict:
+    """The grid spec of a command line (on top of a grid file's ``base`` spec)."""
+    spec = json.loads(json.dumps(base or {}))
+    if presets:
+        spec["configs"] = spec.get("configs", []) + [{"preset": p} for p in presets]
+    spec.setdefault("set", {}).update(dict(sets))
+    spec.setdefault("vary", {}).update(dict(varies))
+    for key, value in (("seeds", seeds), ("k_test", k_test), ("test_episodes", episodes)):
+        if value is not None:
+            spec[key] = value
+    return spec
+
+
+def load_saved_grid(root: Path) -> Grid:
+    path = root / GRID
+    if not path.is_file():
+        raise UserError(f"{root} holds no sweep ({GRID} missing); give --grid FILE or --preset")
+    return Grid.from_json(json.loads(path.read_text()))
+

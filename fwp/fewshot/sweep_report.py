@@ -1,0 +1,198 @@
+"""``DIR/report.md`` and plots of a sweep: accuracy per config and the bootstrapping verdicts.
+
+Per config and K_test: mean ± std over the seeds evaluated so far. For every pair of configs that
+differ only in β2, one with β2 = 0 (off) and one with β2 > 0 (on): the paired difference on − off
+per seed, its 95 % t-interval over seeds, its 95 % interval over test episodes and the verdict
+(:mod:`fwp.fewshot.stats`). The computation is :func:`summarise`; writing and plotting are
+apart from it.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from fwp.fewshot.stats import PairedDifference, paired_difference
+from fwp.fewshot.sweep import EVAL, RUNTIME, Grid, flat_config
+
+SHOWN = ("k_shot", "k_extra", "beta1", "beta2", "beta3", "distill", "model", "steps")
+
+
+@dataclass
+class Summary:
+    """Per config: K_test → seed → (accuracy, per-episode accuracies); and the β2 pairs."""
+
+    results: dict[str, dict[int, dict[int, tuple[float, list[float]]]]]
+    pairs: list[tuple[str, str, dict[int, PairedDifference]]]
+
+
+def beta2_pairs(grid: Grid) -> list[tuple[str, str]]:
+    """(off, on) config names that differ only in β2, off with β2 = 0 and on with β2 > 0."""
+    flat = {name: flat_config(c) for name, c in grid.configs.items()}
+    pairs = []
+    for off, a in flat.items():
+        for on, b in flat.items():
+            differing = {k for k in a if k not in RUNTIME and a[k] != b[k]}
+            if differing == {"beta2"} and a["beta2"] == 0 < b["beta2"]:
+                pairs.append((off, on))
+    return pairs
+
+
+def summarise(grid: Grid, root: Path) -> Summary:
+    """Everything evaluated so far under ``root``."""
+    results: dict[str, dict[int, dict[int, tuple[float, list[float]]]]] = {}
+    for name, seed, run in grid.runs(root):
+        try:
+            saved = json.loads((run / EVAL).read_text())
+        except (OSError, ValueError):
+            continue
+        for r in saved["results"]:
+            if r["k_test"] in grid.k_test:
+                results.setdefault(name, {}).setdefault(r["k_test"], {})[seed] = (
+                    r["accuracy"], r.get("per_episode", []))
+    pairs = []
+    for off, on in beta2_pairs(grid):
+        by_k = {}
+        for k in grid.k_test:
+            a, b = results.get(off, {}).get(k, {}), results.get(on, {}).get(k, {})
+            if set(a) & set(b):
+                by_k[k] = paired_difference(
+                    {s: v[0] for s, v in a.items()}, {s: v[0] for s, v in b.items()},
+                    {s: v[1] for s, v in a.items()}, {s: v[1] for s, v in b.items()},
+                )
+        pairs.append((off, on, by_k))
+    return Summary(results, pairs)
+
+
+def _interval(interval) -> str:
+    if not np.isfinite(interval.low):
+        return "– (one seed)"
+    return f"[{interval.low:+.2f}, {interval.high:+.2f}]"
+
+
+def markdown(grid: Grid, summary: Summary, root: Path) -> str:
+    total = len(grid.configs) * len(grid.seeds)
+    done = sum(len(seeds) for by_k in summary.results.values()
+               for seeds in list(by_k.values())[:1])
+    lines = [
+        f"# Sweep {root.name}",
+        "",
+        f"{done} of {total} runs evaluated ({len(grid.configs)} configs × seeds "
+        f"{', '.join(map(str, grid.seeds))}); each on the same {grid.test_episodes} fixed "
+        f"{grid.split} episodes per K_test (5 queries per episode), best validation checkpoint."
+        + ("" if done == total else " **Partial: runs are missing.**"),
+        "",
+        "## Accuracy (%): mean ± std over seeds (n seeds)",
+        "",
+        "| config | " + " | ".join(f"K_test {k}" for k in grid.k_test) + " |",
+        "|---|" + "---:|" * len(grid.k_test),
+    ]
+    for name in grid.configs:
+        cells = []
+        for k in grid.k_test:
+            values = [v[0] for v in summary.results.get(name, {}).get(k, {}).values()]
+            if not values:
+                cells.append("–")
+            elif len(values) == 1:
+                cells.append(f"{values[0]:.1f} (1)")
+            else:
+                cells.append(f"{np.mean(values):.1f} ± {np.std(values, ddof=1):.1f} "
+                             f"({len(values)})")
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    lines += ["", "| config | " + " | ".join(SHOWN) + " |", "|---|" + "---|" * len(SHOWN)]
+    for name, config in grid.configs.items():
+        flat = flat_config(config)
+        lines.append(f"| {name} | " + " | ".join(
+            f"{flat[k]:g}" if isinstance(flat[k], float) else str(flat[k]) for k in SHOWN) + " |")
+    lines += [
+        "",
+        "## Bootstrapping on − off (points), paired by seed and by test episode",
+        "",
+        "Verdict from the 95 % t-interval over seeds (training randomness included): gain if "
+        "it lies above 0, loss if below, else no detectable difference. The interval over "
+        "episodes (1.96·sd/√n of the per-episode difference, averaged over seeds) only holds "
+        "the test sampling noise of these trained models.",
+        "",
+    ]
+    if not summary.pairs:
+        lines.append("No two configs of this grid differ only in β2.")
+    for off, on, by_k in summary.pairs:
+        lines += [f"### {on} − {off}", "",
+                  "| K_test | per seed | mean | 95 % over seeds | 95 % over episodes | verdict |",
+                  "|---:|---|---:|---|---|---|"]
+        for k in grid.k_test:
+            if k not in by_k:
+                lines.append(f"| {k} | – | – | – | – | no paired runs yet |")
+                continue
+            d = by_k[k]
+            per_seed = ", ".join(f"{s}: {v:+.1f}" for s, v in zip(d.seeds, d.per_seed))
+            episodes = _interval(d.over_episodes) if d.over_episodes else "–"
+            lines.append(f"| {k} | {per_seed} | {d.over_seeds.mean:+.2f} | "
+                         f"{_interval(d.over_seeds)} | {episodes} | {d.verdict} |")
+        lines.append("")
+    lines += ["![accuracy against K_test](accuracy_vs_k.png)", ""]
+    if summary.pairs:
+        lines += ["![paired differences](bootstrap_differences.png)", ""]
+    return "\n".join(lines)
+
+
+def plot(grid: Grid, summary: Summary, root: Path) -> list[Path]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib import pyplot as plt
+
+    paths = [root / "accuracy_vs_k.png"]
+    fig, ax = plt.subplots(figsize=(7, 4.5), dpi=120)
+    for name in grid.configs:
+        by_k = summary.results.get(name, {})
+        ks = [k for k in grid.k_test if by_k.get(k)]
+        if not ks:
+            continue
+        values = [[v[0] for v in by_k[k].values()] for k in ks]
+        ax.errorbar(ks, [np.mean(v) for v in values],
+                    yerr=[np.std(v, ddof=1) if len(v) > 1 else 0 for v in values],
+                    marker="o", capsize=3, label=name)
+    ax.set_xlabel("K_test (examples per class before the query)")
+    ax.set_ylabel(f"{grid.split} accuracy (%), mean ± std over seeds")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(paths[0])
+    plt.close(fig)
+    if summary.pairs:
+        paths.append(root / "bootstrap_differences.png")
+        fig, ax = plt.subplots(figsize=(7, 4.5), dpi=120)
+        width = 0.8 / len(summary.pairs)
+        for i, (off, on, by_k) in enumerate(summary.pairs):
+            ks = [k for k in grid.k_test if k in by_k]
+            shift = (i - (len(summary.pairs) - 1) / 2) * width
+            x = np.array([grid.k_test.index(k) for k in ks]) + shift
+            means = np.array([by_k[k].over_seeds.mean for k in ks])
+            half = np.array([by_k[k].over_seeds.half_width if by_k[k].over_seeds.n > 1 else 0
+                             for k in ks])
+            ax.errorbar(x, means, yerr=half, fmt="o", capsize=4, label=f"{on} − {off}")
+            for xi, k in zip(x, ks):
+                ax.scatter([xi] * len(by_k[k].per_seed), by_k[k].per_seed, s=8, color="grey")
+        ax.axhline(0, color="black", lw=0.8)
+        ax.set_xticks(range(len(grid.k_test)), [str(k) for k in grid.k_test])
+        ax.set_xlabel("K_test")
+        ax.set_ylabel("accuracy difference (points), 95 % t-interval over seeds")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+        fig.tight_layout()
+        fig.savefig(paths[1])
+        plt.close(fig)
+    return paths
+
+
+def write_report(root: Path, grid: Grid) -> Path:
+    """Write ``root/report.md`` and its plots from what is evaluated so far; returns its path."""
+    summary = summarise(grid, root)
+    path = root / "report.md"
+    path.write_text(markdown(grid, summary, root))
+    plot(grid, summary, root)
+    return path

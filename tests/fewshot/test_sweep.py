@@ -1,0 +1,106 @@
+"""``fwp fewshot sweep``: a tiny grid end to end, resuming, refusing a changed config."""
+
+import json
+
+import pytest
+import torch
+
+from fwp.errors import UserError
+from fwp.fewshot.checkpoint import CHECKPOINT
+from fwp.fewshot.sweep import EVAL, build_grid, grid_spec_from_args, sweep
+from fwp.fewshot.sweep_report import beta2_pairs
+from fwp.fewshot.train import train
+
+
+def tiny_spec(root, seeds=(1, 2), **changes):
+    shared = dict(
+        dataset="folder", data_root=str(root), n_way=3, k_shot=2, k_extra=1, conv_channels=8,
+        layers=1, d_model=16, heads=2, d_ff=32, schedule="cosine", lr=3e-3, warmup=2,
+        batch_size=4, steps=4, eval_every=2, val_episodes=6, log_every=1, beta3=1.0,
+    )
+    shared.update(changes)
+    return {
+        "seeds": list(seeds), "k_test": [1, 2], "test_episodes": 6, "set": shared,
+        "configs": [{"name": "off", "beta2": 0.0}, {"name": "on", "beta2": 2.0}],
+    }
+
+
+def test_sweep_end_to_end_two_configs_two_seeds(tiny_root, tmp_path):
+    grid = build_grid(tiny_spec(tiny_root))
+    assert beta2_pairs(grid) == [("off", "on")]
+    lines = []
+    done = sweep(grid, tmp_path, jobs=2, threads=2, log=lines.append)
+    assert len(done) == 4 and "4 to run" in lines[0] and "2 job(s) × 1 thread(s)" in lines[0]
+    assert any("runs left, about" in line for line in lines)
+    for name in ("off", "on"):
+        for seed in (1, 2):
+            saved = json.loads((tmp_path / "runs" / name / f"seed{seed}" / EVAL).read_text())
+            assert [r["k_test"] for r in saved["results"]] == [1, 2]
+            assert all(len(r["per_episode"]) == 6 for r in saved["results"])
+    report = (tmp_path / "report.md").read_text()
+    assert "4 of 4 runs evaluated" in report and "### on − off" in report
+    assert report.count("| 1: ") == 2  # one paired row per K_test, seeds listed
+    assert (tmp_path / "accuracy_vs_k.png").is_file()
+    assert (tmp_path / "bootstrap_differences.png").is_file()
+    # started again: nothing to do, nothing retrained
+    stamp = (tmp_path / "runs" / "on" / "seed1" / CHECKPOINT).stat().st_mtime_ns
+    lines.clear()
+    assert sweep(grid, tmp_path, log=lines.append) == []
+    assert "0 to run" in lines[0]
+    assert (tmp_path / "runs" / "on" / "seed1" / CHECKPOINT).stat().st_mtime_ns == stamp
+
+
+def test_run_killed_midway_is_resumed_and_equals_an_uninterrupted_one(tiny_root, tmp_path):
+    spec = tiny_spec(tiny_root, seeds=(3,), steps=6)
+    spec["configs"] = spec["configs"][1:]
+    grid = build_grid(spec)
+    sweep(grid, tmp_path / "whole", threads=1, log=lambda _: None, report=False)
+    # the same run stopped after 3 of 6 steps (as a kill after a checkpoint), then the sweep
+    cut = tmp_path / "cut" / "runs" / "on" / "seed3"
+    assert train(grid.config("on", 3, 1), cut, stop_after=3, progress=False)["step"] == 3
+    lines = []
+    sweep(grid, tmp_path / "cut", threads=1, log=lines.append, report=False)
+    assert any("resuming at step 3" in line for line in lines)
+    whole = tmp_path / "whole" / "runs" / "on" / "seed3"
+    a = torch.load(whole / CHECKPOINT, weights_only=False)
+    b = torch.load(cut / CHECKPOINT, weights_only=False)
+    assert a["step"] == b["step"] == 6
+    for key, value in a["model"].items():
+        torch.testing.assert_close(b["model"][key], value, rtol=0, atol=0)
+    ea = json.loads((whole / EVAL).read_text())["results"]
+    eb = json.loads((cut / EVAL).read_text())["results"]
+    assert [r["per_episode"] for r in ea] == [r["per_episode"] for r in eb]
+
+
+def test_changed_config_is_refused_before_any_work(tiny_root, tmp_path):
+    grid = build_grid(tiny_spec(tiny_root, seeds=(1,)))
+    run = tmp_path / "runs" / "on" / "seed1"
+    run.mkdir(parents=True)
+    old = grid.config("on", 1, 1)
+    old.steps = 9
+    from fwp.fewshot.config import to_dict
+
+    (run / "config.json").write_text(json.dumps(to_dict(old)))
+    with pytest.raises(UserError, match=r"steps: 9 → 4.*another name"):
+        sweep(grid, tmp_path, log=lambda _: None)
+    assert not (tmp_path / "runs" / "off").exists()
+    # another thread count (another --jobs) is not a change
+    old.steps, old.threads = 4, 7
+    (run / "config.json").write_text(json.dumps(to_dict(old)))
+    from fwp.fewshot.sweep import check_runs
+
+    check_runs(grid, tmp_path)
+
+
+def test_grid_from_presets_and_vary():
+    spec = grid_spec_from_args(["demo"], [("steps", 10)], [("beta2", [0.0, 5.0])], [1, 2, 3],
+                               None, 200)
+    grid = build_grid(spec)
+    assert list(grid.configs) == ["demo+beta2=0", "demo+beta2=5"]
+    assert all(c.steps == 10 for c in grid.configs.values())
+    assert grid.test_episodes == 200 and grid.k_test == [1, 5, 10, 15]
+    assert beta2_pairs(grid) == [("demo+beta2=0", "demo+beta2=5")]
+    with pytest.raises(UserError, match="unknown field 'stepz'"):
+        build_grid(grid_spec_from_args(["demo"], [("stepz", 1)], [], None, None, None))
+    with pytest.raises(UserError, match="no configs"):
+        build_grid({"seeds": [1]})
