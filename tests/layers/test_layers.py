@@ -109,6 +109,16 @@ def test_normed_residual_option():
     torch.testing.assert_close(block(x)[0], block.ff(h + out))
 
 
+def test_normed_skip_residual_feeds_the_raw_input():
+    """The public few-shot SRWM block: LN(x) + Drop(layer(x))."""
+    x = 3 * torch.randn(2, 5, 16)
+    block = Block("srwm", 16, 2, 32, residual="normed_skip")
+    out, _ = block.layer(x)
+    torch.testing.assert_close(block(x)[0], block.ff(block.norm(x) + out))
+    normed, _ = block.layer(block.norm(x))
+    assert not torch.allclose(out, normed)
+
+
 def test_bad_configuration_is_explained():
     with pytest.raises(UserError, match="unknown layer 'mamba'"):
         LayerStack(["mamba"], d_model=16, n_heads=2, d_ff=32)
