@@ -105,8 +105,8 @@ def main() -> None:
         loss, _ = bootstrap_loss(
             out.student_logits, episode.query_labels, out.teacher_logits,
             beta1=config.loss.beta1, beta2=config.loss.beta2, beta3=config.loss.beta3,
-            distill=config.loss.distill, student_state=out.student_state,
-            teacher_state=out.teacher_state,
+            distill=config.loss.distill, student_state=out.student_shifts,
+            teacher_state=out.teacher_shifts,
         )
         loss.backward()
         optimiser.step()

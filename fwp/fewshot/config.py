@@ -48,6 +48,7 @@ class DataConfig:
     k_shot: int = 5  # K: labelled examples per class before the query
     k_extra: int = 0  # K′: extra examples per class fed after the support set (Eq. 5)
     n_query: int = 1  # queries per class and episode in training
+    single_query: bool = False  # one query per episode, the first of N·n_query (public code)
     val_split: str = "val"  # split of the validation episodes
 
 
@@ -64,7 +65,12 @@ class NetworkConfig:
     heads: int = 16
     d_ff: int = 2048  # inner size of the feed-forward blocks
     dropout: float = 0.0
-    residual: str = "normed"  # "normed": LN(h) + out (public few-shot SRWM code); "pre_norm"
+    # normed_skip: LN(h) + Drop(core(h)), the public few-shot SRWM code's block;
+    # normed: LN(h) + Drop(core(LN h)); pre_norm: h + Drop(core(LN h))
+    residual: str = "normed"  # normed_skip (public code) | normed | pre_norm
+    final_norm: bool = True  # LayerNorm before the classifier (the public code has none)
+    # In training, BatchNorm normalises each backbone call on its own batch of images.
+    separate_backbone_calls: bool = False  # support, query, extra: one call each (public boot.)
     n_beta: int = 1  # SRWM learning rates: 1 (paper) or 4 (one per block, public code)
     input_softmax: bool = False  # SRWM: softmax on the layer input (off in the few-shot papers)
     beta_init: float = 0.0  # SRWM: mean of the initial β rows (0: learning rates start near ½)
@@ -92,6 +98,7 @@ class OptimConfig:
     warmup: int = 5000
     adam_beta1: float = 0.9
     adam_beta2: float = 0.995
+    adam_eps: float = 1e-8
     weight_decay: float = 0.0
     grad_clip: float = 1.0  # max gradient norm (0: no clipping)
     batch_size: int = 16  # episodes per micro-batch and process
@@ -114,6 +121,8 @@ class RunConfig:
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     amp: bool = True  # bf16 autocast on CUDA (ignored on CPU)
     threads: int = 0  # torch CPU threads (0: torch's default)
+    test_episodes: int = 1000  # fwp fewshot eval: episodes per K_test and repeat
+    test_repeats: int = 1  # fwp fewshot eval: repeats of test_episodes (paper ±: std over them)
 
     @property
     def bootstrapped(self) -> bool:
@@ -148,7 +157,8 @@ class RunConfig:
             "batch_size": (self.optim.batch_size, 1), "accumulate": (self.optim.accumulate, 1),
             "steps": (self.steps, 1), "eval_every": (self.eval_every, 1),
             "val_episodes": (self.val_episodes, 1), "log_every": (self.log_every, 1),
-            "threads": (self.threads, 0),
+            "threads": (self.threads, 0), "test_episodes": (self.test_episodes, 1),
+            "test_repeats": (self.test_repeats, 1),
         }
         for name, (value, low) in at_least.items():
             if value < low:
@@ -182,6 +192,8 @@ class RunConfig:
             get_feature_map(self.network.feature_map)
         if self.optim.lr <= 0:
             raise UserError(f"--lr must be positive (got {self.optim.lr})")
+        if self.optim.adam_eps <= 0:
+            raise UserError(f"--adam-eps must be positive (got {self.optim.adam_eps})")
         if self.optim.grad_clip < 0:
             raise UserError(f"--grad-clip must be ≥ 0 (got {self.optim.grad_clip})")
         if self.optim.schedule == "noam" and self.optim.warmup < 1:

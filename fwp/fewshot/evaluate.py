@@ -1,4 +1,5 @@
-"""Accuracy at K_test shots on fixed, seeded episodes, with a 95 % confidence interval."""
+"""Accuracy at K_test shots on fixed, seeded episodes: the 95 % confidence interval over episodes
+and, with repeats, the standard deviation over repeats (the seed paper's ±)."""
 
 from __future__ import annotations
 
@@ -42,30 +43,40 @@ def evaluate(
     batch_size: int = 50,
     amp: bool = False,
     per_episode: bool = False,
+    single_query: bool = False,
+    repeats: int = 1,
 ) -> dict[str, float]:
-    """Accuracy (%) over ``episodes`` fixed episodes ``0 … episodes−1`` of ``seed``.
+    """Accuracy (%) over ``repeats`` × ``episodes`` fixed episodes of ``seed``; repeat r is
+    episodes r·n … (r+1)·n − 1 (n = ``episodes``), so every repeat sees new episodes.
 
-    Each episode: N·K labelled examples, then N·Q queries each predicted from the support state.
-    Returns the mean over episodes of their query accuracy, its std over episodes, the 95 %
-    interval 1.96·std/√n, and the mean query cross-entropy; with ``per_episode`` also each
-    episode's accuracy (``"per_episode"``, in episode order: paired comparisons between runs).
+    Each episode: N·K labelled examples, then N·Q queries each predicted from the support state
+    (``single_query``: only the first of them, as the public code). Returns the mean over all
+    episodes of their query accuracy, its std over episodes, the 95 % interval 1.96·std/√(R·n)
+    over all episodes, the mean query cross-entropy and, when ``repeats`` > 1, the accuracy of
+    each repeat and their standard deviation (ddof 0, as ``np.std`` in the public eval script:
+    the ± of the seed paper's tables); with ``per_episode`` also each episode's accuracy
+    (``"per_episode"``, in episode order: paired comparisons between runs).
     """
     sampler = EpisodeSampler(dataset, n_way, k_shot, n_query=n_query, seed=seed)
     device = next(model.parameters()).device
     was_training = model.training
     model.eval()
     accuracies, losses = [], []
+    total = episodes * repeats
+    queries = 1 if single_query else None
     try:
-        for start in range(0, episodes, batch_size):
-            batch = sampler.batch(range(start, min(start + batch_size, episodes))).to(device)
+        for start in range(0, total, batch_size):
+            batch = sampler.batch(range(start, min(start + batch_size, total))).to(device)
+            query_images, query_labels = (
+                batch.query_images[:, :queries], batch.query_labels[:, :queries])
             with autocast(device, amp):
                 state = model.observe(batch.support_images, batch.support_labels)
-                logits = model.predict(batch.query_images, state).float()
-            correct = (logits.argmax(-1) == batch.query_labels).float()
+                logits = model.predict(query_images, state).float()
+            correct = (logits.argmax(-1) == query_labels).float()
             accuracies.append(correct.mean(-1).cpu())
             losses.append(
                 torch.nn.functional.cross_entropy(
-                    logits.flatten(0, 1), batch.query_labels.flatten(), reduction="none"
+                    logits.flatten(0, 1), query_labels.flatten(), reduction="none"
                 ).view_as(correct).mean(-1).cpu()
             )
     finally:
@@ -82,6 +93,10 @@ def evaluate(
     }
     if per_episode:
         result["per_episode"] = acc.tolist()
+    if repeats > 1:
+        per_repeat = acc.reshape(repeats, episodes).mean(axis=1)
+        result.update(repeats=repeats, repeat_accuracies=per_repeat.tolist(),
+                      repeat_std=float(per_repeat.std()))
     return result
 
 

@@ -10,19 +10,30 @@ from torch.nn import functional as F
 from fwp.errors import UserError
 
 
-def _flat_tensors(state: Any) -> list[torch.Tensor]:
+def flat_tensors(state: Any) -> list[torch.Tensor]:
+    """The tensors of a (nested list / tuple / dict) state, depth first."""
     if isinstance(state, torch.Tensor):
         return [state]
     if isinstance(state, (list, tuple)):
-        return [t for s in state for t in _flat_tensors(s)]
+        return [t for s in state for t in flat_tensors(s)]
     if isinstance(state, dict):
-        return [t for s in state.values() for t in _flat_tensors(s)]
+        return [t for s in state.values() for t in flat_tensors(s)]
     return []
 
 
+def _at_least_float32(x: torch.Tensor) -> torch.Tensor:
+    """bf16 / fp16 (autocast) up to float32; float32 and float64 as they are."""
+    return x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
+
+
 def weight_distance(student_state: Any, teacher_state: Any) -> torch.Tensor:
-    """Mean over state tensors of MSE(student, sg(teacher)), the public code's weight target."""
-    students, teachers = _flat_tensors(student_state), _flat_tensors(teacher_state)
+    """Σ over state tensors of MSE(student, sg(teacher)), each MSE a mean over its elements.
+
+    Given the shifts W − W0 of every fast weight block and layer (``EpisodeOutput.
+    student_shifts`` / ``teacher_shifts``), this is the public code's ``weights`` bootstrap
+    target: the sum over layers of the MSEs of the SRWM's four blocks (y, q, k, β).
+    """
+    students, teachers = flat_tensors(student_state), flat_tensors(teacher_state)
     if not students or len(students) != len(teachers):
         raise UserError(
             "--distill weights needs states made of the same tensors at N·K and N·(K+K')"
@@ -34,8 +45,8 @@ def weight_distance(student_state: Any, teacher_state: Any) -> torch.Tensor:
                 f"--distill weights: state shapes differ ({tuple(s.shape)} vs {tuple(t.shape)}); "
                 "this core's state grows with the sequence: use --distill ce or kl"
             )
-        losses.append(F.mse_loss(s.float(), t.detach().float()))
-    return torch.stack(losses).mean()
+        losses.append(F.mse_loss(_at_least_float32(s), _at_least_float32(t.detach())))
+    return torch.stack(losses).sum()
 
 
 def bootstrap_loss(
@@ -59,8 +70,8 @@ def bootstrap_loss(
         targets: ``[...]`` correct labels (q is their one-hot).
         teacher_logits: ``[..., N]`` logits of p_N(K+K′); needed when β2 or β3 > 0.
         distill: the middle term: ``"ce"`` (Eq. 5), ``"kl"`` (KL(sg(p_N(K+K′)) ‖ p_NK), the
-            same gradient as CE), or ``"weights"`` (MSE between the fast weights ``student_state``
-            and sg(``teacher_state``), the public code's option).
+            same gradient as CE), or ``"weights"`` (:func:`weight_distance` between the fast
+            weight shifts ``student_state`` and sg(``teacher_state``), the public code's option).
 
     The teacher is detached in the middle term: p_N(K+K′) gets gradient from β3 only.
 
@@ -68,7 +79,7 @@ def bootstrap_loss(
         ``(loss, parts)`` with the unweighted terms ``"student"``, ``"distill"``, ``"teacher"``.
     """
     N = student_logits.shape[-1]
-    student = student_logits.reshape(-1, N).float()
+    student = _at_least_float32(student_logits.reshape(-1, N))
     targets = targets.reshape(-1)
     parts = {"student": F.cross_entropy(student, targets)}
     loss = beta1 * parts["student"]
@@ -76,7 +87,7 @@ def bootstrap_loss(
         return loss, parts
     if teacher_logits is None:
         raise ValueError("β2 or β3 > 0 needs the teacher's logits p_N(K+K')")
-    teacher = teacher_logits.reshape(-1, N).float()
+    teacher = _at_least_float32(teacher_logits.reshape(-1, N))
     if beta2:
         log_p = F.log_softmax(student, dim=-1)
         target_log_p = F.log_softmax(teacher.detach(), dim=-1)

@@ -2,8 +2,11 @@
 
 An episode is a sequence of labelled examples (x_t, y_t), t = 1 … N·K, then a query x with no
 label (seed paper Sec. 1). Each example enters the core as Lin([features(x_t); onehot(y_t)]);
-the query's label input is all zeros — a dedicated "no label" input, not a real class as in the
-public code. The core's state after the support set is the learner's "trained model" W_{N·K}
+the query's label input is all zeros, the paper's ∅ = 0 read as a zero vector: a dedicated "no
+label" input. (The public code feeds label index 0, i.e. class 0's one-hot, so its query looks
+like an example of class 0; we keep the zero vector in every configuration.)
+
+The core's state after the support set is the learner's "trained model" W_{N·K}
 (seed paper Fig. 1): :meth:`FewShotLearner.observe` continues it with more examples and
 :meth:`FewShotLearner.predict` classifies queries from it without writing into it.
 """
@@ -19,6 +22,7 @@ from torch.nn import functional as F
 
 from fwp.fewshot.backbones import build_backbone
 from fwp.fewshot.config import RunConfig
+from fwp.fewshot.losses import flat_tensors
 from fwp.layers import LayerStack, clone_state, repeat_state
 
 
@@ -27,20 +31,27 @@ class EpisodeOutput:
     """Query logits from the state after N·K examples and, when bootstrapping, N·(K+K′).
 
     ``student_logits`` / ``teacher_logits``: ``[B, Q, N]``; the states are the core's (per block)
-    at those two points, for the ``weights`` distillation variant.
+    at those two points; the shifts are their fast weights minus the initial ones, as a flat list
+    of blocks (:meth:`FewShotLearner.state_shifts`), for the ``weights`` distillation variant.
     """
 
     student_logits: torch.Tensor
     student_state: list[Any]
     teacher_logits: torch.Tensor | None = None
     teacher_state: list[Any] | None = None
+    student_shifts: list[torch.Tensor] | None = None
+    teacher_shifts: list[torch.Tensor] | None = None
 
 
 class FewShotLearner(nn.Module):
-    """``backbone → Lin([features; label]) → LayerStack → LN → Lin to N`` (one class for all).
+    """``backbone → Lin([features; label]) → LayerStack → [LN] → Lin to N`` (one class for all).
 
     Images are ``[B, T, C, H, W]``, labels ``[B, T]`` in ``0 … N−1``; states are those of
-    :class:`fwp.layers.LayerStack` (a list with one entry per block).
+    :class:`fwp.layers.LayerStack` (a list with one entry per block). With
+    ``residual = "normed_skip"``, ``n_beta = 4`` and ``final_norm = False`` this is the public
+    few-shot SRWM model (``StatefulConvSRWMModel`` of the public code): its SRWM reads the raw
+    block input, its block is LN(h) + Drop(Lin(SRWM(h))) then the feed-forward block
+    x + Drop(Lin(Drop(ReLU(Lin(LN x))))), and no LayerNorm precedes the classifier.
     """
 
     def __init__(self, config: RunConfig, image_shape: tuple[int, int, int]) -> None:
@@ -67,8 +78,9 @@ class FewShotLearner(nn.Module):
             [net.model] * net.layers, net.d_model, net.heads, net.d_ff, net.dropout,
             net.residual, layer_options,
         )
-        self.norm = nn.LayerNorm(net.d_model)
+        self.norm = nn.LayerNorm(net.d_model) if net.final_norm else nn.Identity()
         self.head = nn.Linear(net.d_model, self.n_way)
+        self.separate_backbone_calls = net.separate_backbone_calls
 
     def features(self, images: torch.Tensor) -> torch.Tensor:
         """``[B, T, C, H, W]`` → ``[B, T, F]`` backbone features."""
@@ -107,6 +119,18 @@ class FewShotLearner(nn.Module):
         """Logits ``[B, Q, N]`` of queries ``[B, Q, C, H, W]``, each from ``state`` alone."""
         return self.predict_features(self.features(images), state)
 
+    def state_shifts(self, state: list[Any]) -> list[torch.Tensor]:
+        """Each block's fast weights minus their initial value, as a flat list of tensors: the
+        SRWM's four blocks W − W0 (y, k, q, β; :meth:`fwp.layers.SRWM.shift_blocks`), or the
+        state tensors of cores whose state starts at zero."""
+        shifts: list[torch.Tensor] = []
+        for block, s in zip(self.core.blocks, state):
+            if hasattr(block.layer, "shift_blocks"):
+                shifts += block.layer.shift_blocks(s)
+            else:
+                shifts += flat_tensors(s)
+        return shifts
+
     def forward(
         self,
         support_images: torch.Tensor,
@@ -118,13 +142,27 @@ class FewShotLearner(nn.Module):
         """One training episode (seed paper Fig. 1): W_NK from the support set predicts the
         queries; with extra examples, a clone of W_NK continues to W_N(K+K′), which predicts them
         again. The extra images go through the backbone in their own batch: in training mode
-        BatchNorm statistics would otherwise let them leak into the student's prediction."""
-        sizes = [support_images.shape[1], query_images.shape[1]]
-        support, query = self.features(torch.cat([support_images, query_images], 1)).split(sizes, 1)
+        BatchNorm statistics would otherwise let them leak into the student's prediction.
+
+        ``separate_backbone_calls``: as the public bootstrapping script, support, query, extra
+        and again query images go through the backbone in four calls, in that order (each call
+        its own BatchNorm batch and dropout masks); otherwise support and query share one call,
+        as in the public plain K-shot script."""
+        if self.separate_backbone_calls:
+            support, query = self.features(support_images), self.features(query_images)
+        else:
+            sizes = [support_images.shape[1], query_images.shape[1]]
+            support, query = self.features(
+                torch.cat([support_images, query_images], 1)).split(sizes, 1)
         state = self.observe_features(support, support_labels)
         out = EpisodeOutput(self.predict_features(query, state), state)
         if extra_images is not None:
             teacher_state = self.observe(extra_images, extra_labels, clone_state(state))
+            if self.separate_backbone_calls:
+                query = self.features(query_images)
             out.teacher_state = teacher_state
             out.teacher_logits = self.predict_features(query, teacher_state)
+            out.student_shifts = self.state_shifts(state)
+            out.teacher_shifts = self.state_shifts(teacher_state)
         return out
+

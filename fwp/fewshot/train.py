@@ -259,7 +259,7 @@ def train(
     optim = config.optim
     optimizer = torch.optim.Adam(
         model.parameters(), lr=optim.lr, betas=(optim.adam_beta1, optim.adam_beta2),
-        weight_decay=optim.weight_decay,
+        eps=optim.adam_eps, weight_decay=optim.weight_decay,
     )
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(config, s))
     step, best = 0, {"accuracy": -1.0, "step": 0}
@@ -295,7 +295,7 @@ def train(
     def validate() -> dict[str, float]:
         result = evaluate(
             model, val_set, config.data.n_way, config.data.k_shot, config.val_episodes,
-            seed=VAL_SEED, amp=config.amp,
+            seed=VAL_SEED, amp=config.amp, single_query=config.data.single_query,
         )
         return {"accuracy": result["accuracy"], "ci95": result["ci95"], "loss": result["loss"]}
 
@@ -309,6 +309,7 @@ def train(
                    unit="step")
     last_step = min(config.steps, stop_after if stop_after is not None else config.steps)
     window = {"loss": 0.0, "accuracy": 0.0, "n": 0, "time": time.perf_counter()}
+    queries = 1 if config.data.single_query else None  # the first query of each episode, or all
     status, saved_at = "finished", -1
     model.train()
     try:
@@ -321,24 +322,26 @@ def train(
                     episode = sampler.batch(range(first, first + optim.batch_size))
                     sampler.next_episode += world.size * optim.batch_size
                     episode = episode.to(world.device)
+                    query_images, query_labels = (
+                        episode.query_images[:, :queries], episode.query_labels[:, :queries])
                     sync = micro == optim.accumulate - 1 or world.size == 1
                     # DDP averages gradients across ranks only on the last micro-batch.
                     with nullcontext() if sync else net.no_sync():
                         with autocast(world.device, config.amp):
                             out = net(
-                                episode.support_images, episode.support_labels,
-                                episode.query_images,
+                                episode.support_images, episode.support_labels, query_images,
                                 *((episode.extra_images, episode.extra_labels) if k_extra else ()),
                             )
                             loss, parts = bootstrap_loss(
-                                out.student_logits, episode.query_labels, out.teacher_logits,
+                                out.student_logits, query_labels, out.teacher_logits,
                                 beta1=config.loss.beta1, beta2=config.loss.beta2,
                                 beta3=config.loss.beta3, distill=config.loss.distill,
-                                student_state=out.student_state, teacher_state=out.teacher_state,
+                                student_state=out.student_shifts,
+                                teacher_state=out.teacher_shifts,
                             )
                         (loss / optim.accumulate).backward()
                     total_loss += loss.item() / optim.accumulate
-                    correct = out.student_logits.argmax(-1) == episode.query_labels
+                    correct = out.student_logits.argmax(-1) == query_labels
                     total_acc += correct.float().mean().item() / optim.accumulate
                     for key, value in parts.items():
                         parts_sum[key] = parts_sum.get(key, 0.0) + value.item() / optim.accumulate

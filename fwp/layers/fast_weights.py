@@ -178,6 +178,13 @@ class SRWM(nn.Module):
         self.W0 = nn.Parameter(W0)
         self.out = nn.Linear(inner, d_model, bias=False)
 
+    def shift_blocks(self, state: torch.Tensor) -> list[torch.Tensor]:
+        """The shift W − W0 of a state ``[B, H, R, D]``, split into its blocks y, k, q, β
+        (``[B, H, rows, D]`` each): the fast weights the public code compares in its
+        ``weights`` bootstrap target."""
+        D = self.head_dim
+        return list((state - self.W0).split([D, D, D, self.n_beta], dim=-2))
+
     def forward(
         self, x: torch.Tensor, state: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, torch.Tensor]:

@@ -58,8 +58,8 @@ def test_teacher_gets_gradient_from_beta3_only(tiny_root, distill):
         out.teacher_logits.retain_grad()
         loss, _ = bootstrap_loss(
             out.student_logits, e.query_labels, out.teacher_logits, beta1=1.0, beta2=5.0,
-            beta3=beta3, distill=distill, student_state=out.student_state,
-            teacher_state=out.teacher_state,
+            beta3=beta3, distill=distill, student_state=out.student_shifts,
+            teacher_state=out.teacher_shifts,
         )
         loss.backward()
         return out, extra

@@ -5,9 +5,11 @@ from __future__ import annotations
 import json
 import signal
 
+import numpy as np
 import pytest
 import torch
 
+from fwp.data import EpisodeSampler
 from fwp.errors import UserError
 from fwp.fewshot import train as train_module
 from fwp.fewshot.checkpoint import (
@@ -18,7 +20,7 @@ from fwp.fewshot.checkpoint import (
     load_checkpoint,
     read_config,
 )
-from fwp.fewshot.evaluate import evaluate, load_split, load_trained
+from fwp.fewshot.evaluate import EVAL_SEED, evaluate, load_split, load_trained
 from fwp.fewshot.train import TrainingDiverged, lr_factor, train
 
 from .conftest import tiny_config
@@ -116,6 +118,31 @@ def test_evaluation_is_deterministic(tiny_root, tmp_path):
     assert first == second
     assert first["episodes"] == 12
     assert first["ci95"] == pytest.approx(1.96 * first["std"] / 12 ** 0.5)
+
+
+def test_repeats_and_single_query(tiny_root, tmp_path):
+    """Repeat r is episodes r·n … (r+1)·n − 1; the std over repeats is np.std of their means;
+    one query per episode is the first of its shuffled queries."""
+    config = tiny_config(tiny_root, steps=2)
+    train(config, tmp_path / "run", progress=False)
+    model, _ = load_trained(tmp_path / "run", config)
+    dataset = load_split(config, "test")
+    whole = evaluate(model, dataset, 3, 2, episodes=4, n_query=2, repeats=3, batch_size=5,
+                     single_query=True)
+    sampler = EpisodeSampler(dataset, 3, 2, n_query=2, seed=EVAL_SEED)
+    model.eval()
+    with torch.no_grad():
+        batch = sampler.batch(range(12))
+        logits = model.predict(batch.query_images[:, :1],
+                               model.observe(batch.support_images, batch.support_labels))
+    correct = (logits.argmax(-1)[:, 0] == batch.query_labels[:, 0]).double().numpy() * 100
+    repeats = correct.reshape(3, 4).mean(1)
+    assert whole["episodes"] == 12 and whole["repeats"] == 3
+    assert whole["accuracy"] == pytest.approx(correct.mean())
+    assert whole["repeat_accuracies"] == pytest.approx(repeats.tolist())
+    assert whole["repeat_std"] == pytest.approx(float(np.std(repeats)))
+    assert whole["ci95"] == pytest.approx(1.96 * correct.std(ddof=1) / 12 ** 0.5)
+    assert "repeats" not in evaluate(model, dataset, 3, 2, episodes=4)
 
 
 def test_schedules():
