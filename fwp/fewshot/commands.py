@@ -38,13 +38,22 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     train.set_defaults(func=run_train)
 
     evaluate = subparsers.add_parser(
-        "eval", help="accuracy per K_test on fixed seeded episodes, with 95%% CI",
+        "eval", help="accuracy per K_test on fixed seeded episodes: 95%% CI and std over repeats",
+        description="Accuracy per K_test on fixed, seeded test episodes. Prints the mean with "
+        "the 95%% confidence interval over all episodes and, with --repeats R > 1, the mean ± "
+        "std over the R repeats of --episodes new episodes each (the seed paper's ±). Defaults "
+        "come from the run's config (test_episodes, test_repeats, single_query): the paper "
+        "presets use the public protocol, 10 repeats of 16,000 one-query episodes.",
     )
     evaluate.add_argument("run", metavar="RUN", help="run folder made by `fwp fewshot train`")
     evaluate.add_argument("--k-test", type=_positive, nargs="+", default=[1, 5, 10, 15],
                           metavar="K", help="shots per class before the query (default: 1 5 10 15)")
-    evaluate.add_argument("--episodes", type=_positive, default=1000,
-                          help="fixed test episodes per K_test (default: 1000)")
+    evaluate.add_argument("--episodes", type=_positive, default=None,
+                          help="fixed test episodes per K_test and repeat (default: the run's "
+                               "test_episodes, 1000 unless a preset says otherwise)")
+    evaluate.add_argument("--repeats", type=_positive, default=None, metavar="R",
+                          help="repeats of --episodes new episodes; mean ± std over them "
+                               "(default: the run's test_repeats)")
     evaluate.add_argument("--split", default="test", choices=("train", "val", "test"))
     evaluate.add_argument("--data-root", metavar="DIR",
                           help="where the data set lives now (default: the run's --data-root)")
@@ -206,20 +215,29 @@ def run_eval(args: argparse.Namespace) -> int:
     )
     model.to(device)
     dataset = load_split(config, args.split, args.data_root)
+    episodes = args.episodes or config.test_episodes
+    repeats = args.repeats or config.test_repeats
+    single = config.data.single_query
     results = []
-    print(f"{run}: {source['path']} (step {source['step']}), {args.episodes} {args.split} "
-          f"episodes, {config.data.n_way}-way")
+    queries = "one query" if single else f"{args.n_query} queries per class"
+    print(f"{run}: {source['path']} (step {source['step']}), {config.data.n_way}-way, "
+          f"{repeats} × {episodes} {args.split} episodes ({queries} each)")
+    print("  accuracy ± 95 % CI over all episodes"
+          + ("; mean ± std over the repeats (the seed paper's ±)" if repeats > 1 else ""))
     for k in args.k_test:
         start = time.perf_counter()
-        result = evaluate(model, dataset, config.data.n_way, k, args.episodes,
+        result = evaluate(model, dataset, config.data.n_way, k, episodes,
                           n_query=args.n_query, seed=EVAL_SEED, batch_size=args.batch_size,
-                          amp=config.amp)
+                          amp=config.amp, single_query=single, repeats=repeats)
         results.append(result)
-        print(f"  K_test {k:3d}: {result['accuracy']:6.2f} ± {result['ci95']:.2f} % "
-              f"({time.perf_counter() - start:.1f} s)")
+        over_repeats = (f"; {result['accuracy']:6.2f} ± {result['repeat_std']:.2f} % over "
+                        f"{repeats} repeats" if repeats > 1 else "")
+        print(f"  K_test {k:3d}: {result['accuracy']:6.2f} ± {result['ci95']:.2f} %"
+              f"{over_repeats} ({time.perf_counter() - start:.1f} s)")
     write_atomic(run / eval_file(args.split), {
-        "split": args.split, "checkpoint": source, "episodes": args.episodes,
-        "n_query": args.n_query, "seed": EVAL_SEED, "results": results,
+        "split": args.split, "checkpoint": source, "episodes": episodes, "repeats": repeats,
+        "n_query": 1 if single else args.n_query, "single_query": single, "seed": EVAL_SEED,
+        "results": results,
     })
     return 0
 

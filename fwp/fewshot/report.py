@@ -1,8 +1,9 @@
 """Tables and plots of evaluated runs, like the seed paper's Tables 1–2.
 
 Runs whose configs differ only by ``seed`` (and by where or how they ran: device, threads,
-amp) form one group, reported as mean ± std over seeds; a group of one run shows its 95 %
-confidence interval over test episodes instead.
+amp) form one group, reported as mean ± std over seeds; a group of one run shows the std over
+its evaluation repeats when it was evaluated with ``--repeats`` > 1 (the seed paper's ±), else
+its 95 % confidence interval over test episodes. The table says which for each group.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from fwp.errors import UserError
 from fwp.fewshot.checkpoint import read_config
 from fwp.fewshot.config import leaves, to_dict
 
-NOT_GROUPING = ("seed", "device", "threads", "amp", "log_every")
+NOT_GROUPING = ("seed", "device", "threads", "amp", "log_every", "test_episodes", "test_repeats")
 
 
 @dataclass
@@ -30,13 +31,23 @@ class Group:
     results: list[dict[int, dict]] = field(default_factory=list)  # per run: K_test → result
     label: str = ""
 
+    def spread(self) -> str:
+        """What the ± of this group's cells is."""
+        if len(self.runs) > 1:
+            return f"std over {len(self.runs)} seeds"
+        repeats = {r.get("repeats", 1) for res in self.results for r in res.values()}
+        if repeats == {1}:
+            return "95 % CI over episodes"
+        return f"std over {'/'.join(map(str, sorted(repeats)))} repeats"
+
     def cell(self, k: int) -> tuple[float, float] | None:
-        """(mean accuracy, spread): std over seeds, or the CI of a single run."""
+        """(mean accuracy, spread): std over seeds, or for a single run the std over its
+        evaluation repeats (if any), else its CI over episodes."""
         values = [r[k] for r in self.results if k in r]
         if not values:
             return None
         if len(values) == 1:
-            return values[0]["accuracy"], values[0]["ci95"]
+            return values[0]["accuracy"], values[0].get("repeat_std", values[0]["ci95"])
         accuracies = np.array([v["accuracy"] for v in values])
         return float(accuracies.mean()), float(accuracies.std(ddof=1))
 
@@ -94,7 +105,9 @@ def markdown(groups: list[Group], split: str) -> str:
     ks = sorted({k for g in groups for r in g.results for k in r})
     lines = [
         f"Accuracy (%) on fixed {split} episodes against the number of shots K_test. One run: "
-        "mean ± 95 % CI over episodes (1.96·std/√n); several seeds: mean ± std over seeds.",
+        "mean ± 95 % CI over episodes (1.96·std/√n), or mean ± std over evaluation repeats "
+        "when evaluated with --repeats (the seed paper's ±); several seeds: mean ± std over "
+        "seeds. Column ± of the second table says which each group shows.",
         "",
         "| K_test | " + " | ".join(g.label for g in groups) + " |",
         "|---:|" + "---:|" * len(groups),
@@ -105,14 +118,16 @@ def markdown(groups: list[Group], split: str) -> str:
             value = g.cell(k)
             cells.append("–" if value is None else f"{value[0]:.1f} ± {value[1]:.1f}")
         lines.append(f"| {k} | " + " | ".join(cells) + " |")
-    lines += ["", "| group | runs | episodes | model | N-way | K | K′ | β1 | β2 | β3 | distill |",
-              "|---|---|---:|---|---:|---:|---:|---:|---:|---:|---|"]
+    lines += ["",
+              "| group | runs | episodes | ± | model | N-way | K | K′ | β1 | β2 | β3 | distill |",
+              "|---|---|---:|---|---|---:|---:|---:|---:|---:|---:|---|"]
     for g in groups:
         s = g.settings
         episodes = sorted({r["episodes"] for res in g.results for r in res.values()})
         lines.append(
             f"| {g.label} | {', '.join(r.name for r in g.runs)} | "
-            f"{'/'.join(map(str, episodes))} | {s['model']} | {s['n_way']} | {s['k_shot']} | "
+            f"{'/'.join(map(str, episodes))} | {g.spread()} | {s['model']} | {s['n_way']} | "
+            f"{s['k_shot']} | "
             f"{s['k_extra'] if s['beta2'] or s['beta3'] else '–'} | {s['beta1']:g} | "
             f"{s['beta2']:g} | {s['beta3']:g} | {s['distill'] if s['beta2'] else '–'} |"
         )
