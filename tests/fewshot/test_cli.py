@@ -4,12 +4,20 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
+import sys
+from pathlib import Path
 
 import pytest
 
 from fwp.errors import UserError
 from fwp.fewshot.commands import register
-from fwp.fewshot.config import config_from_args, leaves, preset_names
+from fwp.fewshot.config import config_from_args, leaves, preset_names, to_dict
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - Python 3.10
+    import tomli as tomllib
 
 
 def parse(*argv: str) -> argparse.Namespace:
@@ -32,13 +40,59 @@ def test_presets_are_valid(name):
         assert config.loss.beta2 > 0 and config.data.k_extra > 0
 
 
-def test_seed_paper_presets():
-    boot = config_from_args(parse("train", "--preset", "table1_k10_boot", "--out", "x"))
-    assert (boot.data.k_shot, boot.data.k_extra, boot.loss.beta2, boot.loss.beta3) == (10, 5, 10, 1)
-    assert (boot.network.layers, boot.network.heads, boot.network.d_model,
-            boot.network.d_ff, boot.optim.batch_size) == (3, 16, 256, 2048, 16)
-    plain = config_from_args(parse("train", "--preset", "table1_k5", "--out", "x"))
-    assert not plain.bootstrapped and plain.optim.schedule == "noam"
+DOCS = Path(__file__).parents[2] / "docs" / "fewshot.md"
+PAPER_PRESETS = [n for n in preset_names() if n.startswith(("table1_", "table2_", "omniglot_"))]
+
+
+def _docs_table(header_start: str) -> list[list[str]]:
+    """Rows (cells stripped) of the markdown table in docs/fewshot.md whose header row starts
+    with ``header_start``; the header is row 0."""
+    lines = DOCS.read_text().splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith(header_start))
+    rows = []
+    for line in lines[start:]:
+        if not line.startswith("|"):
+            break
+        rows.append([cell.strip() for cell in line.strip("|").split("|")])
+    return [rows[0], *rows[2:]]
+
+
+def _value(cell: str):
+    match = re.fullmatch(r"`(.+)`", cell)
+    assert match, f"not a `value` cell: {cell!r}"
+    return tomllib.loads(f"v = {match[1]}")["v"]
+
+
+def _flat(config) -> dict:
+    flat = {}
+    for path, _ in leaves():
+        value = to_dict(config)
+        for key in path:
+            value = value[key]
+        flat[path[-1]] = value
+    return flat
+
+
+def test_paper_presets_match_the_docs_tables():
+    """Each paper preset resolves to the values in docs/fewshot.md: the common table (field in
+    brackets in column 1, value in column 4) and its row of the per-preset table."""
+    common = {re.search(r"\(`(\w+)`\)", row[0])[1]: _value(row[3])
+              for row in _docs_table("| hyper-parameter (field)")[1:]}
+    header, *rows = _docs_table("| preset |")
+    fields = [name.strip("`") for name in header[2:]]
+    per_preset = {row[0].strip("`"): dict(zip(fields, map(_value, row[2:]))) for row in rows}
+    assert sorted(per_preset) == sorted(PAPER_PRESETS)
+    for name in PAPER_PRESETS:
+        flat = _flat(config_from_args(parse("train", "--preset", name, "--out", "x")))
+        expected = {**common, **per_preset[name]}
+        assert {k: flat[k] for k in expected} == expected, name
+
+
+def test_paper_presets_are_the_public_model():
+    for name in PAPER_PRESETS:
+        net = config_from_args(parse("train", "--preset", name, "--out", "x")).network
+        assert (net.residual, net.final_norm, net.n_beta, net.key_identity) == (
+            "normed_skip", False, 4, 0.0), name
 
 
 def test_flags_override_presets_and_config_files(tmp_path):
@@ -97,10 +151,12 @@ def test_train_eval_report(tiny_root, tmp_path, capsys):
             "--out", str(run), *extra,
         )
         assert args.func(args) == 0
-        args = parse("eval", str(run), "--k-test", "1", "2", "--episodes", "6")
+        repeats = ["--repeats", "3"] if name == "b1" else []
+        args = parse("eval", str(run), "--k-test", "1", "2", "--episodes", "6", *repeats)
         assert args.func(args) == 0
         result = json.loads((run / "eval_test.json").read_text())
         assert [r["k_test"] for r in result["results"]] == [1, 2]
+        assert result["repeats"] == (3 if repeats else 1)
         runs.append(str(run))
     args = parse("report", *runs, "--out", str(tmp_path / "report"))
     assert args.func(args) == 0
@@ -109,3 +165,5 @@ def test_train_eval_report(tiny_root, tmp_path, capsys):
     header = next(line for line in table.splitlines() if line.startswith("| K_test"))
     assert header.count("|") == 4  # K_test + two groups: the seeds of a are one group
     assert "a1, a2" in table and "(2 seeds)" in table
+    assert "| std over 2 seeds |" in table and "| std over 3 repeats |" in table
+    assert "over 3 repeats" in capsys.readouterr().out
