@@ -195,16 +195,38 @@ def config_changes(config: RunConfig, out: Path) -> list[str]:
     ]
 
 
-def _claim_folder(config: RunConfig, out: Path) -> None:
-    """Create ``out`` for ``config``, or check that it already belongs to ``config``."""
-    out.mkdir(parents=True, exist_ok=True)
-    changed = config_changes(config, out)
-    if changed:
+# Fields a re-run may change in a run that has a checkpoint: they lengthen its training (the
+# schedule is constant, so more epochs or steps simply continue it) or say how it runs. Any other
+# change would mix two runs in one folder.
+EXTENDABLE_FIELDS = {"epochs", "steps", "threads"}
+
+
+def check_folder(config: RunConfig, out: Path) -> list[str]:
+    """What re-running ``config`` in ``out`` does, checked before any work: ``[]`` for a new
+    run, a run that never reached its first checkpoint (its config.json is replaced) or the same
+    run; else the extending changes (``["epochs 300 → 500"]``). Raises ``UserError`` for a file
+    named as the folder or a change of anything but :data:`EXTENDABLE_FIELDS`."""
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out {out} is a file, not a folder; choose another --out")
+    if not (out / CONFIG).exists() or not (out / CHECKPOINT).exists():
+        return []
+    saved = load_json(out / CONFIG)
+    changed = _diff(saved, to_dict(config))
+    refused = [name for name in changed if name not in EXTENDABLE_FIELDS]
+    if refused:
         raise UserError(
-            f"{out} holds a run with a different config (changed: {', '.join(changed)}); "
-            f"pass another --out, or delete the folder to start over"
+            f"{out} holds a run with a different config (changed: {', '.join(refused)}); only "
+            f"{', '.join(sorted(EXTENDABLE_FIELDS))} may change when a run is re-run; pass "
+            f"another --out, or delete the folder to start over"
         )
-    if not (out / CONFIG).exists():
+    return [f"{name} {saved[name]} → {getattr(config, name)}" for name in changed
+            if name != "threads"]
+
+
+def _claim_folder(config: RunConfig, out: Path) -> None:
+    """Create ``out`` and write ``config`` there; once every check has passed."""
+    out.mkdir(parents=True, exist_ok=True)
+    if not (out / CONFIG).exists() or config_changes(config, out):
         write_json(out / CONFIG, to_dict(config))
 
 
@@ -267,10 +289,11 @@ def train(config: RunConfig, out: Path | None = None,
     """
     config.validate()
     log = log or (lambda _msg: None)
+    extended: list[str] = []
     if out is not None:
         out = Path(out)
-        _claim_folder(config, out)
-        if (out / METRICS).exists():
+        extended = check_folder(config, out)
+        if (out / METRICS).exists() and not extended:
             log(f"{out}: already finished")
             return load_json(out / METRICS)
     if config.threads:
@@ -295,11 +318,19 @@ def train(config: RunConfig, out: Path | None = None,
         step, history, best = state["step"], state["history"], state["best"]
         perfect_streak, seconds = state["perfect_streak"], state["seconds"]
         log(f"{out}: resuming at step {step}")
-        changed = environment.changes(state.get("runtime"), runtime)
+        if total_steps(config) < step:
+            raise UserError(
+                f"{out} is at step {step}, past the {total_steps(config)} steps of this config; "
+                f"raise --epochs / --steps to extend it, or leave them as they were"
+            )
+        changed = environment.changes(state.get("runtime"), runtime) + extended
         if changed:
             log(f"changed on resume: {'; '.join(changed)} (the run goes on, but is no longer "
                 f"bit-identical to one that ran without stopping)")
 
+    if out is not None:  # every check has passed: now the folder may be written
+        _claim_folder(config, out)
+        (out / METRICS).unlink(missing_ok=True)  # an extended run is not finished any more
     n_params = sum(p.numel() for p in model.parameters())
     last_step = total_steps(config)
     log(f"{config.language} × {config.network.model}: {n_params} parameters, "

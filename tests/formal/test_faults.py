@@ -1,5 +1,9 @@
 """Faults injected into formal-language runs: each gives one line naming the file and the fix."""
 
+import json
+
+import torch
+
 from fwp.cli import main
 from tests.formal.test_train import TINY
 
@@ -26,3 +30,56 @@ def test_a_truncated_checkpoint_is_one_line_for_resume_and_eval(tmp_path, capsys
     assert f"cannot read {run / 'checkpoint.pt'}" in _one_error_line(capsys)
     (run / "checkpoint.pt").unlink()  # the fix the message gives
     assert main(argv) == 0
+
+
+def _train(out, *extra):
+    return main(["formal", "train", "--language", "parity", "--out", str(out), *TINY,
+                 "--eval-every", "2", *extra])
+
+
+def test_bad_bins_and_a_model_typo_are_refused_before_anything_is_written(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["formal", "train", "--language", "abab-star", "--out", str(out), *TINY,
+                 "--bins", "5-7"]) == 2
+    assert "no string with length in 5-7" in _one_error_line(capsys)
+    assert _train(out, "--model", "lstmm") == 2
+    assert "unknown model 'lstmm'" in _one_error_line(capsys)
+    assert not out.exists()
+    assert _train(out) == 0  # the corrected command is not blocked
+
+
+def test_a_run_that_failed_before_its_first_checkpoint_does_not_block(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert _train(out, "--lr", "inf") == 2
+    assert "lower --lr" in _one_error_line(capsys)
+    assert (out / "config.json").exists() and not (out / "checkpoint.pt").exists()
+    assert _train(out, "--lr", "1e-3") == 0
+    assert json.loads((out / "config.json").read_text())["lr"] == 1e-3
+
+
+def test_a_finished_run_is_extended_by_more_epochs_as_if_trained_at_once(tmp_path, capsys):
+    once, twice = tmp_path / "once", tmp_path / "twice"
+    assert _train(once, "--epochs", "2") == 0
+    assert _train(twice, "--epochs", "1") == 0
+    capsys.readouterr()
+    assert _train(twice, "--epochs", "2") == 0
+    assert "changed on resume: epochs 1 → 2" in capsys.readouterr().out
+    a = torch.load(once / "checkpoint.pt", weights_only=False)
+    b = torch.load(twice / "checkpoint.pt", weights_only=False)
+    assert a["step"] == b["step"] == 6
+    for key in a["model"]:
+        assert torch.equal(a["model"][key], b["model"][key]), key
+    assert json.loads((twice / "config.json").read_text())["epochs"] == 2
+    assert json.loads((twice / "metrics.json").read_text())["steps_run"] == 6
+    assert _train(twice, "--epochs", "1") == 2
+    assert "at step 6, past the 3 steps" in _one_error_line(capsys)
+    assert _train(twice, "--epochs", "2", "--lr", "0.1") == 2
+    assert "changed: lr" in _one_error_line(capsys)
+
+
+def test_out_naming_a_file_is_one_line(tmp_path, capsys):
+    path = tmp_path / "notes.txt"
+    path.write_text("mine\n")
+    assert _train(path) == 2
+    assert f"--out {path} is a file" in _one_error_line(capsys)
+    assert path.read_text() == "mine\n"

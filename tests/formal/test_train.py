@@ -122,8 +122,8 @@ def test_cli_train_eval_and_errors(tmp_path, capsys):
 
     # Same folder, different config: refused with the fields that differ.
     assert main(["formal", "train", "--language", "counter-2", "--model", "lstm",
-                 "--out", str(run), *TINY, "--epochs", "2"]) == 2
-    assert "epochs" in capsys.readouterr().err
+                 "--out", str(run), *TINY, "--d-ff", "32"]) == 2
+    assert "network.d_ff" in capsys.readouterr().err
     assert main(["formal", "train", "--model", "no-such-layer", "--out",
                  str(tmp_path / "x"), *TINY]) == 2
     assert "registered layer" in capsys.readouterr().err
