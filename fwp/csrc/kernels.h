@@ -13,6 +13,7 @@ namespace fwp {
 struct SRWMDims {
   int64_t B, T, H, D, R, d_out, n_beta;
   bool input_softmax;
+  double rate_scale;  // s of the rates s·σ(b): 1, or 2 for rates in (0, 2)
 };
 
 template <typename T>
@@ -24,7 +25,7 @@ struct SRWMForward {
   T* W_T;                   // [B, H, R, D]
   T* pk;                    // φ(k_t)       [B, H, T, D]
   T* pq;                    // φ(q_t)       [B, H, T, D]
-  T* rate;                  // σ(b_t)       [B, H, T, n_beta]
+  T* rate;                  // s·σ(b_t)     [B, H, T, n_beta]
   T* diff;                  // v_t − v̄_t    [B, H, T, R]
 };
 

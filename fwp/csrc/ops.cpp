@@ -29,9 +29,10 @@ T* ptr(const at::Tensor& t) {
   return t.data_ptr<T>();
 }
 
-// x [B, T, H, D], W0 [B, H, R, D] (any strides). Returns {y, W_T, φ(k), φ(q), σ(b), v − v̄}.
+// x [B, T, H, D], W0 [B, H, R, D] (any strides). Returns {y, W_T, φ(k), φ(q), s·σ(b), v − v̄}.
 std::vector<at::Tensor> srwm_forward(
-    const at::Tensor& x, const at::Tensor& W0, int64_t n_beta, bool input_softmax) {
+    const at::Tensor& x, const at::Tensor& W0, int64_t n_beta, bool input_softmax,
+    double rate_scale) {
   const auto dtype = x.scalar_type();
   check_float_or_double(dtype);
   check_input(x, "x", dtype, 4);
@@ -39,7 +40,7 @@ std::vector<at::Tensor> srwm_forward(
               "W0 must be a CPU [B, H, R, D] tensor of x's dtype");
   TORCH_CHECK(n_beta == 1 || n_beta == 4, "n_beta must be 1 or 4, got ", n_beta);
   const int64_t B = x.size(0), T = x.size(1), H = x.size(2), D = x.size(3), R = W0.size(2);
-  const SRWMDims s{B, T, H, D, R, R - 2 * D - n_beta, n_beta, input_softmax};
+  const SRWMDims s{B, T, H, D, R, R - 2 * D - n_beta, n_beta, input_softmax, rate_scale};
   TORCH_CHECK(W0.size(0) == B && W0.size(1) == H && W0.size(3) == D && s.d_out >= 1,
               "W0 must be [B, H, R, D] with R > 2 D + n_beta");
   const auto opts = x.options();
@@ -63,7 +64,7 @@ std::vector<at::Tensor> srwm_forward(
 std::vector<at::Tensor> srwm_backward(
     const at::Tensor& x, const at::Tensor& pk, const at::Tensor& pq, const at::Tensor& rate,
     const at::Tensor& diff, const at::Tensor& W_T, const at::Tensor& grad_y,
-    const at::Tensor& grad_W_T, int64_t n_beta, bool input_softmax) {
+    const at::Tensor& grad_W_T, int64_t n_beta, bool input_softmax, double rate_scale) {
   const auto dtype = x.scalar_type();
   check_float_or_double(dtype);
   check_input(x, "x", dtype, 4);
@@ -75,7 +76,7 @@ std::vector<at::Tensor> srwm_backward(
   check_input(grad_y, "grad_y", dtype, 4);
   check_input(grad_W_T, "grad_W_T", dtype, 4);
   const int64_t B = x.size(0), T = x.size(1), H = x.size(2), D = x.size(3), R = W_T.size(2);
-  const SRWMDims s{B, T, H, D, R, R - 2 * D - n_beta, n_beta, input_softmax};
+  const SRWMDims s{B, T, H, D, R, R - 2 * D - n_beta, n_beta, input_softmax, rate_scale};
   TORCH_CHECK(diff.size(3) == R && rate.size(3) == n_beta && grad_y.size(3) == s.d_out,
               "srwm_backward: saved tensors do not match x and W_T");
   at::Tensor grad_x = at::empty_like(x);

@@ -94,7 +94,8 @@ void srwm_forward_kernel(const SRWMDims& s, const SRWMForward<T>& p) {
         T* rate = p.rate + saved * n_beta;
         softmax(out.data() + d_out, pk, D);
         softmax(out.data() + d_out + D, pq, D);
-        for (int64_t i = 0; i < n_beta; ++i) rate[i] = sigmoid(out[d_out + 2 * D + i]);
+        const T scale = T(s.rate_scale);
+        for (int64_t i = 0; i < n_beta; ++i) rate[i] = scale * sigmoid(out[d_out + 2 * D + i]);
 
         // v − v̄ = W φ(q) − W φ(k) = W (φ(q) − φ(k))  (Eq. 3): one product
         for (int64_t d = 0; d < D; ++d) pq_minus_pk[d] = pq[d] - pk[d];
@@ -205,8 +206,10 @@ void srwm_backward_kernel(const SRWMDims& s, const SRWMBackward<T>& p) {
         }
         softmax_backward(cur.pk.data(), grad_k, D);
         softmax_backward(cur.pq, grad_q, D);
+        // rate = s·σ(b): ∂b = ∂rate · s σ (1 − σ) = ∂rate · rate · (1 − rate / s)
         for (int64_t i = 0; i < n_beta; ++i)
-          grad_out[d_out + 2 * D + i] = grad_rate[i] * cur.rate[i] * (T(1) - cur.rate[i]);
+          grad_out[d_out + 2 * D + i] =
+              grad_rate[i] * cur.rate[i] * (T(1) - cur.rate[i] / T(s.rate_scale));
         combine_rows(Wr.data(), Dp, grad_out.data(), R, Dp, grad_a.data());  // Wᵀ ∂[y; k; q; b]
         if (s.input_softmax) softmax_backward(cur.a.data(), grad_a.data(), D);
         copy(grad_a.data(), D, p.grad_x + token * D);

@@ -132,10 +132,11 @@ def srwm_contributions(
     n_beta: int = 1,
     input_softmax: bool = False,
     d_out: int | None = None,
+    rate_scale: float = 1.0,
 ) -> Decomposition:
     """Split the output rows y of :func:`fwp.ops.srwm`. With a_t = x_t (or φ(x_t) when
     ``input_softmax``) and the SRWM's writes W_τ = W_{τ−1} + u_τ ⊗ φ(k_τ) (Eq. 4),
-    u_τ = σ(b_τ)(v_τ − v̄_τ), the read uses the matrix before step t:
+    u_τ = s σ(b_τ)(v_τ − v̄_τ) (s = ``rate_scale``), the read uses the matrix before step t:
 
         y_t = W_{t−1} a_t |_y = W_0 a_t |_y + Σ_{τ<t} (φ(k_τ) · a_t) u_τ |_y
 
@@ -143,7 +144,7 @@ def srwm_contributions(
 
     Args:
         x: ``[B, T, H, D]``; W0: ``[H, R, D]`` or ``[B, H, R, D]``, rows y, k, q, β.
-        n_beta, input_softmax, d_out: as in :func:`fwp.ops.srwm`.
+        n_beta, input_softmax, d_out, rate_scale: as in :func:`fwp.ops.srwm`.
 
     Returns:
         A :class:`Decomposition` with V = D_out (the y rows) in the state dtype (at least
@@ -164,7 +165,7 @@ def srwm_contributions(
         pk, pq = torch.softmax(k, dim=-1), torch.softmax(q, dim=-1)
         v = torch.einsum("bhrd,bhd->bhr", W, pq)
         v_bar = torch.einsum("bhrd,bhd->bhr", W, pk)
-        u = row_rates(torch.sigmoid(b), D, n_beta, R) * (v - v_bar)
+        u = row_rates(rate_scale * torch.sigmoid(b), D, n_beta, R) * (v - v_bar)
         W = W + u.unsqueeze(-1) * pk.unsqueeze(-2)
         keys.append(pk)
         written.append(u[..., :d_out])

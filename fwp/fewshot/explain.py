@@ -161,7 +161,8 @@ def split_srwm(layer: SRWM, h: torch.Tensor) -> QuerySplit:
         y_q = W_0 a_q |_y + Σ_{τ<T} (φ(k_τ) · a_q) u_τ |_y,        no own-write piece.
     """
     x = split_heads(layer.inp(h), layer.n_heads)
-    dec = srwm_contributions(x, layer.W0, n_beta=layer.n_beta, input_softmax=layer.input_softmax)
+    dec = srwm_contributions(x, layer.W0, n_beta=layer.n_beta, input_softmax=layer.input_softmax,
+                             rate_scale=layer.rate_scale)
     T = h.shape[1] - 1
     initial = dec.initial[0, T]
     return QuerySplit(initial, dec.contributions[0, T, :, :T], torch.zeros_like(initial))

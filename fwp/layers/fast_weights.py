@@ -141,6 +141,9 @@ class SRWM(nn.Module):
     Init as in the public code: each block N(0, init_std²) with init_std = 1/√D by default,
     and the β block's mean ``beta_init_mean`` (0: rates start around σ(0) = ½).
 
+    ``allow_negative_eigenvalues``: rates 2σ(b) ∈ (0, 2) (``rate_scale=2`` of
+    :func:`fwp.ops.srwm`), the SRWM's counterpart of DeltaNet's β ∈ (0, 2).
+
     ``query_init_scale`` multiplies the init std of the query block (rows 2D … 3D of the y, k,
     q, β order): the public formal-language code draws it with std 0.01/√D (0.01).
 
@@ -162,9 +165,11 @@ class SRWM(nn.Module):
         beta_init_mean: float = 0.0,
         query_init_scale: float = 1.0,
         key_identity: float = 0.0,
+        allow_negative_eigenvalues: bool = False,
         mode: str = "auto",
     ) -> None:
         super().__init__()
+        self.rate_scale = beta_scale(allow_negative_eigenvalues)
         self.n_heads, self.head_dim = n_heads, head_dim_for(d_model, n_heads, head_dim)
         D = self.head_dim
         self.n_beta, self.input_softmax, self.mode = n_beta, input_softmax, mode
@@ -190,5 +195,6 @@ class SRWM(nn.Module):
     ) -> tuple[torch.Tensor, torch.Tensor]:
         h = split_heads(self.inp(x), self.n_heads)
         W = self.W0 if state is None else state
-        y, state = srwm(h, W, n_beta=self.n_beta, input_softmax=self.input_softmax, mode=self.mode)
+        y, state = srwm(h, W, n_beta=self.n_beta, input_softmax=self.input_softmax,
+                        rate_scale=self.rate_scale, mode=self.mode)
         return self.out(y.flatten(-2)), state

@@ -77,6 +77,14 @@ def test_srwm_parts_add_up(shape, n_beta, input_softmax, per_sequence_W0):
     torch.testing.assert_close(dec.initial[:, 0], y[:, 0], **TOL)
 
 
+def test_srwm_parts_add_up_with_rates_in_zero_two():
+    x = torch.randn(2, 9, 2, 4, dtype=torch.float64)
+    W0 = torch.randn(2, srwm_rows(4, 4, 4), 4, dtype=torch.float64)
+    dec = srwm_contributions(x, W0, n_beta=4, rate_scale=2.0)
+    y, _ = srwm(x, W0, n_beta=4, rate_scale=2.0, mode="recurrent")
+    torch.testing.assert_close(dec.total(), y, **TOL)
+
+
 @pytest.mark.parametrize("direction", ["channel", "vector", "per_head"])
 def test_write_attributions_sum_to_the_read_out(direction):
     B, T, H, K, V = 2, 6, 3, 4, 5

@@ -81,6 +81,26 @@ def test_delta_rule_matches_reference(shape, with_initial_state, output_final_st
     assert_same_forward_and_grads(run(delta_rule_recurrent), run(delta_rule_fused_cpu), inputs)
 
 
+@pytest.mark.parametrize("shape", SRWM_SHAPES[1:3])
+@pytest.mark.parametrize("n_beta", [1, 4])
+def test_srwm_rates_in_zero_two_match_reference(shape, n_beta):
+    """rate_scale = 2: rates 2σ(b), above 1 here (β rows shifted up), forward and gradients."""
+    B, T, H, D, d_out = shape
+    x = leaf(B, T, H, D)
+    W0 = make_W0(H, D, d_out, n_beta)
+    with torch.no_grad():
+        W0[:, -n_beta:] += 2.0
+    assert_same_forward_and_grads(
+        lambda x, W0: srwm_recurrent(x, W0, n_beta, True, rate_scale=2.0),
+        lambda x, W0: srwm_fused_cpu(x, W0, n_beta, True, rate_scale=2.0),
+        [x, W0],
+    )
+    x, W0 = leaf(2, 4, 2, 3), make_W0(2, 3, 2, n_beta)
+    assert torch.autograd.gradcheck(
+        lambda x, W0: srwm_fused_cpu(x, W0, n_beta, input_softmax=True, rate_scale=2.0), (x, W0)
+    )
+
+
 @pytest.mark.parametrize("n_beta", [1, 4])
 def test_srwm_gradcheck(n_beta):
     x, W0 = leaf(2, 4, 2, 3), make_W0(2, 3, 2, n_beta)

@@ -105,3 +105,46 @@ def test_W0_built_for_another_width_or_n_beta_is_refused():
         srwm(x, torch.randn(3, srwm_rows(4, 4, 1), 4), n_beta=4)
     y, _ = srwm(x, torch.randn(3, srwm_rows(5, 4), 4), d_out=5)
     assert y.shape == (2, 5, 3, 5)
+
+
+RATES_IN_ZERO_TWO = [
+    (2, 1, 3, 5, 5, 1, False), (2, 37, 1, 5, 7, 4, True), (1, 23, 2, 6, 3, 4, False),
+]
+
+
+def by_hand_first_step(x, W0, n_beta, rate_scale):
+    """W_1 = W_0 + s σ(b) (W_0 φ(q) − W_0 φ(k)) ⊗ φ(k), written out (one rate, n_beta = 1)."""
+    D = x.shape[-1]
+    out = torch.einsum("hrd,bhd->bhr", W0, x[:, 0])
+    k, q, b = out[..., -2 * D - 1 : -D - 1], out[..., -D - 1 : -1], out[..., -1:]
+    pk, pq = torch.softmax(k, -1), torch.softmax(q, -1)
+    u = rate_scale * torch.sigmoid(b) * torch.einsum("hrd,bhd->bhr", W0, pq - pk)
+    return W0 + u.unsqueeze(-1) * pk.unsqueeze(-2)
+
+
+@pytest.mark.parametrize("case", RATES_IN_ZERO_TWO, ids=str)
+def test_rates_in_zero_two_scan_matches_reference(case):
+    """rate_scale = 2 (rates 2σ(b) ∈ (0, 2)): the scan's reverse rebuild and its ∂b."""
+    B, T, H, D, d_out, n_beta, input_softmax = case
+    x, W0 = leaf(B, T, H, D), make_W0(H, D, d_out, n_beta)
+    with torch.no_grad():
+        W0[:, -n_beta:] += 2.0  # σ ≈ 0.9: rates ≈ 1.8, above 1
+
+    def run(mode):
+        return lambda x, W0: srwm(x, W0, n_beta=n_beta, input_softmax=input_softmax,
+                                  d_out=d_out, rate_scale=2.0, mode=mode)
+
+    assert_same_forward_and_grads(run("recurrent"), run("scan"), [x, W0])
+    assert torch.autograd.gradcheck(
+        lambda x, W0: srwm(x, W0, n_beta=n_beta, d_out=2, rate_scale=2.0, mode="scan"),
+        (leaf(1, 3, 1, 3), make_W0(1, 3, 2, n_beta)),
+    )
+
+
+def test_rate_scale_is_the_written_rule_and_checked():
+    x, W0 = leaf(2, 1, 2, 4), make_W0(2, 4, 4, 1)
+    for scale in (1.0, 2.0):
+        _, W1 = srwm(x, W0, rate_scale=scale, mode="recurrent")
+        torch.testing.assert_close(W1, by_hand_first_step(x, W0, 1, scale))
+    with pytest.raises(UserError, match="rate_scale"):
+        srwm(x, W0, rate_scale=3.0)

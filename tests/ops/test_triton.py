@@ -77,6 +77,19 @@ def test_srwm_matches_reference(case):
     )
 
 
+@pytest.mark.parametrize("n_beta", [1, 4])
+def test_srwm_rates_in_zero_two_match_reference(n_beta):
+    """rate_scale = 2: rates 2σ(b) (above 1 here), forward and gradients."""
+    x, W0 = srwm_inputs(2, 9, 2, 5, 3, n_beta, False, torch.float64)
+    with torch.no_grad():
+        W0[..., -n_beta:, :] += 2.0
+    assert_same_forward_and_grads(
+        lambda x, W0: srwm_recurrent(x, W0, n_beta, True, rate_scale=2.0),
+        lambda x, W0: srwm_triton(x, W0, n_beta, True, rate_scale=2.0),
+        [x, W0], atol=ATOL[torch.float64],
+    )
+
+
 def test_srwm_float64_is_exact_to_rounding():
     inputs = srwm_inputs(2, 7, 2, 5, 3, 4, True, torch.float64)
     assert_same_forward_and_grads(*srwm_pair(4, True), inputs, atol=ATOL[torch.float64])

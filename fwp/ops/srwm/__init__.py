@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch
 
+from fwp.errors import UserError
 from fwp.ops._dispatch import Mode, on_cpu, on_triton, pick_mode
 from fwp.ops._validation import check_srwm
 from fwp.ops.srwm.cpu import srwm_fused_cpu
@@ -32,13 +33,14 @@ def srwm(
     n_beta: int = 1,
     input_softmax: bool = False,
     d_out: int | None = None,
+    rate_scale: float = 1.0,
     mode: str = "auto",
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Self-referential weight matrix, one matrix per head. Per step, with W = W_{t−1}:
 
         [y_t; k_t; q_t; b_t] = W x_t                      (Eq. 2)
         v_t = W φ(q_t),  v̄_t = W φ(k_t)                   (Eq. 3)
-        W_t = W + σ(b_t) (v_t − v̄_t) ⊗ φ(k_t)              (Eq. 4)
+        W_t = W + s σ(b_t) (v_t − v̄_t) ⊗ φ(k_t)            (Eq. 4; s = ``rate_scale``)
 
     φ is the softmax. With ``n_beta=4`` each block of rows (y, k, q, β) has its own rate
     σ(b_{t,i}), as in the public code; with ``n_beta=1`` one rate serves all rows.
@@ -49,6 +51,10 @@ def srwm(
             continue a sequence), with R = D_out + 2·D + n_beta, rows in the order y, k, q, β.
         d_out: D_out, the width of y (default: D). W0 must have exactly R rows for it, so a
             W0 built for another width or another ``n_beta`` is refused, not misread.
+        rate_scale: s. 1 as in the papers; 2 gives rates in (0, 2), so that the update
+            W_t = W (I + s σ(b) (φ(q) − φ(k)) φ(k)ᵀ) can have a negative eigenvalue
+            1 + s σ(b) φ(k)ᵀ(φ(q) − φ(k)) (with s = 1 it stays above 1 − σ(b) > 0; the
+            negative eigenvalues of Grazzi et al., ICLR 2025, carried over to the SRWM).
         mode: ``"recurrent"`` (reference loop through autograd), ``"scan"`` (PyTorch loop
             with a memory-light backward that rebuilds W_{t−1} from W_t in reverse),
             ``"fused_cpu"`` (the same in C++), ``"triton"`` (GPU kernel, D ≤ 64) or ``"auto"``:
@@ -58,4 +64,6 @@ def srwm(
         ``(y [B, T, H, D_out], W_T [B, H, R, D])``; y has x's dtype, W_T at least float32.
     """
     check_srwm(x, W0, n_beta, d_out)
-    return pick_mode("srwm", mode, MODES, AUTO, x).fn(x, W0, n_beta, input_softmax)
+    if not (isinstance(rate_scale, (int, float)) and 0 < rate_scale <= 2):
+        raise UserError(f"rate_scale must be in (0, 2], got {rate_scale!r}")
+    return pick_mode("srwm", mode, MODES, AUTO, x).fn(x, W0, n_beta, input_softmax, rate_scale)

@@ -27,13 +27,14 @@ def row_rates(rate: torch.Tensor, d_in: int, n_beta: int, rows: int) -> torch.Te
 
 
 def srwm_recurrent(
-    x: torch.Tensor, W0: torch.Tensor, n_beta: int = 1, input_softmax: bool = False
+    x: torch.Tensor, W0: torch.Tensor, n_beta: int = 1, input_softmax: bool = False,
+    rate_scale: float = 1.0,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per step (φ = softmax, W = W_{t−1}):
+    """Per step (φ = softmax, W = W_{t−1}, s = ``rate_scale``):
 
         [y_t; k_t; q_t; b_t] = W x_t                      (Eq. 2; x_t ← φ(x_t) if input_softmax)
         v_t = W φ(q_t),  v̄_t = W φ(k_t)                   (Eq. 3)
-        W_t = W + σ(b_t) (v_t − v̄_t) ⊗ φ(k_t)              (Eq. 4)
+        W_t = W + s σ(b_t) (v_t − v̄_t) ⊗ φ(k_t)            (Eq. 4)
     """
     B, T, H, D = x.shape
     dtype = state_dtype(x.dtype)
@@ -46,7 +47,7 @@ def srwm_recurrent(
         pk, pq = torch.softmax(k, dim=-1), torch.softmax(q, dim=-1)
         v = torch.einsum("bhrd,bhd->bhr", W, pq)
         v_bar = torch.einsum("bhrd,bhd->bhr", W, pk)
-        u = row_rates(torch.sigmoid(b), D, n_beta, R) * (v - v_bar)
+        u = row_rates(rate_scale * torch.sigmoid(b), D, n_beta, R) * (v - v_bar)
         W = W + u.unsqueeze(-1) * pk.unsqueeze(-2)
         outputs.append(y)
     return torch.stack(outputs, dim=1).to(x.dtype), W

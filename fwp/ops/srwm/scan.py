@@ -32,7 +32,7 @@ def block_sum(rows: torch.Tensor, d_in: int, n_beta: int) -> torch.Tensor:
 
 class SRWMScan(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, x, W0, n_beta, input_softmax):  # noqa: ANN001 — autograd signature
+    def forward(ctx, x, W0, n_beta, input_softmax, rate_scale):  # noqa: ANN001
         B, T, H, D = x.shape
         dtype = state_dtype(x.dtype)
         W = W0.to(dtype).expand(B, *W0.shape[-3:]).clone()
@@ -49,7 +49,7 @@ class SRWMScan(torch.autograd.Function):
             pk, pq = torch.softmax(k, dim=-1), torch.softmax(q, dim=-1)
             v_both = W @ torch.stack([pq, pk], dim=-1)
             d = v_both[..., 0] - v_both[..., 1]
-            rate = torch.sigmoid(b)
+            rate = rate_scale * torch.sigmoid(b)
             u = row_rates(rate, D, n_beta, R) * d
             W.add_(u.unsqueeze(-1) * pk.unsqueeze(-2))
             y_all[:, t], pk_all[:, t], pq_all[:, t], rate_all[:, t], d_all[:, t] = (
@@ -59,6 +59,7 @@ class SRWMScan(torch.autograd.Function):
         ctx.n_beta, ctx.input_softmax, ctx.W0_shape, ctx.W0_dtype = (
             n_beta, input_softmax, W0.shape, W0.dtype
         )
+        ctx.rate_scale = rate_scale
         return y_all.to(x.dtype), W.clone()
 
     @staticmethod
@@ -83,7 +84,7 @@ class SRWMScan(torch.autograd.Function):
             grad_pk = (G.transpose(-1, -2) @ u.unsqueeze(-1)).squeeze(-1)
             grad_rate = block_sum(grad_u * d, D, n_beta)
             grad_d = grad_u * rate_rows
-            grad_b = grad_rate * rate * (1 - rate)
+            grad_b = grad_rate * rate * (1 - rate / ctx.rate_scale)  # rate = s σ(b)
             # Wᵀ ∂d feeds both φ(q) and φ(k); one product serves the output path too.
             wt_grad_d = (W.transpose(-1, -2) @ grad_d.unsqueeze(-1)).squeeze(-1)
             grad_pq = wt_grad_d
@@ -95,10 +96,11 @@ class SRWMScan(torch.autograd.Function):
             G.add_(grad_out.unsqueeze(-1) * a.unsqueeze(-2))
         grad_x = softmax_backward(a_all, grad_a) if ctx.input_softmax else grad_a
         grad_W0 = G if len(ctx.W0_shape) == 4 else G.sum(dim=0)
-        return grad_x.to(x.dtype), grad_W0.to(ctx.W0_dtype), None, None
+        return grad_x.to(x.dtype), grad_W0.to(ctx.W0_dtype), None, None, None
 
 
 def srwm_scan(
-    x: torch.Tensor, W0: torch.Tensor, n_beta: int = 1, input_softmax: bool = False
+    x: torch.Tensor, W0: torch.Tensor, n_beta: int = 1, input_softmax: bool = False,
+    rate_scale: float = 1.0,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    return SRWMScan.apply(x, W0, n_beta, input_softmax)
+    return SRWMScan.apply(x, W0, n_beta, input_softmax, float(rate_scale))

@@ -30,7 +30,7 @@ N_BETA_BLOCK = 4  # σ(b) has one or four entries (one per block y, k, q, β): p
 
 def _srwm_forward_kernel(
     x_ptr, w0_ptr, y_ptr, pk_ptr, pq_ptr, rate_ptr, d_ptr, wt_ptr,
-    T, H, D, DO, w0_batch_stride,
+    T, H, D, DO, w0_batch_stride, RATE_SCALE,
     N_BETA: tl.constexpr, INPUT_SOFTMAX: tl.constexpr,
     BD: tl.constexpr, BO: tl.constexpr, ACC: tl.constexpr,
 ):
@@ -68,7 +68,7 @@ def _srwm_forward_kernel(
         y = tl.sum(Wy * a[None, :], 1)
         k = tl.where(col_ok, tl.sum(Wk * a[None, :], 1), float("-inf"))
         q = tl.where(col_ok, tl.sum(Wq * a[None, :], 1), float("-inf"))
-        rate = tl.sigmoid(tl.sum(Wb * a[None, :], 1))
+        rate = RATE_SCALE * tl.sigmoid(tl.sum(Wb * a[None, :], 1))
         pk = tl.exp(k - tl.max(k, 0))
         pk = pk / tl.sum(pk, 0)
         pq = tl.exp(q - tl.max(q, 0))
@@ -114,7 +114,7 @@ def _srwm_forward_kernel(
 
 def _srwm_backward_kernel(
     x_ptr, gy_ptr, pk_ptr, pq_ptr, rate_ptr, d_ptr, wt_ptr, gwt_ptr, gx_ptr, gw0_ptr,
-    T, H, D, DO,
+    T, H, D, DO, RATE_SCALE,
     N_BETA: tl.constexpr, INPUT_SOFTMAX: tl.constexpr,
     BD: tl.constexpr, BO: tl.constexpr, ACC: tl.constexpr,
 ):
@@ -200,7 +200,7 @@ def _srwm_backward_kernel(
                               tl.where(rows_b == 1, s_k, tl.where(rows_b == 2, s_q, s_b)))
         else:
             g_rate = tl.where(rows_b == 0, s_y + s_k + s_q + s_b, 0.0)
-        g_b = g_rate * rate * (1.0 - rate)
+        g_b = g_rate * rate * (1.0 - rate / RATE_SCALE)  # rate = s σ(b)
         gd_y = gu_y * r_y
         gd_k = gu_k * r_k
         gd_q = gu_q * r_q
@@ -245,7 +245,7 @@ def _num_warps(D: int, d_out: int) -> int:
 
 class SRWMTriton(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, x, W0, n_beta, input_softmax):  # noqa: ANN001 — autograd signature
+    def forward(ctx, x, W0, n_beta, input_softmax, rate_scale):  # noqa: ANN001
         B, T, H, D = x.shape
         R = W0.shape[-2]
         d_out = R - 2 * D - n_beta
@@ -260,13 +260,13 @@ class SRWMTriton(torch.autograd.Function):
         W_T = torch.empty(B, H, R, D, **vectors)
         _forward[(B * H,)](
             x, W0s, y, pk, pq, rate, d, W_T,
-            T, H, D, d_out, H * R * D if W0.dim() == 4 else 0,
+            T, H, D, d_out, H * R * D if W0.dim() == 4 else 0, rate_scale,
             N_BETA=n_beta, INPUT_SOFTMAX=input_softmax,
             BD=block(D), BO=block(d_out), ACC=accumulator(dtype),
             num_warps=_num_warps(D, d_out),
         )
         ctx.save_for_backward(x, pk, pq, rate, d, W_T)
-        ctx.n_beta, ctx.input_softmax = n_beta, input_softmax
+        ctx.n_beta, ctx.input_softmax, ctx.rate_scale = n_beta, input_softmax, rate_scale
         ctx.W0_dim, ctx.W0_dtype = W0.dim(), W0.dtype
         ctx.set_materialize_grads(False)
         return y, W_T
@@ -285,18 +285,19 @@ class SRWMTriton(torch.autograd.Function):
         grad_W0 = torch.empty_like(W_T)
         _backward[(B * H,)](
             x, grad_y, pk, pq, rate, d, W_T, grad_WT, grad_x, grad_W0,
-            T, H, D, d_out,
+            T, H, D, d_out, ctx.rate_scale,
             N_BETA=ctx.n_beta, INPUT_SOFTMAX=ctx.input_softmax,
             BD=block(D), BO=block(d_out), ACC=accumulator(W_T.dtype),
             num_warps=_num_warps(D, d_out),
         )
         if ctx.W0_dim == 3:
             grad_W0 = grad_W0.sum(dim=0)
-        return grad_x, grad_W0.to(ctx.W0_dtype), None, None
+        return grad_x, grad_W0.to(ctx.W0_dtype), None, None, None
 
 
 def srwm_triton(
-    x: torch.Tensor, W0: torch.Tensor, n_beta: int = 1, input_softmax: bool = False
+    x: torch.Tensor, W0: torch.Tensor, n_beta: int = 1, input_softmax: bool = False,
+    rate_scale: float = 1.0,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """The SRWM scan (seed paper Eq. 2–4) with Triton kernels; see :func:`fwp.ops.srwm.srwm`.
 
@@ -313,4 +314,4 @@ def srwm_triton(
             f"srwm mode 'triton' keeps W in registers and supports D ≤ {MAX_D}, got "
             f"D = {x.shape[-1]}: use mode='scan'"
         )
-    return SRWMTriton.apply(x, W0, n_beta, input_softmax)
+    return SRWMTriton.apply(x, W0, n_beta, input_softmax, float(rate_scale))
