@@ -104,7 +104,17 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
+    import signal
+
     from fwp.formal.sweep import ModelSpec, sweep
+
+    def stop(signum: int, frame: object) -> None:
+        raise SystemExit(128 + signum)
+
+    # A sweep stopped by SIGTERM or SIGINT (also when started in the background, where SIGINT
+    # is ignored by default) still adds its wall time to sweep.json; every run resumes.
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
 
     base = config_from_args(args, language=args.languages[0],
                             model=ModelSpec.parse(args.models[0]).layer)

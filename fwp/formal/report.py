@@ -81,10 +81,12 @@ def markdown(sweep_dir: Path) -> str:
     seeds = len(info.get("seeds", [1]))
     runs = sorted(Path(sweep_dir, RUNS).glob("*/*/*/s*/metrics.json"))
     base = info.get("base", {})
+    search = info.get("search", {})
+    lrs = ", ".join(f"{lr:g}" for lr in dict.fromkeys(search.get("lr", [])))
+    layers = ", ".join(str(n) for n in dict.fromkeys(search.get("layers", [])))
     lines = [f"Protocol: {base.get('protocol', '?')}; model selection: "
-             f"{base.get('selection', '?')}; search on validation over lr "
-             f"{info.get('search', {}).get('lr', '?')} × layers "
-             f"{info.get('search', {}).get('layers', '?')}; seeds {info.get('seeds', '?')}.", ""]
+             f"{base.get('selection', '?')}; search on validation over lr {{{lrs}}} × layers "
+             f"{{{layers}}}; seeds {info.get('seeds', '?')}.", ""]
     for bin_ in bins:
         mean, std, count = accuracy_grid(languages, models, bin_, results)
         lines += [f"Sequence accuracy (%), bin {bin_} (mean ± std over seeds; (n) where fewer "

@@ -311,3 +311,25 @@ def test_a_run_records_its_thread_count_and_operator_path(tmp_path):
     assert metrics["runtime"]["threads"] == 1 and "srwm" in metrics["runtime"]["operators"]
     saved = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=False)
     assert saved["runtime"] == metrics["runtime"]
+
+
+def test_a_stopped_sweep_records_its_wall_time(tmp_path):
+    """SIGTERM (as at the end of a session) stops the sweep cleanly: exit 143, sweep.json with
+    the wall time so far, the run's checkpoint left to resume from."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    out = tmp_path / "sweep"
+    argv = [sys.executable, "-m", "fwp", "formal", "sweep", "--languages", "parity", "--models",
+            "lstm", "--out", str(out), *TINY, "--epochs", "1000", "--eval-every", "1"]
+    process = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    checkpoint = out / "runs" / "parity" / "lstm" / "lr0.001-l1" / "s1" / "checkpoint.pt"
+    deadline = time.monotonic() + 120
+    while not checkpoint.exists() and time.monotonic() < deadline and process.poll() is None:
+        time.sleep(0.2)
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(timeout=60) == 128 + signal.SIGTERM
+    info = json.loads((out / "sweep.json").read_text())
+    assert info["wall_seconds"] > 0 and checkpoint.exists()
