@@ -228,6 +228,10 @@ def trained_steps(run: Path) -> int:
     return int(torch.load(run / CHECKPOINT, map_location="cpu", weights_only=False)["step"])
 
 
+class Stopped(Exception):
+    """A run stopped by Ctrl-C after saving its checkpoint: the sweep stops, resumable."""
+
+
 @dataclass
 class Task:
     """One run for a worker: train or resume it, then evaluate it."""
@@ -256,7 +260,8 @@ def run_task(task: Task) -> dict[str, Any]:
     start = time.perf_counter()
     summary = train(config, run, resume=start_step > 0, progress=False)
     if summary["status"] != "finished":
-        raise KeyboardInterrupt  # stopped by a signal: the checkpoint is saved, stop the sweep
+        raise Stopped(f"{task.name}/seed{task.seed} stopped at step {summary['step']} with its "
+                      "checkpoint saved")
     trained = time.perf_counter() - start
     model, source = load_trained(run, config, "best")
     dataset = load_split(config, task.split)
@@ -325,22 +330,27 @@ def sweep(
 
             write_report(root, grid)
 
-    if jobs == 1:
-        for task in pending:
-            log(f"start {task.name}/seed{task.seed}"
-                + (f" (resuming at step {trained_steps(Path(task.run))})"
-                   if trained_steps(Path(task.run)) else ""))
-            finished(run_task(task))
-    else:
-        import multiprocessing
-        from concurrent.futures import ProcessPoolExecutor, as_completed
+    try:
+        if jobs == 1:
+            for task in pending:
+                step = trained_steps(Path(task.run))
+                log(f"start {task.name}/seed{task.seed}"
+                    + (f" (resuming at step {step})" if step else ""))
+                finished(run_task(task))
+        else:
+            import multiprocessing
+            from concurrent.futures import ProcessPoolExecutor, as_completed
 
-        context = multiprocessing.get_context("spawn")
-        with ProcessPoolExecutor(jobs, mp_context=context) as pool:
-            futures = {pool.submit(run_task, task): task for task in pending}
-            log(f"started {', '.join(f'{t.name}/seed{t.seed}' for t in pending[:jobs])}")
-            for future in as_completed(futures):
-                finished(future.result())
+            pool = ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn"))
+            try:
+                futures = [pool.submit(run_task, task) for task in pending]
+                log(f"started {', '.join(f'{t.name}/seed{t.seed}' for t in pending[:jobs])}")
+                for future in as_completed(futures):
+                    finished(future.result())
+            finally:  # on a stop: no new runs; the running ones save their checkpoints
+                pool.shutdown(wait=True, cancel_futures=True)
+    except (Stopped, KeyboardInterrupt) as stop:
+        log(f"sweep stopped ({stop or 'Ctrl-C'}); run the same command to resume")
     if report and not pending:
         from fwp.fewshot.sweep_report import write_report
 

@@ -104,3 +104,13 @@ def test_grid_from_presets_and_vary():
         build_grid(grid_spec_from_args(["demo"], [("stepz", 1)], [], None, None, None))
     with pytest.raises(UserError, match="no configs"):
         build_grid({"seeds": [1]})
+
+
+def test_a_stopped_run_stops_the_sweep_with_a_resume_hint(tiny_root, tmp_path, monkeypatch):
+    import fwp.fewshot.train as training
+
+    monkeypatch.setattr(training, "train",
+                        lambda *args, **kwargs: {"status": "interrupted", "step": 2})
+    lines = []
+    assert sweep(build_grid(tiny_spec(tiny_root)), tmp_path, log=lines.append) == []
+    assert "off/seed1 stopped at step 2" in lines[-1] and "same command to resume" in lines[-1]
