@@ -105,8 +105,10 @@ class Grid:
     split: str = "test"
 
     def runs(self, root: Path) -> list[tuple[str, int, Path]]:
+        """(config, seed, run folder), seed by seed: a sweep cut short has every config's
+        first seeds, so the paired comparisons start early."""
         return [(name, seed, root / "runs" / name / f"seed{seed}")
-                for name in self.configs for seed in self.seeds]
+                for seed in self.seeds for name in self.configs]
 
     def config(self, name: str, seed: int, threads: int) -> RunConfig:
         data = to_dict(self.configs[name])
