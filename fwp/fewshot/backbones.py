@@ -18,8 +18,9 @@ from fwp.errors import UserError
 class Conv4(nn.Module):
     """4 × [conv 3×3 → BatchNorm → MaxPool 2 → Dropout → ReLU], flattened (Vinyals et al. 2016).
 
-    The order of the public SRWM code. Omniglot 28×28×1 with 64 channels gives 64-d features,
-    Mini-ImageNet 84×84×3 with 32 channels 800-d (REFERENCE §2).
+    The order of the public SRWM few-shot code (IDSIA/modern-srwm). Omniglot 28×28×1 with 64
+    channels gives 64-d features, Mini-ImageNet 84×84×3 with 32 channels 800-d, the sizes of that
+    code and of Irie et al. (ICML 2022).
     """
 
     def __init__(self, in_channels: int, channels: int = 64, dropout: float = 0.0) -> None:

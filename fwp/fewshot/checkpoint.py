@@ -1,4 +1,4 @@
-"""The run folder: its files, atomic writes, and loading a trained model back.
+"""The run folder: its files, and loading a trained model back.
 
 ``RUN/config.json``   the resolved :class:`RunConfig`
 ``RUN/checkpoint.pt`` the last state (model, optimiser, schedule, step, RNG and episode counter)
@@ -10,32 +10,15 @@
 
 from __future__ import annotations
 
-import json
-import os
 from pathlib import Path
-from typing import Any
 
 import torch
 
+from fwp.config import read_file, to_dict
 from fwp.errors import UserError
-from fwp.fewshot.config import RunConfig, from_dict, to_dict
+from fwp.fewshot.config import RunConfig, from_dict
 
 CONFIG, CHECKPOINT, BEST, METRICS = "config.json", "checkpoint.pt", "best.pt", "metrics.jsonl"
-
-
-def write_atomic(path: Path, data: Any) -> None:
-    """Write bytes/text/JSON/a torch object to a temporary file, then rename it over ``path``: a
-    crash or Ctrl-C never leaves a half-written file."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    if isinstance(data, bytes):
-        tmp.write_bytes(data)
-    elif isinstance(data, str):
-        tmp.write_text(data)
-    elif path.suffix == ".json":
-        tmp.write_text(json.dumps(data, indent=2) + "\n")
-    else:
-        torch.save(data, tmp)
-    os.replace(tmp, path)
 
 
 def read_config(run: Path) -> RunConfig:
@@ -46,11 +29,7 @@ def read_config(run: Path) -> RunConfig:
     path = run / CONFIG
     if not path.is_file():
         raise UserError(f"{run} is not a run folder: it has no {CONFIG}")
-    try:
-        data = json.loads(path.read_text())
-    except json.JSONDecodeError as error:
-        raise UserError(f"{path} is not valid JSON: {error}") from None
-    return from_dict(data, str(path))
+    return from_dict(read_file(path), str(path))
 
 
 def load_checkpoint(path: Path) -> dict:
@@ -73,12 +52,14 @@ RUNTIME_FIELDS = {"core_mode"}
 def check_matches(checkpoint: dict, config: RunConfig, path: Path) -> None:
     """Raise unless the checkpoint was trained with the config's model and episode shape."""
     saved = checkpoint.get("config", {})
-    current = to_dict(config)
+    current, defaults = to_dict(config), to_dict(RunConfig())
+    # A field the checkpoint's config predates has its default value there.
     differ = [
-        f"{key}: checkpoint {saved[section].get(key)!r}, config {value!r}"
+        f"{key}: checkpoint {before!r}, config {value!r}"
         for section in ("network",)
         for key, value in current[section].items()
-        if section in saved and key not in RUNTIME_FIELDS and saved[section].get(key) != value
+        if section in saved and key not in RUNTIME_FIELDS
+        and (before := saved[section].get(key, defaults[section][key])) != value
     ]
     if saved.get("data", {}).get("n_way") != config.data.n_way:
         differ.append(f"n_way: checkpoint {saved.get('data', {}).get('n_way')!r}, "

@@ -1,102 +1,208 @@
-"""``fwp fewshot <command>``: the few-shot commands.
-
-``register`` adds every command in ``COMMANDS``; a command is a function that adds its parser and
-sets ``func``. Heavy imports (torch, data sets, matplotlib) happen inside the command functions, so
-``fwp --help`` stays fast. ``add_data_arguments`` / ``dataset_from_args`` are shared by commands.
-"""
+"""``fwp fewshot {inspect,train,eval,report,explain,sweep}``: argparse glue around
+:mod:`fwp.fewshot.train`, :mod:`fwp.fewshot.evaluate`, :mod:`fwp.fewshot.report`,
+:mod:`fwp.fewshot.explain`, :mod:`fwp.fewshot.plots` and :mod:`fwp.fewshot.sweep`. Heavy
+imports (data sets, matplotlib) happen inside the commands."""
 
 from __future__ import annotations
 
 import argparse
-import ast
+import os
 import time
 from pathlib import Path
 
+from fwp import config as core
+from fwp.config import to_dict, write_atomic
+from fwp.data import SPLITS
 from fwp.errors import UserError
-
-DATASET_NAMES = ("glyphs", "cluttered_glyphs", "omniglot", "miniimagenet", "folder")
-
-
-def add_data_arguments(parser: argparse.ArgumentParser) -> None:
-    """--dataset, --data-root, --data-option KEY=VALUE (repeatable)."""
-    parser.add_argument(
-        "--dataset",
-        default="glyphs",
-        choices=DATASET_NAMES,
-        help="data set (default: glyphs, built in, nothing to download)",
-    )
-    parser.add_argument(
-        "--data-root",
-        default=None,
-        metavar="DIR",
-        help="folder with the data set's files (not for the built-in glyphs sets)",
-    )
-    parser.add_argument(
-        "--data-option",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="a loader option, e.g. rotations=True, split_scheme=vinyals, "
-        "image_size=28 (repeatable)",
-    )
+from fwp.fewshot.config import DataConfig, add_config_flags, config_from_args
 
 
-def data_options(args: argparse.Namespace) -> dict[str, object]:
-    """The --data-option pairs as a dict; values are Python literals where they parse as one."""
-    options: dict[str, object] = {}
-    for item in args.data_option:
-        key, sep, text = item.partition("=")
-        if not sep or not key:
-            raise UserError(f"--data-option expects KEY=VALUE, got '{item}'")
-        try:
-            options[key] = ast.literal_eval(text)
-        except (ValueError, SyntaxError):
-            options[key] = text
-    return options
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
 
 
-def dataset_from_args(args: argparse.Namespace, split: str):
-    """The ``FewShotDataset`` that --dataset / --data-root / --data-option name, split ``split``."""
-    from fwp.data import load_dataset
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add the few-shot commands to ``fwp fewshot``: ``add_<command>`` adds one command's parser,
+    ``cmd_<command>`` runs it."""
+    for add in (add_inspect, add_train, add_eval, add_report, add_explain, add_sweep):
+        add(subparsers)
 
-    return load_dataset(args.dataset, args.data_root, split, **data_options(args))
 
-
-def add_inspect(commands: argparse._SubParsersAction) -> None:
-    parser = commands.add_parser(
+def add_inspect(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
         "inspect",
         help="print classes and images per split, and draw one episode",
         description="Check that a data set is read right: prints classes and images per split "
         "and writes a picture of one episode (rows by label: support, extra, then query images).",
     )
-    add_data_arguments(parser)
-    parser.add_argument("--split", default="train", choices=("train", "val", "test"))
-    parser.add_argument("--n-way", type=int, default=5)
-    parser.add_argument("--k-shot", type=int, default=5)
-    parser.add_argument("--k-extra", type=int, default=0)
-    parser.add_argument("--n-query", type=int, default=1)
-    parser.add_argument("--seed", type=int, default=0, help="episode seed")
-    parser.add_argument("--episode", type=int, default=0, help="which episode to draw")
-    parser.add_argument(
-        "--out",
-        type=Path,
-        default=None,
-        metavar="FILE.png",
-        help="picture path (default: episode-<dataset>-<split>.png)",
+    core.add_flags(p, DataConfig, skip=("val_split",), title="data")
+    p.add_argument("--split", default="train", choices=SPLITS)
+    p.add_argument("--seed", type=int, default=0, help="episode seed")
+    p.add_argument("--episode", type=int, default=0, help="which episode to draw")
+    p.add_argument(
+                   "--out",
+                   type=Path,
+                   default=None,
+                   metavar="FILE.png",
+                   help="picture path (default: episode-<dataset>-<split>.png)",
+                   )
+    p.set_defaults(func=cmd_inspect)
+
+
+def add_train(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "train", help="train a sequential few-shot learner (seed paper Eq. 5)",
+        description="Train a few-shot learner. Values: defaults ← --preset ← --config ← flags.",
     )
-    parser.set_defaults(func=inspect_command)
+    p.add_argument("--out", required=True, metavar="RUN", help="run folder to create")
+    p.add_argument("--resume", action="store_true",
+                   help="continue the run in --out from its checkpoint (flags override its "
+                   "saved config, e.g. --steps to train longer)")
+    p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True,
+                   help="show a progress bar")
+    add_config_flags(p)
+    p.set_defaults(func=cmd_train)
 
 
-def inspect_command(args: argparse.Namespace) -> int:
-    from fwp.data import SPLITS, EpisodeSampler
+def add_eval(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "eval", help="accuracy per K_test on fixed seeded episodes: 95%% CI and std over repeats",
+        description="Accuracy per K_test on fixed, seeded test episodes. Prints the mean with "
+        "the 95%% confidence interval over all episodes and, with --repeats R > 1, the mean ± "
+        "std over the R repeats of --episodes new episodes each (the seed paper's ±). Defaults "
+        "come from the run's config (test_episodes, test_repeats, single_query): the paper "
+        "presets use the public protocol, 10 repeats of 16,000 one-query episodes.",
+    )
+    p.add_argument("run", metavar="RUN", help="run folder made by `fwp fewshot train`")
+    p.add_argument("--k-test", type=_positive, nargs="+", default=[1, 5, 10, 15],
+                   metavar="K", help="shots per class before the query (default: 1 5 10 15)")
+    p.add_argument("--episodes", type=_positive, default=None,
+                   help="fixed test episodes per K_test and repeat (default: the run's "
+                   "test_episodes, 1000 unless a preset says otherwise)")
+    p.add_argument("--repeats", type=_positive, default=None, metavar="R",
+                   help="repeats of --episodes new episodes; mean ± std over them "
+                   "(default: the run's test_repeats)")
+    p.add_argument("--split", default="test", choices=SPLITS)
+    p.add_argument("--data-root", metavar="DIR",
+                   help="where the data set lives now (default: the run's --data-root)")
+    p.add_argument("--n-query", type=_positive, default=1,
+                   help="queries per class and episode (default: 1)")
+    p.add_argument("--checkpoint", choices=("best", "last"), default="best",
+                   help="best validation checkpoint or the last one (default: best)")
+    p.add_argument("--batch-size", type=_positive, default=50,
+                   help="episodes per forward pass (default: 50)")
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
+    p.set_defaults(func=cmd_eval)
 
+
+def add_report(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "report", help="markdown table and plot of accuracy against K_test for evaluated runs",
+    )
+    p.add_argument("runs", metavar="RUN", nargs="+", help="evaluated run folders")
+    p.add_argument("--out", required=True, metavar="DIR", help="where to write the report")
+    p.add_argument("--split", default="test", choices=SPLITS)
+    p.set_defaults(func=cmd_report)
+
+
+def add_explain(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "explain", help="each support example's effect on one query's prediction (fast weights)",
+        description="Split one query's prediction over the support examples through the "
+        "FWP-attention duality; writes explain.json, attribution.png and fast_weights.png.",
+    )
+    p.add_argument("run", metavar="RUN", help="run folder with a srwm, deltanet or linear "
+                   "core, made by `fwp fewshot train`")
+    p.add_argument("--out", required=True, type=Path, metavar="DIR",
+                   help="folder for the JSON and the two pictures")
+    p.add_argument("--episode-seed", type=int, default=None, metavar="S",
+                   help="episode seed (default: the seed of `fwp fewshot eval`)")
+    p.add_argument("--episode", type=int, default=0, help="episode index (default: 0)")
+    p.add_argument("--query", type=int, default=0,
+                   help="which of the episode's N queries (default: 0)")
+    p.add_argument("--split", default="test", choices=SPLITS)
+    p.add_argument("--data-root", metavar="DIR",
+                   help="where the data set lives now (default: the run's --data-root)")
+    p.add_argument("--k-shot", type=_positive, default=None, metavar="K",
+                   help="shots per class (default: the run's K)")
+    p.add_argument("--checkpoint", choices=("best", "last"), default="best")
+    p.add_argument("--layer", type=int, default=None, metavar="L",
+                   help="block drawn in fast_weights.png (default: the last)")
+    p.add_argument("--head", type=int, default=0, metavar="H",
+                   help="head drawn in fast_weights.png (default: 0)")
+    p.set_defaults(func=cmd_explain)
+
+
+def add_sweep(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "sweep", help="train and evaluate a grid of configs × seeds; report with paired verdicts",
+        description="Train every (config, seed) of a grid into DIR/runs/<config>/seed<k>/, "
+        "evaluate each on the same fixed test episodes, and write DIR/report.md with mean ± std "
+        "over seeds and, for configs differing only in β2, the paired difference and a verdict. "
+        "Run it again to resume: evaluated runs are skipped, half-trained ones resumed.",
+    )
+    p.add_argument("dir", type=Path, metavar="DIR", help="sweep folder (created)")
+    p.add_argument("--grid", metavar="FILE",
+                   help="grid TOML file, or the name of a grid shipped in fwp/fewshot/sweeps "
+                   "(default: DIR/grid.json of an earlier start)")
+    p.add_argument("--preset", action="append", default=[], metavar="NAME",
+                   help="a config of the grid (repeatable)")
+    p.add_argument("--set", action="append", default=[], type=_field_value,
+                   metavar="FIELD=VALUE", help="a field of every config, e.g. steps=800 "
+                   "(repeatable; FIELD is a flag of `fwp fewshot train`)")
+    p.add_argument("--vary", action="append", default=[], type=_field_values,
+                   metavar="FIELD=V1,V2", help="every config × each value, e.g. beta2=0,5 "
+                   "(repeatable: the product)")
+    p.add_argument("--seeds", type=int, nargs="+", metavar="S",
+                   help="training seeds (default: 1 2 3)")
+    p.add_argument("--k-test", type=_positive, nargs="+", metavar="K",
+                   help="shots per class at test time (default: 1 5 10 15)")
+    p.add_argument("--episodes", type=_positive, metavar="E",
+                   help="fixed test episodes per K_test (default: 1000)")
+    p.add_argument("--jobs", type=_positive, default=1,
+                   help="runs trained at once, the CPU threads split among them (default: 1)")
+    p.add_argument("--threads", type=int, default=0,
+                   help="CPU threads in all (default 0: every core)")
+    p.add_argument("--report-only", action="store_true",
+                   help="only rewrite DIR/report.md from the runs evaluated so far")
+    p.set_defaults(func=cmd_sweep)
+
+
+
+def _field_value(text: str) -> tuple[str, object]:
+    """``FIELD=VALUE`` (the value as :func:`fwp.config.parse_value` reads it)."""
+    ((key, value),) = core.parse_options(text).items()
+    return key, value
+
+
+def _field_values(text: str) -> tuple[str, list]:
+    """``FIELD=V1,V2,...``: each value as :func:`fwp.config.parse_value` reads it."""
+    key, _, values = text.partition("=")
+    if not key or not values:
+        raise argparse.ArgumentTypeError(f"expected FIELD=V1,V2,..., got {text!r}")
+    return key, [core.parse_value(v) for v in values.split(",")]
+
+
+def cmd_inspect(args: argparse.Namespace) -> int:
+    from fwp.data import EpisodeSampler, load_dataset
+    from fwp.fewshot.plots import draw_episode
+
+    data = core.resolve(DataConfig, [("the command line", core.given(args, DataConfig))])
+    core.check_choices(data)
     start = time.perf_counter()
-    where = f" under {args.data_root}" if args.data_root else ""
-    print(f"{args.dataset}{where}")
+    where = f" under {data.data_root}" if data.data_root else ""
+    print(f"{data.dataset}{where}")
     datasets = {}
     for split in SPLITS:
         try:
-            datasets[split] = dataset_from_args(args, split)
+            datasets[split] = load_dataset(data.dataset, data.data_root, split,
+                                           **data.data_options)
         except UserError as error:
             if split == args.split:
                 raise
@@ -106,14 +212,14 @@ def inspect_command(args: argparse.Namespace) -> int:
     print(f"loaded in {time.perf_counter() - start:.2f} s")
     dataset = datasets[args.split]
     sampler = EpisodeSampler(
-        dataset, args.n_way, args.k_shot, n_query=args.n_query, k_extra=args.k_extra, seed=args.seed
+        dataset, data.n_way, data.k_shot, n_query=data.n_query, k_extra=data.k_extra, seed=args.seed
     )
     episode = sampler.episode(args.episode)
-    out = args.out or Path(f"episode-{args.dataset}-{args.split}.png")
+    out = args.out or Path(f"episode-{data.dataset}-{args.split}.png")
     draw_episode(episode, [dataset.class_names[c] for c in episode.classes[0].tolist()], out)
     print(
         f"episode {args.episode} (seed {args.seed}) of {args.split}, "
-        f"{args.n_way}-way {args.k_shot}-shot:"
+        f"{data.n_way}-way {data.k_shot}-shot:"
     )
     for label, c in enumerate(episode.classes[0].tolist()):
         print(f"  label {label}: {dataset.class_names[c]}")
@@ -121,61 +227,128 @@ def inspect_command(args: argparse.Namespace) -> int:
     return 0
 
 
-def draw_episode(episode, class_names: list[str], out: Path) -> None:
-    """Episode 0 of the batch as a grid: one row per label, support | extra | query columns."""
-    import matplotlib
+def cmd_train(args: argparse.Namespace) -> int:
+    from fwp.fewshot.checkpoint import read_config
+    from fwp.fewshot.train import train
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import numpy as np
+    out = Path(args.out)
+    base = to_dict(read_config(out)) if args.resume else None
+    config = config_from_args(args, base=base)
+    summary = train(config, out, resume=args.resume, progress=args.progress)
+    if int(os.environ.get("RANK", "0")) == 0:
+        best = summary["best"]
+        validated = (
+            f"best validation accuracy {best['accuracy']:.2f} % at step {best['step']}"
+            if best["step"] > 0 else "no validation yet"
+        )
+        print(f"{out}: {summary['status']} at step {summary['step']}; {validated}")
+    return 130 if summary["status"] == "interrupted" else 0
 
-    sections = [
-        (name, getattr(episode, f"{name}_images")[0], getattr(episode, f"{name}_labels")[0])
-        for name in ("support", "extra", "query")
-    ]
-    sections = [(name, images, labels) for name, images, labels in sections if len(labels)]
-    n = len(class_names)
-    c, h, w = sections[0][1].shape[1:]
-    pad, gap = 2, 12
-    widths = [int((labels == 0).sum()) for _, _, labels in sections]
-    total_w = sum(k * (w + pad) for k in widths) + gap * (len(sections) - 1)
-    canvas = np.ones((n * (h + pad), total_w, 3), np.float32)
-    x0, centres = 0, []
-    for (_, images, labels), k in zip(sections, widths):
-        for label in range(n):
-            for j, image in enumerate(images[labels == label]):
-                y, x = label * (h + pad), x0 + j * (w + pad)
-                canvas[y : y + h, x : x + w] = image.permute(1, 2, 0).expand(h, w, 3).numpy()
-        centres.append(x0 + k * (w + pad) / 2)
-        x0 += k * (w + pad) + gap
-    scale = 0.02
-    fig, ax = plt.subplots(
-        figsize=(max(4.0, total_w * scale + 3.5), max(2.0, n * (h + pad) * scale + 0.8))
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    import torch
+
+    from fwp.fewshot.checkpoint import read_config
+    from fwp.fewshot.evaluate import EVAL_SEED, evaluate, load_split, load_trained
+    from fwp.fewshot.report import eval_file
+
+    run = Path(args.run)
+    config = read_config(run)
+    model, source = load_trained(run, config, args.checkpoint)
+    device = torch.device(
+        ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
     )
-    ax.imshow(canvas, interpolation="nearest")
-    ax.set_xticks(centres, [name for name, _, _ in sections])
-    ax.xaxis.tick_top()
-    ax.set_yticks(
-        [i * (h + pad) + h / 2 for i in range(n)],
-        [f"{i}: {name[:38]}" for i, name in enumerate(class_names)],
-        fontsize=7,
+    model.to(device)
+    dataset = load_split(config, args.split, args.data_root)
+    episodes = args.episodes or config.test_episodes
+    repeats = args.repeats or config.test_repeats
+    single = config.data.single_query
+    results = []
+    queries = "one query" if single else f"{args.n_query} queries per class"
+    print(f"{run}: {source['path']} (step {source['step']}), {config.data.n_way}-way, "
+          f"{repeats} × {episodes} {args.split} episodes ({queries} each)")
+    print("  accuracy ± 95 % CI over all episodes"
+          + ("; mean ± std over the repeats (the seed paper's ±)" if repeats > 1 else ""))
+    for k in args.k_test:
+        start = time.perf_counter()
+        result = evaluate(model, dataset, config.data.n_way, k, episodes,
+                          n_query=args.n_query, seed=EVAL_SEED, batch_size=args.batch_size,
+                          amp=config.amp, single_query=single, repeats=repeats)
+        results.append(result)
+        over_repeats = (f"; {result['accuracy']:6.2f} ± {result['repeat_std']:.2f} % over "
+                        f"{repeats} repeats" if repeats > 1 else "")
+        print(f"  K_test {k:3d}: {result['accuracy']:6.2f} ± {result['ci95']:.2f} %"
+              f"{over_repeats} ({time.perf_counter() - start:.1f} s)")
+    write_atomic(run / eval_file(args.split), {
+        "split": args.split, "checkpoint": source, "episodes": episodes, "repeats": repeats,
+        "n_query": 1 if single else args.n_query, "single_query": single, "seed": EVAL_SEED,
+        "results": results,
+    })
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from fwp.fewshot.report import write_report
+
+    table, figure = write_report([Path(r) for r in args.runs], Path(args.out), args.split)
+    print(table.read_text())
+    print(f"wrote {table} and {figure}")
+    return 0
+
+
+def cmd_explain(args: argparse.Namespace) -> int:
+    from fwp.fewshot.evaluate import EVAL_SEED
+    from fwp.fewshot.explain import explain_run
+
+    seed = EVAL_SEED if args.episode_seed is None else args.episode_seed
+    result = explain_run(
+        Path(args.run), args.out, episode_seed=seed, episode=args.episode, query=args.query,
+        split=args.split, data_root=args.data_root, k_shot=args.k_shot,
+        checkpoint=args.checkpoint, layer=args.layer, head=args.head,
     )
-    ax.tick_params(length=0)
-    for spine in ax.spines.values():
-        spine.set_visible(False)
-    fig.tight_layout()
-    fig.savefig(out, dpi=150, bbox_inches="tight")
-    plt.close(fig)
+    order = result.effects.argsort(descending=True).tolist()
+
+    def described(t: int) -> str:
+        return (f"t = {t} (label {int(result.support_labels[t])}) {float(result.effects[t]):+.3g}"
+                f" (left out: {float(result.leave_one_out[t]):+.3g})")
+
+    print(f"{args.run}: episode {args.episode} (seed {seed}), query {args.query}: "
+          f"true label {result.query_label}, predicted {result.predicted}")
+    print("  effect on the predicted logit of removing a support example's writes (all blocks;"
+          " in brackets: of running the episode without it):")
+    print(f"    largest: {', '.join(described(t) for t in order[:3])}")
+    print(f"    smallest: {described(order[-1])}")
+    print(f"wrote {args.out / 'explain.json'}, attribution.png and fast_weights.png")
+    return 0
 
 
-COMMANDS = (add_inspect,)
+def cmd_sweep(args: argparse.Namespace) -> int:
+    from fwp.fewshot.sweep import (
+        build_grid,
+        grid_spec_from_args,
+        load_saved_grid,
+        read_grid_file,
+        sweep,
+    )
+    from fwp.fewshot.sweep_report import write_report
 
+    given = args.grid or args.preset or args.set or args.vary or args.seeds or args.k_test
+    if args.grid or args.preset:
+        base = read_grid_file(args.grid) if args.grid else None
+        spec = grid_spec_from_args(args.preset, args.set, args.vary, args.seeds, args.k_test,
+                                   args.episodes, base)
+        grid = build_grid(spec, args.grid or "the command line")
+    elif given or args.episodes:
+        from fwp.errors import UserError
 
-def register(subparsers: argparse._SubParsersAction) -> None:
-    """Add every few-shot command to ``fwp fewshot``: inspect, then train, eval, report and
-    explain."""
-    from fwp.fewshot import commands
-
-    for add in COMMANDS:
-        add(subparsers)
-    commands.register(subparsers)
+        raise UserError("--set, --vary, --seeds, --k-test and --episodes change a grid: also "
+                        "give --grid FILE or --preset NAME")
+    else:
+        grid = load_saved_grid(args.dir)
+    if args.report_only:
+        print(write_report(args.dir, grid).read_text())
+        return 0
+    sweep(grid, args.dir, jobs=args.jobs, threads=args.threads,
+          log=lambda line: print(line, flush=True))
+    print(f"wrote {args.dir / 'report.md'}")
+    return 0

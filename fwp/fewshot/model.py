@@ -62,21 +62,9 @@ class FewShotLearner(nn.Module):
             net.backbone, image_shape, config.conv_channels(), net.conv_dropout
         )
         self.input = nn.Linear(feature_dim + self.n_way, net.d_model)
-        layer_options = {
-            "srwm": {
-                "n_beta": net.n_beta,
-                "input_softmax": net.input_softmax,
-                "beta_init_mean": net.beta_init,
-                "key_identity": net.key_identity,
-            },
-            "deltanet": {"feature_map": net.feature_map},
-            "linear": {"feature_map": net.feature_map},
-        }
-        for name in layer_options:
-            layer_options[name]["mode"] = net.core_mode
         self.core = LayerStack(
             [net.model] * net.layers, net.d_model, net.heads, net.d_ff, net.dropout,
-            net.residual, layer_options,
+            net.residual, {net.model: net.core_options()},
         )
         self.norm = nn.LayerNorm(net.d_model) if net.final_norm else nn.Identity()
         self.head = nn.Linear(net.d_model, self.n_way)

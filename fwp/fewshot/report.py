@@ -14,9 +14,10 @@ from pathlib import Path
 
 import numpy as np
 
+from fwp.config import leaves, to_dict
 from fwp.errors import UserError
 from fwp.fewshot.checkpoint import read_config
-from fwp.fewshot.config import leaves, to_dict
+from fwp.fewshot.config import RunConfig
 
 NOT_GROUPING = ("seed", "device", "threads", "amp", "log_every", "test_episodes", "test_repeats")
 
@@ -58,7 +59,7 @@ def eval_file(split: str) -> str:
 
 def _flat(config: dict) -> dict[str, object]:
     out = {}
-    for path, _ in leaves():
+    for path, _, _ in leaves(RunConfig):
         value = config
         for key in path:
             value = value[key]

@@ -33,20 +33,16 @@ from __future__ import annotations
 import itertools
 import json
 import os
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from fwp import config as core
+from fwp.config import leaves, read_file, to_dict, write_atomic
 from fwp.errors import UserError
-from fwp.fewshot.checkpoint import CHECKPOINT, CONFIG, write_atomic
-from fwp.fewshot.config import RunConfig, from_dict, leaves, merge, preset, to_dict
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover - Python 3.10
-    import tomli as tomllib
+from fwp.fewshot.checkpoint import CHECKPOINT, CONFIG
+from fwp.fewshot.config import RunConfig, from_dict, preset
 
 GRIDS_DIR = Path(__file__).parent / "sweeps"
 EVAL = "sweep_eval.json"
@@ -58,7 +54,7 @@ GRID_KEYS = ("seeds", "k_test", "test_episodes", "split", "set", "vary", "config
 
 
 def _paths() -> dict[str, tuple[str, ...]]:
-    return {path[-1]: path for path, _ in leaves()}
+    return {path[-1]: path for path, _, _ in leaves(RunConfig)}
 
 
 def _nested(flat: dict[str, Any], where: str) -> dict:
@@ -80,12 +76,17 @@ def flat_config(config: RunConfig | dict) -> dict[str, Any]:
     """Leaf name → value of a config (the flag names, underscored)."""
     data = to_dict(config) if isinstance(config, RunConfig) else config
     out = {}
-    for path, _ in leaves():
+    for path, _, _ in leaves(RunConfig):
         value = data
         for key in path:
             value = value[key]
         out[path[-1]] = value
     return out
+
+
+def merge(data: dict, update: dict, where: str) -> None:
+    """Write the partial run config ``update`` into ``data`` (see :func:`fwp.config.merge`)."""
+    core.merge(data, update, where, RunConfig)
 
 
 def _label(value: Any) -> str:
@@ -182,10 +183,7 @@ def read_grid_file(path: str | Path) -> dict:
     if not path.is_file():
         shipped = ", ".join(sorted(p.stem for p in GRIDS_DIR.glob("*.toml")))
         raise UserError(f"grid file {path} does not exist (grids shipped with fwp: {shipped})")
-    try:
-        return tomllib.loads(path.read_text())
-    except tomllib.TOMLDecodeError as error:
-        raise UserError(f"grid file {path} is not valid TOML: {error}") from None
+    return read_file(path)
 
 
 # -- run state ---------------------------------------------------------------------------------

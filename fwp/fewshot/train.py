@@ -15,7 +15,7 @@ import random
 import signal
 import time
 from contextlib import nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +25,8 @@ from torch import distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 
 from fwp import environment
-from fwp.data import EpisodeSampler
+from fwp.config import to_dict, write_atomic
+from fwp.data import EpisodeSampler, FewShotDataset
 from fwp.errors import UserError
 from fwp.fewshot.checkpoint import (
     BEST,
@@ -35,9 +36,8 @@ from fwp.fewshot.checkpoint import (
     check_matches,
     load_checkpoint,
     load_state,
-    write_atomic,
 )
-from fwp.fewshot.config import RunConfig, to_dict
+from fwp.fewshot.config import RunConfig
 from fwp.fewshot.evaluate import VAL_SEED, autocast, evaluate, load_split
 from fwp.fewshot.losses import bootstrap_loss
 from fwp.fewshot.model import FewShotLearner
@@ -165,22 +165,67 @@ def truncate_metrics(path: Path, step: int) -> None:
 
 
 class MetricsLog:
-    """metrics.jsonl (always) and TensorBoard (when installed), written by rank 0 only; both
-    continue from ``step``, dropping what was logged after it."""
+    """metrics.jsonl (always) and TensorBoard (when installed), written by rank 0 only, and the
+    progress bar; training values are means over the steps since the last log line. Both files
+    continue from the trainer's step, dropping what was logged after it."""
 
-    def __init__(self, run: Path, enabled: bool, step: int = 0) -> None:
-        self.enabled = enabled
-        self.writer = None
-        if not enabled:
+    def __init__(self, trainer: Trainer, progress: bool) -> None:
+        self.enabled = trainer.world.main
+        self.log_every = trainer.config.log_every
+        self.writer = self.bar = None
+        self._reset()
+        if not self.enabled:
             return
-        truncate_metrics(run / METRICS, step)
-        self.file = (run / METRICS).open("a")
+        step = trainer.step
+        truncate_metrics(trainer.run / METRICS, step)
+        self.file = (trainer.run / METRICS).open("a")
         try:
             from torch.utils.tensorboard import SummaryWriter
 
-            self.writer = SummaryWriter(str(run / "tb"), purge_step=step + 1 if step else None)
+            self.writer = SummaryWriter(str(trainer.run / "tb"),
+                                        purge_step=step + 1 if step else None)
         except ImportError:
             self.writer = None
+        if progress:
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=trainer.config.steps, initial=trainer.step,
+                            desc=trainer.run.name, dynamic_ncols=True, unit="step")
+
+    def _reset(self) -> None:
+        self.window = {"loss": 0.0, "accuracy": 0.0, "n": 0, "time": time.perf_counter()}
+
+    def step(self, step: int, result: StepResult, lr: float, last_step: int) -> None:
+        """Count optimiser step ``step``; write the window's means every ``log_every`` steps."""
+        window = self.window
+        window["loss"] += result.loss
+        window["accuracy"] += result.accuracy
+        window["n"] += 1
+        if self.bar is not None:
+            self.bar.update(1)
+        if step % self.log_every and step != last_step:
+            return
+        elapsed = time.perf_counter() - window["time"]
+        values = {
+            "loss": window["loss"] / window["n"],
+            "accuracy": 100 * window["accuracy"] / window["n"],
+            "lr": lr,
+            "grad_norm": result.grad_norm,
+            "steps_per_s": window["n"] / max(elapsed, 1e-9),
+            **{f"loss_{k}": v for k, v in result.parts.items()},
+        }
+        self.log(step, "train", values)
+        if self.bar is not None:
+            self.bar.set_postfix(loss=f"{values['loss']:.3f}", acc=f"{values['accuracy']:.1f}",
+                                 steps_s=f"{values['steps_per_s']:.2f}")
+        self._reset()
+
+    def validation(self, step: int, values: dict[str, float], best: dict) -> None:
+        self.log(step, "val", values)
+        if self.bar is not None:
+            self.bar.write(f"step {step}: val accuracy {values['accuracy']:.2f} "
+                           f"± {values['ci95']:.2f} (best {best['accuracy']:.2f} "
+                           f"at {best['step']})")
 
     def record(self, step: int, kind: str, info: dict[str, Any]) -> None:
         """A row that is not a scalar series (``kind`` "runtime": threads, operators ...)."""
@@ -198,6 +243,8 @@ class MetricsLog:
                 self.writer.add_scalar(f"{split}/{key}", value, step)
 
     def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
         if self.enabled:
             self.file.close()
             if self.writer is not None:
@@ -217,6 +264,193 @@ def prepare_run(config: RunConfig, run: Path, resume: bool) -> None:
     write_atomic(run / CONFIG, to_dict(config))
 
 
+@dataclass
+class Trainer:
+    """Everything a training step reads or changes; ``net`` is ``model`` or its DDP wrapper."""
+
+    config: RunConfig
+    run: Path
+    world: World
+    train_set: FewShotDataset
+    val_set: FewShotDataset | None
+    sampler: EpisodeSampler
+    model: FewShotLearner
+    net: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LambdaLR
+    runtime: dict[str, Any]
+    step: int = 0
+    best: dict = field(default_factory=lambda: {"accuracy": -1.0, "step": 0})
+
+    @property
+    def k_extra(self) -> int:
+        """K′ of the training episodes: 0 unless bootstrapping needs the extra examples."""
+        return self.config.data.k_extra if self.config.bootstrapped else 0
+
+
+@dataclass
+class StepResult:
+    """One optimiser step's loss, query accuracy and loss terms (means over the micro-batches),
+    and the gradient norm before clipping."""
+
+    loss: float
+    accuracy: float
+    parts: dict[str, float]
+    grad_norm: float
+
+
+def start(config: RunConfig, run: Path, resume: bool) -> Trainer:
+    """The runtime (processes, threads, seeds), the run folder, data, model and optimiser;
+    with ``resume``, their state from the run's checkpoint."""
+    config.validate()
+    world = setup_world(config)
+    if config.threads:
+        torch.set_num_threads(config.threads)
+    runtime = environment.runtime(world.device)  # compiles the CPU kernels now if not cached
+    if world.main:
+        print(f"fwp: {environment.describe(runtime)}", flush=True)
+        prepare_run(config, run, resume)
+    if world.size > 1:
+        dist.barrier()
+    random.seed(config.seed)
+    np.random.seed(config.seed)  # noqa: NPY002
+    torch.manual_seed(config.seed)
+    train_set = load_split(config, "train")
+    val_set = load_split(config, config.data.val_split) if world.main else None
+    sampler = EpisodeSampler(
+        train_set, config.data.n_way, config.data.k_shot, n_query=config.data.n_query,
+        k_extra=config.data.k_extra if config.bootstrapped else 0, seed=config.seed,
+    )
+    model = FewShotLearner(config, train_set.image_shape).to(world.device)
+    optim = config.optim
+    optimizer = torch.optim.Adam(
+        model.parameters(), lr=optim.lr, betas=(optim.adam_beta1, optim.adam_beta2),
+        eps=optim.adam_eps, weight_decay=optim.weight_decay,
+    )
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(config, s))
+    trainer = Trainer(config, run, world, train_set, val_set, sampler, model, model, optimizer,
+                      scheduler, runtime)
+    if resume:
+        load_training_state(trainer)
+    if world.size > 1:
+        trainer.net = DistributedDataParallel(
+            model, device_ids=[world.device.index] if world.device.type == "cuda" else None
+        )
+    return trainer
+
+
+def load_training_state(trainer: Trainer) -> None:
+    """Continue exactly where the run's checkpoint stopped (this rank's RNG state included)."""
+    path = trainer.run / CHECKPOINT
+    checkpoint = load_checkpoint(path)
+    check_matches(checkpoint, trainer.config, path)
+    load_state(trainer.model, checkpoint["model"], path)
+    trainer.optimizer.load_state_dict(checkpoint["optimizer"])
+    trainer.scheduler.load_state_dict(checkpoint["scheduler"])
+    trainer.sampler.load_state_dict(checkpoint["sampler"])
+    _set_rng_state(checkpoint["rng"][trainer.world.rank % len(checkpoint["rng"])])
+    trainer.step, trainer.best = checkpoint["step"], checkpoint["best"]
+    changed = environment.changes(checkpoint.get("runtime"), trainer.runtime)
+    if changed and trainer.world.main:
+        print(f"fwp: changed on resume: {'; '.join(changed)} (the run goes on, but is no "
+              f"longer bit-identical to one that ran without stopping)", flush=True)
+
+
+def save_checkpoint(trainer: Trainer) -> None:
+    """``checkpoint.pt``: everything :func:`load_training_state` needs (every rank's RNG)."""
+    rng = _gather(trainer.world, _rng_state())
+    if trainer.world.main:
+        write_atomic(trainer.run / CHECKPOINT, {
+            "model": trainer.model.state_dict(), "optimizer": trainer.optimizer.state_dict(),
+            "scheduler": trainer.scheduler.state_dict(), "sampler": trainer.sampler.state_dict(),
+            "rng": rng, "step": trainer.step, "best": trainer.best,
+            "config": to_dict(trainer.config),
+            "image_shape": list(trainer.train_set.image_shape), "runtime": trainer.runtime,
+        })
+
+
+def train_step(trainer: Trainer) -> StepResult:
+    """Gradients of Eq. 5 over ``accumulate`` micro-batches of this rank's next episodes (DDP
+    averages them across ranks on the last one), clipped; the optimiser does not step yet."""
+    config, optim, world = trainer.config, trainer.config.optim, trainer.world
+    queries = 1 if config.data.single_query else None  # the first query of each episode, or all
+    trainer.optimizer.zero_grad(set_to_none=True)
+    loss_sum, accuracy_sum, parts_sum = 0.0, 0.0, {}
+    for micro in range(optim.accumulate):
+        sampler = trainer.sampler
+        first = sampler.next_episode + world.rank * optim.batch_size
+        episode = sampler.batch(range(first, first + optim.batch_size)).to(world.device)
+        sampler.next_episode += world.size * optim.batch_size
+        query_images, query_labels = (
+            episode.query_images[:, :queries], episode.query_labels[:, :queries])
+        sync = micro == optim.accumulate - 1 or world.size == 1
+        with nullcontext() if sync else trainer.net.no_sync():
+            with autocast(world.device, config.amp):
+                extra = (episode.extra_images, episode.extra_labels) if trainer.k_extra else ()
+                out = trainer.net(episode.support_images, episode.support_labels, query_images,
+                                  *extra)
+                loss, parts = bootstrap_loss(
+                    out.student_logits, query_labels, out.teacher_logits,
+                    beta1=config.loss.beta1, beta2=config.loss.beta2, beta3=config.loss.beta3,
+                    distill=config.loss.distill, student_state=out.student_shifts,
+                    teacher_state=out.teacher_shifts,
+                )
+            (loss / optim.accumulate).backward()
+        loss_sum += loss.item() / optim.accumulate
+        correct = out.student_logits.argmax(-1) == query_labels
+        accuracy_sum += correct.float().mean().item() / optim.accumulate
+        for key, value in parts.items():
+            parts_sum[key] = parts_sum.get(key, 0.0) + value.item() / optim.accumulate
+    clip = optim.grad_clip if optim.grad_clip > 0 else float("inf")
+    grad_norm = float(torch.nn.utils.clip_grad_norm_(trainer.model.parameters(), clip))
+    return StepResult(loss_sum, accuracy_sum, parts_sum, grad_norm)
+
+
+def check_finite(trainer: Trainer, result: StepResult, stop_requested: bool) -> bool:
+    """Raise :class:`TrainingDiverged` if the loss or gradient is not finite on any rank, before
+    the optimiser steps (so that the last checkpoint stays good); whether any rank asked to
+    stop."""
+    diverged = not math.isfinite(result.loss) or not math.isfinite(result.grad_norm)
+    flags = torch.tensor([diverged, stop_requested], dtype=torch.float32,
+                         device=trainer.world.device)
+    if trainer.world.size > 1:
+        dist.all_reduce(flags)
+    if flags[0] > 0:
+        path = trainer.run / CHECKPOINT
+        terms = ", ".join(f"{k} {v:.4g}" for k, v in result.parts.items())
+        kept = (f"the last good checkpoint {path} is kept" if path.is_file()
+                else "no checkpoint was written yet")
+        raise TrainingDiverged(
+            f"the loss became {result.loss} (gradient norm {result.grad_norm}; terms: {terms}) "
+            f"at step {trainer.step + 1}; training stopped and {kept}. Lower --lr, raise "
+            f"--warmup or set --grad-clip, then resume or start again"
+        )
+    return bool(flags[1] > 0)
+
+
+def validate_and_save(trainer: Trainer, log: MetricsLog) -> None:
+    """Validate on fixed episodes (rank 0), keep ``best.pt`` when accuracy improved, then save
+    the checkpoint."""
+    config = trainer.config
+    if trainer.world.main:
+        result = evaluate(
+            trainer.model, trainer.val_set, config.data.n_way, config.data.k_shot,
+            config.val_episodes, seed=VAL_SEED, amp=config.amp,
+            single_query=config.data.single_query,
+        )
+        values = {key: result[key] for key in ("accuracy", "ci95", "loss")}
+        if values["accuracy"] > trainer.best["accuracy"]:
+            trainer.best = {"accuracy": values["accuracy"], "step": trainer.step}
+            write_atomic(trainer.run / BEST, {
+                "model": trainer.model.state_dict(), "step": trainer.step, "best": trainer.best,
+                "config": to_dict(config), "image_shape": list(trainer.train_set.image_shape),
+            })
+        log.validation(trainer.step, values, trainer.best)
+    if trainer.world.size > 1:
+        trainer.best = _gather(trainer.world, trainer.best)[0]
+    save_checkpoint(trainer)
+
+
 def train(
     config: RunConfig,
     run: str | Path,
@@ -233,193 +467,34 @@ def train(
     ``stop_after``: stop (and save) once this many optimiser steps are done, as if interrupted
     there — the schedule still runs to ``config.steps``.
     """
-    run = Path(run)
-    config.validate()
-    world = setup_world(config)
-    if config.threads:
-        torch.set_num_threads(config.threads)
-    runtime = environment.runtime(world.device)  # compiles the CPU kernels now if not cached
-    if world.main:
-        print(f"fwp: {environment.describe(runtime)}", flush=True)
-        prepare_run(config, run, resume)
-    if world.size > 1:
-        dist.barrier()
-
-    random.seed(config.seed)
-    np.random.seed(config.seed)  # noqa: NPY002
-    torch.manual_seed(config.seed)
-    train_set = load_split(config, "train")
-    val_set = load_split(config, config.data.val_split) if world.main else None
-    k_extra = config.data.k_extra if config.bootstrapped else 0
-    sampler = EpisodeSampler(
-        train_set, config.data.n_way, config.data.k_shot, n_query=config.data.n_query,
-        k_extra=k_extra, seed=config.seed,
-    )
-    model = FewShotLearner(config, train_set.image_shape).to(world.device)
-    optim = config.optim
-    optimizer = torch.optim.Adam(
-        model.parameters(), lr=optim.lr, betas=(optim.adam_beta1, optim.adam_beta2),
-        eps=optim.adam_eps, weight_decay=optim.weight_decay,
-    )
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(config, s))
-    step, best = 0, {"accuracy": -1.0, "step": 0}
-    if resume:
-        checkpoint = load_checkpoint(run / CHECKPOINT)
-        check_matches(checkpoint, config, run / CHECKPOINT)
-        load_state(model, checkpoint["model"], run / CHECKPOINT)
-        optimizer.load_state_dict(checkpoint["optimizer"])
-        scheduler.load_state_dict(checkpoint["scheduler"])
-        sampler.load_state_dict(checkpoint["sampler"])
-        _set_rng_state(checkpoint["rng"][world.rank % len(checkpoint["rng"])])
-        step, best = checkpoint["step"], checkpoint["best"]
-        changed = environment.changes(checkpoint.get("runtime"), runtime)
-        if changed and world.main:
-            print(f"fwp: changed on resume: {'; '.join(changed)} (the run goes on, but is no "
-                  f"longer bit-identical to one that ran without stopping)", flush=True)
-    net = model
-    if world.size > 1:
-        net = DistributedDataParallel(
-            model, device_ids=[world.device.index] if world.device.type == "cuda" else None
-        )
-
-    def save(path: Path = run / CHECKPOINT) -> None:
-        rng = _gather(world, _rng_state())
-        if world.main:
-            write_atomic(path, {
-                "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(), "sampler": sampler.state_dict(),
-                "rng": rng, "step": step, "best": best, "config": to_dict(config),
-                "image_shape": list(train_set.image_shape), "runtime": runtime,
-            })
-
-    def validate() -> dict[str, float]:
-        result = evaluate(
-            model, val_set, config.data.n_way, config.data.k_shot, config.val_episodes,
-            seed=VAL_SEED, amp=config.amp, single_query=config.data.single_query,
-        )
-        return {"accuracy": result["accuracy"], "ci95": result["ci95"], "loss": result["loss"]}
-
-    log = MetricsLog(run, world.main, step)
-    log.record(step, "runtime", runtime)
-    bar = None
-    if progress and world.main:
-        from tqdm import tqdm
-
-        bar = tqdm(total=config.steps, initial=step, desc=run.name, dynamic_ncols=True,
-                   unit="step")
+    trainer = start(config, Path(run), resume)
     last_step = min(config.steps, stop_after if stop_after is not None else config.steps)
-    window = {"loss": 0.0, "accuracy": 0.0, "n": 0, "time": time.perf_counter()}
-    queries = 1 if config.data.single_query else None  # the first query of each episode, or all
+    log = MetricsLog(trainer, progress)
+    log.record(trainer.step, "runtime", trainer.runtime)
     status, saved_at = "finished", -1
-    model.train()
+    trainer.model.train()
     try:
         with _StopRequest() as stop:
-            while step < last_step:
-                optimizer.zero_grad(set_to_none=True)
-                total_loss, total_acc, parts_sum = 0.0, 0.0, {}
-                for micro in range(optim.accumulate):
-                    first = sampler.next_episode + world.rank * optim.batch_size
-                    episode = sampler.batch(range(first, first + optim.batch_size))
-                    sampler.next_episode += world.size * optim.batch_size
-                    episode = episode.to(world.device)
-                    query_images, query_labels = (
-                        episode.query_images[:, :queries], episode.query_labels[:, :queries])
-                    sync = micro == optim.accumulate - 1 or world.size == 1
-                    # DDP averages gradients across ranks only on the last micro-batch.
-                    with nullcontext() if sync else net.no_sync():
-                        with autocast(world.device, config.amp):
-                            out = net(
-                                episode.support_images, episode.support_labels, query_images,
-                                *((episode.extra_images, episode.extra_labels) if k_extra else ()),
-                            )
-                            loss, parts = bootstrap_loss(
-                                out.student_logits, query_labels, out.teacher_logits,
-                                beta1=config.loss.beta1, beta2=config.loss.beta2,
-                                beta3=config.loss.beta3, distill=config.loss.distill,
-                                student_state=out.student_shifts,
-                                teacher_state=out.teacher_shifts,
-                            )
-                        (loss / optim.accumulate).backward()
-                    total_loss += loss.item() / optim.accumulate
-                    correct = out.student_logits.argmax(-1) == query_labels
-                    total_acc += correct.float().mean().item() / optim.accumulate
-                    for key, value in parts.items():
-                        parts_sum[key] = parts_sum.get(key, 0.0) + value.item() / optim.accumulate
-                clip = optim.grad_clip if optim.grad_clip > 0 else float("inf")
-                grad_norm = float(torch.nn.utils.clip_grad_norm_(model.parameters(), clip))
-                flags = torch.tensor(
-                    [not math.isfinite(total_loss) or not math.isfinite(grad_norm),
-                     stop.requested], dtype=torch.float32, device=world.device,
-                )
-                if world.size > 1:
-                    dist.all_reduce(flags)
-                if flags[0] > 0:
-                    terms = ", ".join(f"{k} {v:.4g}" for k, v in parts_sum.items())
-                    kept = (
-                        f"the last good checkpoint {run / CHECKPOINT} is kept"
-                        if (run / CHECKPOINT).is_file() else "no checkpoint was written yet"
-                    )
-                    raise TrainingDiverged(
-                        f"the loss became {total_loss} (gradient norm {grad_norm}; terms: {terms}) "
-                        f"at step {step + 1}; training stopped and {kept}. Lower --lr, raise "
-                        f"--warmup or set --grad-clip, then resume or start again"
-                    )
-                optimizer.step()
-                scheduler.step()
-                step += 1
-                window["loss"] += total_loss
-                window["accuracy"] += total_acc
-                window["n"] += 1
-                if bar is not None:
-                    bar.update(1)
-                if step % config.log_every == 0 or step == last_step:
-                    elapsed = time.perf_counter() - window["time"]
-                    values = {
-                        "loss": window["loss"] / window["n"],
-                        "accuracy": 100 * window["accuracy"] / window["n"],
-                        "lr": scheduler.get_last_lr()[0],
-                        "grad_norm": grad_norm,
-                        "steps_per_s": window["n"] / max(elapsed, 1e-9),
-                        **{f"loss_{k}": v for k, v in parts_sum.items()},
-                    }
-                    log.log(step, "train", values)
-                    if bar is not None:
-                        bar.set_postfix(loss=f"{values['loss']:.3f}",
-                                        acc=f"{values['accuracy']:.1f}",
-                                        steps_s=f"{values['steps_per_s']:.2f}")
-                    window = {"loss": 0.0, "accuracy": 0.0, "n": 0,
-                              "time": time.perf_counter()}
-                if step % config.eval_every == 0 or step == config.steps:
-                    if world.main:
-                        values = validate()
-                        log.log(step, "val", values)
-                        if values["accuracy"] > best["accuracy"]:
-                            best = {"accuracy": values["accuracy"], "step": step}
-                            write_atomic(run / BEST, {
-                                "model": model.state_dict(), "step": step, "best": best,
-                                "config": to_dict(config),
-                                "image_shape": list(train_set.image_shape),
-                            })
-                        if bar is not None:
-                            bar.write(f"step {step}: val accuracy {values['accuracy']:.2f} "
-                                      f"± {values['ci95']:.2f} (best {best['accuracy']:.2f} "
-                                      f"at {best['step']})")
-                    if world.size > 1:
-                        best = _gather(world, best)[0]
-                    save()
-                    saved_at = step
-                if flags[1] > 0:
+            while trainer.step < last_step:
+                result = train_step(trainer)
+                stop_now = check_finite(trainer, result, stop.requested)
+                trainer.optimizer.step()
+                trainer.scheduler.step()
+                trainer.step += 1
+                log.step(trainer.step, result, trainer.scheduler.get_last_lr()[0], last_step)
+                if trainer.step % config.eval_every == 0 or trainer.step == config.steps:
+                    validate_and_save(trainer, log)
+                    saved_at = trainer.step
+                if stop_now:
                     status = "interrupted"
                     break
             else:
-                status = "finished" if step >= config.steps else "stopped"
-            if saved_at != step:
-                save()
+                status = "finished" if trainer.step >= config.steps else "stopped"
+            if saved_at != trainer.step:
+                save_checkpoint(trainer)
     except KeyboardInterrupt:
         status = "aborted"
         raise
     finally:
-        if bar is not None:
-            bar.close()
         log.close()
-    return {"status": status, "step": step, "best": best, "model": model}
+    return {"status": status, "step": trainer.step, "best": trainer.best, "model": trainer.model}

@@ -9,12 +9,22 @@ from fwp.errors import UserError
 from fwp.formal.config import add_config_flags, config_from_args
 from fwp.formal.data import Bin
 from fwp.formal.languages import END, LANGUAGES
+from fwp.layers import LAYERS
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add the formal-language commands to ``fwp formal``: ``add_<command>`` adds one command's
+    parser, ``cmd_<command>`` runs it."""
+    for add in (add_languages, add_train, add_eval, add_sweep, add_report):
+        add(subparsers)
+
+
+def add_languages(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("languages", help="list the languages and their targets")
     p.set_defaults(func=cmd_languages)
 
+
+def add_train(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "train", help="train one model on one language",
         description="Train --model (a registered layer name) on --language; every field of the "
@@ -24,6 +34,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="run folder (default: runs/formal/LANGUAGE-MODEL-sSEED)")
     p.set_defaults(func=cmd_train)
 
+
+def add_eval(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("eval", help="test a trained run on length bins")
     p.add_argument("run", metavar="RUN", help="run folder written by fwp formal train")
     p.add_argument("--bins", nargs="+", default=None,
@@ -31,6 +43,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--eval-size", type=int, default=None, help="strings per bin")
     p.set_defaults(func=cmd_eval)
 
+
+def add_sweep(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "sweep", help="models × languages grid, resumable, then the report",
         description="Train every --models × --languages cell: first each --search-lr × "
@@ -39,8 +53,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     "lrLR-lLAYERS/sSEED (finished runs are skipped on re-run, so the same "
                     "command resumes), then write DIR/report.md and DIR/heatmap.png. A model is "
                     "a layer name or LABEL=LAYER:KEY=VALUE,… Other flags set every run's config.")
-    p.add_argument("--languages", nargs="+", required=True, help=", ".join(LANGUAGES))
-    p.add_argument("--models", nargs="+", required=True, help="registered layer names")
+    p.add_argument("--languages", nargs="+", required=True,
+                   help=f"languages, of: {', '.join(LANGUAGES)}")
+    p.add_argument("--models", nargs="+", required=True,
+                   help=f"registered layer names (or LABEL=LAYER:KEY=VALUE,…), of: "
+                   f"{', '.join(LAYERS)}")
     p.add_argument("--out", metavar="DIR", required=True, help="sweep folder")
     p.add_argument("--jobs", type=int, default=1, help="runs trained in parallel processes")
     p.add_argument("--seeds", type=int, nargs="+", default=None,
@@ -52,9 +69,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add_config_flags(p, skip=("language", "model"))
     p.set_defaults(func=cmd_sweep)
 
+
+def add_report(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("report", help="(re)write a sweep's table and heat map")
     p.add_argument("dir", metavar="DIR", help="sweep folder")
     p.set_defaults(func=cmd_report)
+
 
 
 def cmd_languages(args: argparse.Namespace) -> int:
@@ -89,7 +109,8 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from fwp.formal.train import evaluate_bins, load_model, write_json
+    from fwp.config import write_atomic
+    from fwp.formal.train import evaluate_bins, load_model
 
     config, model = load_model(Path(args.run))
     if args.eval_size is not None:
@@ -98,7 +119,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         config.eval_size = args.eval_size
     bins = [str(Bin.parse(b)) for b in (args.bins or config.bins)]
     result = evaluate_bins(model, config, bins)
-    write_json(Path(args.run) / "eval.json", {"eval_size": config.eval_size, "bins": result})
+    write_atomic(Path(args.run) / "eval.json", {"eval_size": config.eval_size, "bins": result})
     _print_bins(result)
     return 0
 

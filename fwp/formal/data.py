@@ -185,10 +185,10 @@ def published_data(language_name: str, train_bin: str, bins: list[str], train_si
                                       unique=True)
     tests = {b: tests[b] for b in key["bins"]}
     if path is not None:
-        from fwp.formal.train import write_json
+        from fwp.config import write_atomic
 
         path.parent.mkdir(parents=True, exist_ok=True)
-        write_json(path, {**key, "train": train, "valid": valid, "tests": tests})
+        write_atomic(path, {**key, "train": train, "valid": valid, "tests": tests})
     return DataSets(language, train, valid, tests)
 
 

@@ -21,6 +21,7 @@ from torch import nn
 from fwp.errors import UserError
 from fwp.formal.config import ModelConfig
 from fwp.formal.languages import Language
+from fwp.layers.block import RESIDUALS as BLOCK_RESIDUALS
 
 PUBLISHED_LAYERS: dict[str, tuple[dict, str]] = {
     # SRWMlayer of the public code: 4 rates, w_b mean −1, W_q std 0.01/√D (others 1/√D), and
@@ -28,6 +29,9 @@ PUBLISHED_LAYERS: dict[str, tuple[dict, str]] = {
     "srwm": ({"n_beta": 4, "beta_init_mean": -1.0, "query_init_scale": 0.01}, "normed_skip"),
 }
 """layer → (options, residual) of the public formal-language code (other layers: pre_norm)."""
+
+RESIDUALS = ("published", *BLOCK_RESIDUALS)
+"""``--residual``: ``published`` (the public code's block of the layer) or a block residual."""
 
 
 def layer_settings(config: ModelConfig) -> tuple[dict, str]:

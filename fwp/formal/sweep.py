@@ -29,11 +29,12 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from fwp.config import parse_value, read_file, to_dict, write_atomic
 from fwp.errors import UserError
-from fwp.formal.config import RunConfig, from_dict, to_dict
+from fwp.formal.config import RunConfig, from_dict
 from fwp.formal.languages import get_language
 from fwp.formal.report import DATA, RUNS, SWEEP, write_report
-from fwp.formal.train import METRICS, _diff, config_changes, load_json, train, write_json
+from fwp.formal.train import METRICS, _diff, config_changes, train
 
 
 @dataclass(frozen=True)
@@ -56,10 +57,7 @@ class ModelSpec:
                     f"bad model entry {text!r}: write LAYER or LABEL=LAYER:KEY=VALUE,…, e.g. "
                     f"deltanet_neg=deltanet:allow_negative_eigenvalues=true"
                 )
-            try:
-                options[key] = json.loads(value)
-            except json.JSONDecodeError:
-                options[key] = value
+            options[key] = parse_value(value)
         return cls(label or (text if options else layer), layer, options)
 
 
@@ -88,7 +86,7 @@ def _run(config_dict: dict, out: str, data_cache: str) -> tuple[str, str]:
     A run that fails with a :class:`UserError` (e.g. a NaN loss) is logged and left
     unfinished, so that the other runs still go and a re-run retries it.
     """
-    config = from_dict(RunConfig, config_dict)
+    config = from_dict(config_dict)
     Path(out).mkdir(parents=True, exist_ok=True)
     with open(Path(out) / "train.log", "a") as logfile:
         def log(message: str) -> None:
@@ -138,7 +136,7 @@ def sweep(base: RunConfig, languages: list[str], models: list[str], out: Path,
         run_config(base, lang, spec, *grid[0], seeds[0]).validate()
 
     info_path = out / SWEEP
-    info = load_json(info_path) if info_path.exists() else {}
+    info = read_file(info_path) if info_path.exists() else {}
     base_dict = to_dict(base)
     del base_dict["language"], base_dict["network"]["model"], base_dict["seed"], base_dict["lr"]
     del base_dict["network"]["layers"], base_dict["threads"]  # threads: see each run's metrics
@@ -167,7 +165,7 @@ def sweep(base: RunConfig, languages: list[str], models: list[str], out: Path,
     info["seeds"], info["search"] = seeds, {"lr": [g[0] for g in grid],
                                             "layers": [g[1] for g in grid]}
     info["base"] = base_dict
-    write_json(info_path, info)
+    write_atomic(info_path, info)
 
     start = time.perf_counter()
     total = len(search) + len(languages) * len(specs) * (len(seeds) - 1)
@@ -182,16 +180,16 @@ def sweep(base: RunConfig, languages: list[str], models: list[str], out: Path,
                 _, lr, layers = max(done, key=lambda d: d[0])
                 chosen[f"{lang}/{spec.label}"] = {"lr": lr, "layers": layers}
         info["chosen"] = {**info.get("chosen", {}), **chosen}
-        write_json(info_path, info)
+        write_atomic(info_path, info)
         repeats = [(lang, spec, c["lr"], c["layers"], seed)
                    for seed in seeds[1:] for lang in languages for spec in specs
                    if (c := chosen.get(f"{lang}/{spec.label}"))]
         _run_all(base, out, repeats, jobs, bar)
     finally:
         bar.close()
-        info = load_json(info_path)
+        info = read_file(info_path)
         info["wall_seconds"] = info.get("wall_seconds", 0.0) + time.perf_counter() - start
-        write_json(info_path, info)
+        write_atomic(info_path, info)
     _, _, text = write_report(out)
     return text
 

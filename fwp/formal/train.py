@@ -10,9 +10,7 @@ checkpoint, or does nothing when ``metrics.json`` exists.
 from __future__ import annotations
 
 import copy
-import json
 import math
-import os
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -23,8 +21,9 @@ import torch
 from torch.nn import functional as F
 
 from fwp import environment
+from fwp.config import read_file, to_dict, write_atomic
 from fwp.errors import UserError
-from fwp.formal.config import RunConfig, from_dict, load_json, to_dict
+from fwp.formal.config import RunConfig, from_dict
 from fwp.formal.data import (
     Bin,
     DataSets,
@@ -38,17 +37,6 @@ from fwp.formal.model import FormalModel
 
 CONFIG, CHECKPOINT, METRICS = "config.json", "checkpoint.pt", "metrics.json"
 VALID_KEY = 987_654_321  # offsets data_seed for the stream protocol's validation set
-
-
-def write_atomic(path: Path, write: Callable[[Path], None]) -> None:
-    """``write(tmp)`` then rename over ``path``: a reader never sees a half-written file."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    write(tmp)
-    os.replace(tmp, path)
-
-
-def write_json(path: Path, data: Any) -> None:
-    write_atomic(path, lambda tmp: tmp.write_text(json.dumps(data, indent=2) + "\n"))
 
 
 def masked_bce(logits: torch.Tensor, batch_targets: torch.Tensor, mask: torch.Tensor):
@@ -150,7 +138,7 @@ def read_config(run: Path) -> RunConfig:
     path = Path(run) / CONFIG
     if not path.exists():
         raise UserError(f"{run} is not a run folder (no {CONFIG}); train one with fwp formal train")
-    return from_dict(RunConfig, load_json(path), str(path))
+    return from_dict(read_file(path), str(path))
 
 
 def load_checkpoint(path: Path) -> dict:
@@ -190,7 +178,7 @@ def config_changes(config: RunConfig, out: Path) -> list[str]:
     if not path.exists():
         return []
     return [
-        name for name in _diff(load_json(path), to_dict(config))
+        name for name in _diff(read_file(path), to_dict(config))
         if name not in RUNTIME_FIELDS
     ]
 
@@ -210,7 +198,7 @@ def check_folder(config: RunConfig, out: Path) -> list[str]:
         raise UserError(f"--out {out} is a file, not a folder; choose another --out")
     if not (out / CONFIG).exists() or not (out / CHECKPOINT).exists():
         return []
-    saved = load_json(out / CONFIG)
+    saved = read_file(out / CONFIG)
     changed = _diff(saved, to_dict(config))
     refused = [name for name in changed if name not in EXTENDABLE_FIELDS]
     if refused:
@@ -227,7 +215,7 @@ def _claim_folder(config: RunConfig, out: Path) -> None:
     """Create ``out`` and write ``config`` there; once every check has passed."""
     out.mkdir(parents=True, exist_ok=True)
     if not (out / CONFIG).exists() or config_changes(config, out):
-        write_json(out / CONFIG, to_dict(config))
+        write_atomic(out / CONFIG, to_dict(config))
 
 
 def _diff(a: dict, b: dict, prefix: str = "") -> list[str]:
@@ -295,7 +283,7 @@ def train(config: RunConfig, out: Path | None = None,
         extended = check_folder(config, out)
         if (out / METRICS).exists() and not extended:
             log(f"{out}: already finished")
-            return load_json(out / METRICS)
+            return read_file(out / METRICS)
     if config.threads:
         torch.set_num_threads(config.threads)
     runtime = environment.runtime("cpu")  # compiles the CPU kernels now if not cached
@@ -361,7 +349,7 @@ def train(config: RunConfig, out: Path | None = None,
                     "perfect_streak": perfect_streak, "best": best,
                     "seconds": time.perf_counter() - start, "runtime": runtime,
                 }
-                write_atomic(out / CHECKPOINT, lambda tmp, s=state: torch.save(s, tmp))
+                write_atomic(out / CHECKPOINT, state)
 
     train_seconds = time.perf_counter() - start
     if config.selection != "last" and best is not None:
@@ -382,7 +370,7 @@ def train(config: RunConfig, out: Path | None = None,
         "history": history,
     }
     if out is not None:
-        write_json(out / METRICS, metrics)
+        write_atomic(out / METRICS, metrics)
     return metrics
 
 

@@ -39,6 +39,29 @@ def head_dim_for(d_model: int, n_heads: int, head_dim: int | None) -> int:
     return d_model // n_heads
 
 
+def srwm_init(
+    n_heads: int,
+    d_out: int,
+    head_dim: int,
+    n_beta: int = 1,
+    init_std: float | None = None,
+    beta_init_mean: float = 0.0,
+    key_identity: float = 0.0,
+    query_init_scale: float = 1.0,
+) -> torch.Tensor:
+    """W0 ``[H, R, D]`` of an SRWM with rows y (d_out), k, q (D each), β (n_beta), as in the
+    public SRWM code (IDSIA/modern-srwm): every entry N(0, init_std²), init_std = 1/√D by
+    default, the query rows' std times ``query_init_scale``; the β rows' mean
+    ``beta_init_mean``; ``key_identity`` = c adds c·I to the key block (our option)."""
+    D = head_dim
+    std = 1.0 / math.sqrt(D) if init_std is None else init_std
+    W0 = torch.randn(n_heads, srwm_rows(d_out, D, n_beta), D) * std
+    W0[:, d_out + D : d_out + 2 * D] *= query_init_scale
+    W0[:, -n_beta:] += beta_init_mean
+    W0[:, d_out : d_out + D] += key_identity * torch.eye(D)
+    return W0
+
+
 @register_layer("linear")
 class LinearAttention(nn.Module):
     """Linear transformer / sum-rule FWP (Katharopoulos et al. 2020; Schlag et al. 2021).
@@ -67,11 +90,16 @@ class LinearAttention(nn.Module):
         self.qkv = nn.Linear(d_model, 3 * n_heads * self.head_dim, bias=False)
         self.out = nn.Linear(n_heads * self.head_dim, d_model, bias=False)
 
+    def read_inputs(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """φ(q), φ(k) ``[B, T, H, K]`` and v ``[B, T, H, D]`` of ``x [B, T, d_model]`` (v without
+        the normaliser's column of ones)."""
+        q, k, v = split_heads(self.qkv(x), self.n_heads).chunk(3, dim=-1)
+        return self.phi(q), self.phi(k), v
+
     def forward(
         self, x: torch.Tensor, state: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        q, k, v = split_heads(self.qkv(x), self.n_heads).chunk(3, dim=-1)
-        q, k = self.phi(q), self.phi(k)
+        q, k, v = self.read_inputs(x)
         if self.normalize:
             v = torch.cat([v, torch.ones_like(v[..., :1])], dim=-1)
         o, state = linear_attention(
@@ -138,8 +166,9 @@ class SRWM(nn.Module):
     its own self-modifying matrix W0 ∈ R^{R×D}, R = 3D + n_beta, the layer's only slow weights
     besides the output projection. The state is the per-sequence matrix ``[B, H, R, D]``.
 
-    Init as in the public code: each block N(0, init_std²) with init_std = 1/√D by default,
-    and the β block's mean ``beta_init_mean`` (0: rates start around σ(0) = ½).
+    Init as in the public code (:func:`srwm_init`): each block N(0, init_std²) with
+    init_std = 1/√D by default, and the β block's mean ``beta_init_mean`` (0: rates start around
+    σ(0) = ½).
 
     ``allow_negative_eigenvalues``: rates 2σ(b) ∈ (0, 2) (``rate_scale=2`` of
     :func:`fwp.ops.srwm`), the SRWM's counterpart of DeltaNet's β ∈ (0, 2).
@@ -175,12 +204,10 @@ class SRWM(nn.Module):
         self.n_beta, self.input_softmax, self.mode = n_beta, input_softmax, mode
         inner = n_heads * D
         self.inp = nn.Identity() if inner == d_model else nn.Linear(d_model, inner, bias=False)
-        std = 1.0 / math.sqrt(D) if init_std is None else init_std
-        W0 = torch.randn(n_heads, srwm_rows(D, D, n_beta), D) * std
-        W0[:, 2 * D : 3 * D] *= query_init_scale
-        W0[:, -n_beta:] += beta_init_mean
-        W0[:, D : 2 * D] += key_identity * torch.eye(D)
-        self.W0 = nn.Parameter(W0)
+        self.W0 = nn.Parameter(
+            srwm_init(n_heads, D, D, n_beta, init_std, beta_init_mean, key_identity,
+                      query_init_scale)
+        )
         self.out = nn.Linear(inner, d_model, bias=False)
 
     def shift_blocks(self, state: torch.Tensor) -> list[torch.Tensor]:
@@ -190,11 +217,16 @@ class SRWM(nn.Module):
         D = self.head_dim
         return list((state - self.W0).split([D, D, D, self.n_beta], dim=-2))
 
+    def read_inputs(self, x: torch.Tensor) -> tuple[torch.Tensor]:
+        """The SRWM's input per head, ``(x_h [B, T, H, D],)`` of ``x [B, T, d_model]`` (before
+        the optional input softmax, which the operator applies)."""
+        return (split_heads(self.inp(x), self.n_heads),)
+
     def forward(
         self, x: torch.Tensor, state: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        h = split_heads(self.inp(x), self.n_heads)
         W = self.W0 if state is None else state
-        y, state = srwm(h, W, n_beta=self.n_beta, input_softmax=self.input_softmax,
-                        rate_scale=self.rate_scale, mode=self.mode)
+        y, state = srwm(*self.read_inputs(x), W, n_beta=self.n_beta,
+                        input_softmax=self.input_softmax, rate_scale=self.rate_scale,
+                        mode=self.mode)
         return self.out(y.flatten(-2)), state

@@ -4,8 +4,9 @@ Sequential layers (their slow net reads its own previous output, so there is no 
 
 - ``"rec_deltanet"`` Recurrent DeltaNet, ``"delta_rnn"`` Delta RNN, ``"delta_lstm"`` Delta LSTM
   (Irie, Schlag, Csordás, Schmidhuber, NeurIPS 2021). They run a step function through
-  :func:`scan`, whose training form keeps only per-step vectors and one copy of the state every
-  ``checkpoint_every`` steps, and recomputes one stretch of time at a time in the backward.
+  :func:`fwp.ops.scan.scan`, whose training form keeps only per-step vectors and one copy of the
+  state every ``checkpoint_every`` steps, and recomputes one stretch of time at a time in the
+  backward.
 
 Layers built from parallel operators (chunked, memory-light forms in ``fwp.ops``):
 
@@ -22,22 +23,19 @@ plain reference loops of every part (for tests); ``mode="auto"`` the fast forms.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.autograd.function import once_differentiable
 
 from fwp.errors import UserError
-from fwp.layers.fast_weights import DeltaNet, beta_scale, head_dim_for, split_heads
+from fwp.layers.fast_weights import DeltaNet, beta_scale, head_dim_for, split_heads, srwm_init
 from fwp.layers.registry import register_layer
-from fwp.ops import delta_rule, get_feature_map, srwm, srwm_rows
+from fwp.ops import delta_rule, get_feature_map, srwm
 from fwp.ops.delta_product import delta_product
 from fwp.ops.gated_delta_rule import gated_delta_rule
-
-Tensors = tuple[torch.Tensor, ...]
-Step = Callable[[Tensors, Tensors, Tensors], tuple[torch.Tensor, Tensors]]
+from fwp.ops.scan import Tensors, scan
 
 LAYER_MODES = ("auto", "recurrent")
 
@@ -100,122 +98,6 @@ def delta_net(
         phi(q), phi(k), v, torch.sigmoid(b.squeeze(-1)), initial_state=initial_state,
         output_final_state=True, mode=op_mode(mode), chunk_size=chunk_size,
     )
-
-
-# --------------------------------------------------------------------------------------------
-# Sequential scan: reference loop and the memory-light training form.
-# --------------------------------------------------------------------------------------------
-
-
-def scan_reference(
-    step: Step, inputs: Tensors, state: Tensors, params: Tensors
-) -> tuple[torch.Tensor, Tensors]:
-    """Plain loop through autograd: stores every intermediate state (O(T·D²) for matrices)."""
-    outputs = []
-    for x_t in zip(*(x.unbind(1) for x in inputs)):
-        y, state = step(x_t, state, params)
-        outputs.append(y)
-    return torch.stack(outputs, dim=1), state
-
-
-class CheckpointedScan(torch.autograd.Function):
-    """Run ``step`` over time without a graph, keeping the state every ``every`` steps.
-
-    Saved for the backward: the per-step inputs (O(T·D)), the parameters, and ⌈T / every⌉ copies
-    of the state (O(T / every · D²)). The backward recomputes one stretch of ``every`` steps at a
-    time from its saved state, with a graph, and back-propagates through it, so its peak adds
-    O(every · D²). With every ≈ √T the total is O(T·D + √T·D²) instead of O(T·D²).
-    """
-
-    @staticmethod
-    def forward(ctx, step, every, n_inputs, n_state, *tensors):  # noqa: ANN001 — autograd API
-        inputs, state = tensors[:n_inputs], tensors[n_inputs:n_inputs + n_state]
-        params = tensors[n_inputs + n_state:]
-        checkpoints: list[torch.Tensor] = []
-        outputs = []
-        for t, x_t in enumerate(zip(*(x.unbind(1) for x in inputs))):
-            if t % every == 0:
-                checkpoints.extend(state)
-            y, state = step(x_t, state, params)
-            outputs.append(y)
-        ctx.step, ctx.every, ctx.counts = step, every, (n_inputs, n_state, len(params))
-        ctx.save_for_backward(*inputs, *params, *checkpoints)
-        return (torch.stack(outputs, dim=1), *state)
-
-    @staticmethod
-    @once_differentiable
-    def backward(ctx, grad_y, *grad_state):  # noqa: ANN001
-        n_inputs, n_state, n_params = ctx.counts
-        saved = ctx.saved_tensors
-        inputs, params = saved[:n_inputs], saved[n_inputs:n_inputs + n_params]
-        checkpoints = saved[n_inputs + n_params:]
-        T = inputs[0].shape[1]
-        grad_inputs = [torch.zeros_like(x) for x in inputs]
-        grad_params = [torch.zeros_like(p) for p in params]
-        carry = list(grad_state)
-        for c in range(len(checkpoints) // n_state - 1, -1, -1):
-            start, end = c * ctx.every, min(T, (c + 1) * ctx.every)
-            with torch.enable_grad():
-                state0 = tuple(
-                    s.detach().requires_grad_() for s in checkpoints[c * n_state:(c + 1) * n_state]
-                )
-                xs = tuple(x[:, start:end].detach().requires_grad_() for x in inputs)
-                ps = tuple(p.detach().requires_grad_() for p in params)
-                y, state = scan_reference(ctx.step, xs, state0, ps)
-                grads = torch.autograd.grad(
-                    (y, *state), (*xs, *state0, *ps), (grad_y[:, start:end], *carry),
-                    allow_unused=True,
-                )
-            for i, g in enumerate(grads[:n_inputs]):
-                if g is not None:
-                    grad_inputs[i][:, start:end] = g
-            carry = [
-                torch.zeros_like(s) if g is None else g
-                for s, g in zip(state0, grads[n_inputs:n_inputs + n_state])
-            ]
-            for i, g in enumerate(grads[n_inputs + n_state:]):
-                if g is not None:
-                    grad_params[i] += g
-        return (None, None, None, None, *grad_inputs, *carry, *grad_params)
-
-
-def scan(
-    step: Step,
-    inputs: Sequence[torch.Tensor],
-    state: Sequence[torch.Tensor],
-    params: Sequence[torch.Tensor] = (),
-    *,
-    mode: str = "auto",
-    checkpoint_every: int | None = None,
-) -> tuple[torch.Tensor, Tensors]:
-    """Apply ``y_t, state = step(x_t, state, params)`` for t = 1..T.
-
-    Args:
-        step: a pure, deterministic function of (per-step input slices, state, params); it is
-            re-run in the backward of the fast form.
-        inputs: tensors ``[B, T, ...]`` sliced along time (``unbind(1)``).
-        state: the initial state tensors.
-        params: tensors the step reads at every step (slow weights), so their gradients flow.
-        mode: ``"recurrent"`` (plain autograd loop) or ``"auto"`` (:class:`CheckpointedScan`).
-        checkpoint_every: steps between saved states; ``None`` picks ⌈√T⌉.
-
-    Returns:
-        ``(y [B, T, ...], final state)``.
-    """
-    if checkpoint_every is not None and (
-        not isinstance(checkpoint_every, int) or checkpoint_every < 1
-    ):
-        raise UserError(f"checkpoint_every must be a positive int, got {checkpoint_every!r}")
-    inputs, state, params = tuple(inputs), tuple(state), tuple(params)
-    tensors = (*inputs, *state, *params)
-    if mode == "recurrent" or not (
-        torch.is_grad_enabled() and any(t.requires_grad for t in tensors)
-    ):
-        return scan_reference(step, inputs, state, params)
-    T = inputs[0].shape[1]
-    every = checkpoint_every or math.ceil(math.sqrt(T))
-    y, *final = CheckpointedScan.apply(step, every, len(inputs), len(state), *tensors)
-    return y, tuple(final)
 
 
 # --------------------------------------------------------------------------------------------
@@ -494,10 +376,7 @@ class SRDelta(nn.Module):
         self.mode, self.chunk_size = check_mode(mode), chunk_size
         inner = n_heads * D
         self.inp = nn.Identity() if inner == d_model else nn.Linear(d_model, inner, bias=False)
-        std = 1.0 / math.sqrt(D) if init_std is None else init_std
-        W0 = torch.randn(n_heads, srwm_rows(3 * D + 1, D, n_beta), D) * std
-        W0[:, -n_beta:] += beta_init_mean
-        self.W0 = nn.Parameter(W0)
+        self.W0 = nn.Parameter(srwm_init(n_heads, 3 * D + 1, D, n_beta, init_std, beta_init_mean))
         self.out = nn.Linear(inner, d_model, bias=False)
 
     def forward(
@@ -550,15 +429,20 @@ class DeltaProduct(nn.Module):
         self.beta = nn.Linear(d_model, n_heads * n_h)
         self.out = nn.Linear(n_heads * D, d_model, bias=False)
 
-    def forward(
-        self, x: torch.Tensor, state: torch.Tensor | None = None
-    ) -> tuple[torch.Tensor, torch.Tensor]:
+    def read_inputs(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """φ(q) ``[B, T, H, D]``, φ(k), v ``[B, T, H, n_h, D]`` and β ``[B, T, H, n_h]`` of
+        ``x [B, T, d_model]``."""
         H, n_h = self.n_heads, self.n_h
         q = split_heads(self.q(x), H)
         k, v = (self.k(x).unflatten(-1, (H, n_h, -1)), self.v(x).unflatten(-1, (H, n_h, -1)))
         beta = self.beta_scale * torch.sigmoid(self.beta(x).unflatten(-1, (H, n_h)))
+        return self.phi(q), self.phi(k), v, beta
+
+    def forward(
+        self, x: torch.Tensor, state: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         o, state = delta_product(
-            self.phi(q), self.phi(k), v, beta, initial_state=state, output_final_state=True,
+            *self.read_inputs(x), initial_state=state, output_final_state=True,
             mode=op_mode(self.mode), chunk_size=self.chunk_size,
         )
         return self.out(o.flatten(-2)), state

@@ -79,7 +79,7 @@ def test_rotations_are_new_classes(omniglot):
         assert np.array_equal(rotated, np.rot90(base, k, axes=(2, 3)))
 
 
-# Omniglot's real alphabets and their character counts (REFERENCE §3: 964 + 659).
+# Omniglot's real alphabets and their character counts (Lake et al. 2015: 964 + 659).
 FULL_BACKGROUND = {
     "Alphabet_of_the_Magi": 20,
     "Anglo-Saxon_Futhorc": 29,

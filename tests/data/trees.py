@@ -1,4 +1,6 @@
-"""Writers of fixture trees in the layouts users have (REFERENCE §3)."""
+"""Writers of fixture trees in the layouts users have: Omniglot as in Lake et al.'s repository
+(``images_background/<Alphabet>/<character>/``), Mini-ImageNet as the pickled caches or as Ravi &
+Larochelle's CSV files beside ``images/``."""
 
 from __future__ import annotations
 

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from fwp.fewshot.config import RunConfig, from_dict, to_dict
+from fwp.config import to_dict
+from fwp.fewshot.config import RunConfig, from_dict
 
 CLASSES = {"train": 8, "val": 4, "test": 4}
 IMAGES_PER_CLASS = 8

@@ -5,19 +5,14 @@ from __future__ import annotations
 import argparse
 import json
 import re
-import sys
 from pathlib import Path
 
 import pytest
 
+from fwp.config import leaves, parse_value, to_dict
 from fwp.errors import UserError
-from fwp.fewshot.commands import register
-from fwp.fewshot.config import config_from_args, leaves, preset_names, to_dict
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover - Python 3.10
-    import tomli as tomllib
+from fwp.fewshot.cli import register
+from fwp.fewshot.config import RunConfig, config_from_args, preset_names
 
 
 def parse(*argv: str) -> argparse.Namespace:
@@ -28,7 +23,7 @@ def parse(*argv: str) -> argparse.Namespace:
 
 def test_every_config_field_is_a_flag():
     args = parse("train", "--out", "x")
-    for path, _ in leaves():
+    for path, _, _ in leaves(RunConfig):
         assert hasattr(args, path[-1]), path
 
 
@@ -60,12 +55,12 @@ def _docs_table(header_start: str) -> list[list[str]]:
 def _value(cell: str):
     match = re.fullmatch(r"`(.+)`", cell)
     assert match, f"not a `value` cell: {cell!r}"
-    return tomllib.loads(f"v = {match[1]}")["v"]
+    return parse_value(match[1])
 
 
 def _flat(config) -> dict:
     flat = {}
-    for path, _ in leaves():
+    for path, _, _ in leaves(RunConfig):
         value = to_dict(config)
         for key in path:
             value = value[key]
@@ -100,11 +95,13 @@ def test_flags_override_presets_and_config_files(tmp_path):
     path.write_text('base = "demo"\nsteps = 7\n[network]\nlayers = 1\n')
     config = config_from_args(parse(
         "train", "--config", str(path), "--layers", "3", "--beta2", "2", "--distill", "kl",
-        "--data-option", "image_size=32", "--no-amp", "--out", "x",
+        "--data-option", "image_size=32", "--no-amp", "--layer-option", "chunk_size=16",
+        "--layer-option", '{"mode": "recurrent"}', "--out", "x",
     ))
     assert (config.steps, config.network.layers, config.loss.beta2) == (7, 3, 2.0)
     assert config.loss.distill == "kl" and config.amp is False
     assert config.data.data_options == {"image_size": 32}
+    assert config.network.layer_options == {"chunk_size": 16, "mode": "recurrent"}
 
 
 @pytest.mark.parametrize("argv, message", [
@@ -117,7 +114,7 @@ def test_flags_override_presets_and_config_files(tmp_path):
     (("--config", "missing.toml"), "does not exist"),
     (("--model", "transformer", "--k-extra", "2", "--beta2", "1", "--distill", "weights"),
      "key/value cache"),
-    (("--model", "deltanet", "--feature-map", "relu"), "unknown feature map 'relu'"),
+    (("--model", "deltanet", "--feature-map", "relu"), "unknown --feature-map 'relu'"),
 ])
 def test_bad_flag_values(argv, message):
     with pytest.raises(UserError, match=message):
@@ -138,6 +135,7 @@ def test_missing_run_folder(tmp_path):
         args.func(args)
 
 
+@pytest.mark.slow
 def test_train_eval_report(tiny_root, tmp_path, capsys):
     runs = []
     for name, extra in (("a1", ["--seed", "1"]), ("a2", ["--seed", "2"]),

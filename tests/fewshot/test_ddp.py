@@ -8,6 +8,7 @@ import subprocess
 import sys
 import textwrap
 
+import pytest
 import torch
 
 from fwp.fewshot.checkpoint import CHECKPOINT, load_checkpoint
@@ -32,10 +33,11 @@ WORKER = textwrap.dedent(
 )
 
 
+@pytest.mark.slow
 def test_two_processes_keep_identical_parameters(tiny_root, tmp_path):
     import json
 
-    from fwp.fewshot.config import to_dict
+    from fwp.config import to_dict
 
     config = tiny_config(tiny_root, steps=3, eval_every=3, beta2=1.0, beta3=1.0, accumulate=2)
     (tmp_path / "config.json").write_text(json.dumps(to_dict(config)))

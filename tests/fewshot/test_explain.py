@@ -9,11 +9,11 @@ import json
 import pytest
 import torch
 
+from fwp.config import to_dict, write_atomic
 from fwp.data import EpisodeSampler, load_dataset
 from fwp.errors import UserError
-from fwp.fewshot.checkpoint import CONFIG, write_atomic
-from fwp.fewshot.commands import register
-from fwp.fewshot.config import to_dict
+from fwp.fewshot.checkpoint import CONFIG
+from fwp.fewshot.cli import register
 from fwp.fewshot.explain import counterfactual_logits, explain_episode, trace_episode
 from fwp.fewshot.model import FewShotLearner
 from fwp.fewshot.train import train

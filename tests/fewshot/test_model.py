@@ -6,10 +6,12 @@ import pytest
 import torch
 
 from fwp.data import EpisodeSampler, load_dataset
+from fwp.errors import UserError
 from fwp.fewshot.losses import bootstrap_loss
 from fwp.fewshot.model import FewShotLearner
 from fwp.layers import clone_state
 from fwp.layers.state import map_state
+from fwp.ops import get_feature_map
 
 from .conftest import tiny_config
 
@@ -34,6 +36,18 @@ def test_network_options_reach_the_layers(tiny_root):
     x = torch.randn(3, 8)
     torch.testing.assert_close(deltanet.core.blocks[0].layer.phi(x),
                                torch.nn.functional.normalize(x, dim=-1))
+
+
+def test_layer_options_reach_any_layer_and_win_over_named_flags(tiny_root):
+    def layer(**changes):
+        return FewShotLearner(tiny_config(tiny_root, **changes), (1, 28, 28)).core.blocks[0].layer
+
+    assert layer(model="deltadelta", layer_options={"chunk_size": 8}).chunk_size == 8
+    assert layer(model="srwm", n_beta=4, layer_options={"n_beta": 1}).n_beta == 1
+    x = torch.randn(3, 8)  # linear gets the config's feature map, not the layer's own default
+    torch.testing.assert_close(layer(model="linear").phi(x), get_feature_map("elu+1_sum")(x))
+    with pytest.raises(UserError, match="bad options for layer 'lstm'"):
+        layer(model="lstm", layer_options={"no_such": 1})
 
 
 @pytest.fixture(scope="module")
@@ -123,7 +137,7 @@ def test_bfloat16_autocast_step(tiny_root, episode, core):
 
 
 @pytest.mark.parametrize("name, shape, channels, features", [
-    ("conv4", (1, 28, 28), 64, 64),  # Omniglot (REFERENCE §2)
+    ("conv4", (1, 28, 28), 64, 64),  # Omniglot (the sizes of the public SRWM few-shot code)
     ("conv4", (3, 84, 84), 32, 800),  # Mini-ImageNet
     ("resnet12", (3, 32, 32), 64, 256),
 ])

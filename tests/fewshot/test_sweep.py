@@ -78,7 +78,7 @@ def test_changed_config_is_refused_before_any_work(tiny_root, tmp_path):
     run.mkdir(parents=True)
     old = grid.config("on", 1, 1)
     old.steps = 9
-    from fwp.fewshot.config import to_dict
+    from fwp.config import to_dict
 
     (run / "config.json").write_text(json.dumps(to_dict(old)))
     with pytest.raises(UserError, match=r"steps: 9 → 4.*another name"):

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 
+from fwp.config import to_dict
 from fwp.data import EpisodeSampler
 from fwp.errors import UserError
 from fwp.fewshot import train as train_module
@@ -17,6 +18,7 @@ from fwp.fewshot.checkpoint import (
     CHECKPOINT,
     CONFIG,
     METRICS,
+    check_matches,
     load_checkpoint,
     read_config,
 )
@@ -107,6 +109,16 @@ def test_run_folder_errors(tiny_root, tmp_path):
         train(bigger, run, resume=True, progress=False)
 
 
+def test_a_checkpoint_from_before_a_new_field_still_matches(tiny_root, tmp_path):
+    config = tiny_config(tiny_root)
+    saved = to_dict(config)
+    del saved["network"]["layer_options"]  # the field did not exist when it was written
+    check_matches({"config": saved}, config, tmp_path / "old.pt")
+    saved["network"]["d_model"] = 99
+    with pytest.raises(UserError, match="d_model: checkpoint 99, config 16"):
+        check_matches({"config": saved}, config, tmp_path / "old.pt")
+
+
 def test_evaluation_is_deterministic(tiny_root, tmp_path):
     config = tiny_config(tiny_root, steps=2)
     train(config, tmp_path / "run", progress=False)
@@ -172,6 +184,7 @@ train_module.train(tiny_config(sys.argv[1], steps=8, eval_every=2), Path(sys.arg
 """
 
 
+@pytest.mark.slow
 def test_resume_after_kill_9_logs_each_step_once(tiny_root, tmp_path, private_cache):
     """kill -9 between a log line and the next save: the resumed run drops the rows after the
     checkpoint's step (and TensorBoard's events), so metrics.jsonl is the uninterrupted run's."""

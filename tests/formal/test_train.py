@@ -126,7 +126,7 @@ def test_cli_train_eval_and_errors(tmp_path, capsys):
     assert "network.d_ff" in capsys.readouterr().err
     assert main(["formal", "train", "--model", "no-such-layer", "--out",
                  str(tmp_path / "x"), *TINY]) == 2
-    assert "registered layer" in capsys.readouterr().err
+    assert "unknown --model 'no-such-layer'" in capsys.readouterr().err
     assert main(["formal", "train", "--out", str(tmp_path / "z"), *TINY, "--bins", "9-3"]) == 2
     assert "LO <= HI" in capsys.readouterr().err
     assert main(["formal", "eval", str(tmp_path)]) == 2
@@ -147,6 +147,7 @@ def test_cli_config_file_and_flag_precedence(tmp_path):
     assert main(["formal", "train", "--config", str(preset), "--out", str(tmp_path / "y")]) == 2
 
 
+@pytest.mark.slow
 def test_cli_sweep_is_resumable_and_reports(tmp_path, capsys):
     out = tmp_path / "sweep"
     argv = ["formal", "sweep", "--languages", "parity", "dyck-1", "--models", "lstm", "linear",

@@ -52,6 +52,7 @@ def query_accuracy_after_training(name: str, options: dict, steps: int) -> float
         return (logits(x).argmax(-1) == y).float().mean().item()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name, options", [
     ("srwm", {"key_identity": 3.0}),
     ("deltanet", {"feature_map": "l2"}),

@@ -9,6 +9,7 @@ from fwp.layers import (
     DeltaNet,
     LayerStack,
     LinearAttention,
+    build_layer,
     clone_state,
     detach_state,
     map_state,
@@ -128,3 +129,27 @@ def test_bad_configuration_is_explained():
         LayerStack(["srwm"], 16, 2, 32, layer_options={"srwm": {"nbeta": 4}})
     with pytest.raises(UserError, match="residual"):
         Block("srwm", 16, 2, 32, residual="post")
+
+
+@pytest.mark.parametrize("name", ["linear", "deltanet", "srwm", "deltaproduct", "gated_deltanet"])
+def test_read_inputs_are_what_the_operator_reads(name):
+    """``read_inputs`` gives the operator's inputs ``[B, T, H, ...]``: the layer's output is the
+    operator run on them, then the output projection (gated_deltanet adds its decay)."""
+    from fwp.ops import delta_product, delta_rule, linear_attention, srwm
+
+    torch.manual_seed(0)
+    layer = build_layer(name, 12, 3).double()
+    x = torch.randn(2, 5, 12, dtype=torch.float64)
+    inputs = layer.read_inputs(x)
+    assert all(t.shape[:3] == (2, 5, 3) for t in inputs)
+    if name == "gated_deltanet":
+        return
+    if name == "linear":
+        q, k, v = inputs
+        o, _ = linear_attention(q, k, torch.cat([v, torch.ones_like(v[..., :1])], -1))
+        o = o[..., :-1] / (o[..., -1:] + layer.eps)
+    elif name == "srwm":
+        o, _ = srwm(*inputs, layer.W0, n_beta=layer.n_beta)
+    else:
+        o, _ = {"deltanet": delta_rule, "deltaproduct": delta_product}[name](*inputs)
+    torch.testing.assert_close(layer(x)[0], layer.out(o.flatten(-2)))

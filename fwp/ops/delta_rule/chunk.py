@@ -15,8 +15,8 @@ from __future__ import annotations
 
 import torch
 
+from fwp.ops._chunks import from_chunks, to_chunks
 from fwp.ops._validation import start_state, state_dtype
-from fwp.ops.linear_attention.chunk import from_chunks, to_chunks
 
 
 def delta_rule_chunk(

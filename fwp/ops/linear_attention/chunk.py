@@ -8,33 +8,9 @@ state advances by S ← S + Kᵀ V. Cost O(T·C·D + T·D²) instead of T sequen
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 
+from fwp.ops._chunks import from_chunks, to_chunks
 from fwp.ops._validation import start_state, state_dtype
-
-
-def pad_time(x: torch.Tensor, chunk_size: int) -> torch.Tensor:
-    """Zero-pad dim 1 (time) up to a multiple of ``chunk_size``."""
-    pad = -x.shape[1] % chunk_size
-    if pad == 0:
-        return x
-    widths = [0, 0] * (x.dim() - 2) + [0, pad]
-    return F.pad(x, widths)
-
-
-def to_chunks(x: torch.Tensor, chunk_size: int) -> torch.Tensor:
-    """[B, T, H, *] → [B, H, N, C, *] with N = ceil(T / C), zero-padded."""
-    x = pad_time(x, chunk_size)
-    B, T, H = x.shape[:3]
-    x = x.reshape(B, T // chunk_size, chunk_size, H, *x.shape[3:])
-    return x.transpose(1, 3).transpose(2, 3)
-
-
-def from_chunks(x: torch.Tensor, length: int) -> torch.Tensor:
-    """[B, H, N, C, *] → [B, T, H, *], cutting the padding."""
-    B, H, N, C = x.shape[:4]
-    x = x.transpose(2, 3).transpose(1, 3).reshape(B, N * C, H, *x.shape[4:])
-    return x[:, :length]
 
 
 def linear_attention_chunk(
