@@ -43,7 +43,7 @@ def test_bad_bins_and_a_model_typo_are_refused_before_anything_is_written(tmp_pa
                  "--bins", "5-7"]) == 2
     assert "no string with length in 5-7" in _one_error_line(capsys)
     assert _train(out, "--model", "lstmm") == 2
-    assert "unknown model 'lstmm'" in _one_error_line(capsys)
+    assert "unknown --model 'lstmm'" in _one_error_line(capsys)
     assert not out.exists()
     assert _train(out) == 0  # the corrected command is not blocked
 
