@@ -40,7 +40,8 @@ PATHS = {
     "deltanet": ["recurrent", "chunk", "fused_cpu"],
     "linear": ["recurrent", "chunk"],
 }
-IMAGE_SHAPES = {"miniimagenet": (3, 84, 84), "omniglot": (1, 28, 28), "glyphs": (1, 28, 28)}
+IMAGE_SHAPES = {"miniimagenet": (3, 84, 84), "omniglot": (1, 28, 28), "glyphs": (1, 28, 28),
+                "cluttered_glyphs": (3, 28, 28)}
 
 
 def synthetic_episode(config, batch: int, k_extra: int) -> SimpleNamespace:
