@@ -25,6 +25,7 @@ def tiny_spec(root, seeds=(1, 2), **changes):
     }
 
 
+@pytest.mark.slow
 def test_sweep_end_to_end_two_configs_two_seeds(tiny_root, tmp_path):
     grid = build_grid(tiny_spec(tiny_root))
     assert beta2_pairs(grid) == [("off", "on")]

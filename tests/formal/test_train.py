@@ -314,6 +314,7 @@ def test_a_run_records_its_thread_count_and_operator_path(tmp_path):
     assert saved["runtime"] == metrics["runtime"]
 
 
+@pytest.mark.slow
 def test_a_stopped_sweep_records_its_wall_time(tmp_path):
     """SIGTERM (as at the end of a session) stops the sweep cleanly: exit 143, sweep.json with
     the wall time so far, the run's checkpoint left to resume from."""
