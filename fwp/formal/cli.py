@@ -134,13 +134,18 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
     # A sweep stopped by SIGTERM or SIGINT (also when started in the background, where SIGINT
     # is ignored by default) still adds its wall time to sweep.json; every run resumes.
-    signal.signal(signal.SIGTERM, stop)
-    signal.signal(signal.SIGINT, stop)
-
-    base = config_from_args(args, language=args.languages[0],
-                            model=ModelSpec.parse(args.models[0]).layer)
-    text = sweep(base, args.languages, args.models, Path(args.out), jobs=args.jobs,
-                 seeds=args.seeds, search_lr=args.search_lr, search_layers=args.search_layers)
+    # The handlers are put back afterwards, so a caller in the same process (a test, a notebook)
+    # keeps its own Ctrl-C behaviour.
+    previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        base = config_from_args(args, language=args.languages[0],
+                                model=ModelSpec.parse(args.models[0]).layer)
+        text = sweep(base, args.languages, args.models, Path(args.out), jobs=args.jobs,
+                     seeds=args.seeds, search_lr=args.search_lr,
+                     search_layers=args.search_layers)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
     print(text)
     print(f"report: {Path(args.out) / 'report.md'}, heat map: {Path(args.out) / 'heatmap.png'}")
     return 0

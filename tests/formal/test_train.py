@@ -198,6 +198,21 @@ def test_sweep_goes_on_past_a_failing_cell(tmp_path, monkeypatch, capsys):
     assert "dyck-1/lstm/lr0.001-l1/s1: failed" in capsys.readouterr().out
 
 
+def test_sweep_puts_the_signal_handlers_back(tmp_path, monkeypatch):
+    import signal
+
+    import fwp.formal.sweep as sweep_module
+
+    def refuse(*args, **kwargs):
+        raise UserError("refused for the test")
+
+    monkeypatch.setattr(sweep_module, "sweep", refuse)
+    before = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    assert main(["formal", "sweep", "--languages", "parity", "--models", "lstm",
+                 "--out", str(tmp_path / "sweep"), *TINY]) == 2
+    assert {sig: signal.getsignal(sig) for sig in before} == before
+
+
 def test_cli_layer_options_reach_the_layer(tmp_path, capsys):
     run = tmp_path / "run"
     assert main(["formal", "train", "--model", "srwm", "--options", '{"n_beta": 4}',
