@@ -169,6 +169,8 @@ def add_sweep(subparsers: argparse._SubParsersAction) -> None:
                    help="runs trained at once, the CPU threads split among them (default: 1)")
     p.add_argument("--threads", type=int, default=0,
                    help="CPU threads in all (default 0: every core)")
+    p.add_argument("--only", action="append", default=[], metavar="CONFIG",
+                   help="train only this config of the grid (repeatable)")
     p.add_argument("--report-only", action="store_true",
                    help="only rewrite DIR/report.md from the runs evaluated so far")
     p.set_defaults(func=cmd_sweep)
@@ -345,6 +347,8 @@ def cmd_sweep(args: argparse.Namespace) -> int:
                         "give --grid FILE or --preset NAME")
     else:
         grid = load_saved_grid(args.dir)
+    if args.only:
+        grid = grid.restricted(args.only)
     if args.report_only:
         print(write_report(args.dir, grid).read_text())
         return 0

@@ -116,6 +116,15 @@ class Grid:
         data["seed"], data["threads"] = seed, threads
         return from_dict(data)
 
+    def restricted(self, names: list[str]) -> Grid:
+        """The grid with only the configs ``names``."""
+        unknown = [n for n in names if n not in self.configs]
+        if unknown:
+            raise UserError(f"--only {', '.join(unknown)}: no such config in the grid; its "
+                            f"configs are {', '.join(self.configs)}")
+        return Grid({n: c for n, c in self.configs.items() if n in names}, self.seeds,
+                    self.k_test, self.test_episodes, self.split)
+
     def to_json(self) -> dict:
         return {"configs": {n: to_dict(c) for n, c in self.configs.items()},
                 "seeds": self.seeds, "k_test": self.k_test,

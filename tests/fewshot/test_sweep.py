@@ -105,6 +105,9 @@ def test_grid_from_presets_and_vary():
         build_grid(grid_spec_from_args(["demo"], [("stepz", 1)], [], None, None, None))
     with pytest.raises(UserError, match="no configs"):
         build_grid({"seeds": [1]})
+    assert list(grid.restricted(["demo+beta2=5"]).configs) == ["demo+beta2=5"]
+    with pytest.raises(UserError, match="no such config"):
+        grid.restricted(["demo"])
 
 
 def test_a_stopped_run_stops_the_sweep_with_a_resume_hint(tiny_root, tmp_path, monkeypatch):
