@@ -159,7 +159,8 @@ def plot(grid: Grid, summary: Summary, root: Path) -> list[Path]:
     ax.set_xlabel("K_test (examples per class before the query)")
     ax.set_ylabel(f"{grid.split} accuracy (%), mean ± std over seeds")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
+    if ax.get_legend_handles_labels()[0]:  # nothing evaluated yet: an empty plot, no legend
+        ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(paths[0])
     plt.close(fig)
