@@ -28,6 +28,7 @@ from fwp import environment
 from fwp.config import to_dict, write_atomic
 from fwp.data import EpisodeSampler, FewShotDataset
 from fwp.errors import UserError
+from fwp.fewshot.budget import gpu_notice
 from fwp.fewshot.checkpoint import (
     BEST,
     CHECKPOINT,
@@ -321,7 +322,12 @@ def start(config: RunConfig, run: Path, resume: bool) -> Trainer:
         train_set, config.data.n_way, config.data.k_shot, n_query=config.data.n_query,
         k_extra=config.data.k_extra if config.bootstrapped else 0, seed=config.seed,
     )
-    model = FewShotLearner(config, train_set.image_shape).to(world.device)
+    model = FewShotLearner(config, train_set.image_shape)
+    if world.main and world.device.type == "cpu" and not resume:
+        notice = gpu_notice(config, train_set.image_shape, model)
+        if notice:
+            print(notice, flush=True)
+    model = model.to(world.device)
     optim = config.optim
     optimizer = torch.optim.Adam(
         model.parameters(), lr=optim.lr, betas=(optim.adam_beta1, optim.adam_beta2),
