@@ -1,7 +1,11 @@
 """Typed configuration of a few-shot run, its preset files and its command-line flags.
 
 One source of truth: every leaf field of :class:`RunConfig` becomes a ``--flag`` (underscores →
-dashes). A value comes from, last one winning: the defaults below ← ``--preset NAME`` (a file in
+dashes). The defaults are a learner sized for a CPU, the network and optimiser of ``--preset demo``
+(it leaves chance within about 200–300 steps on one CPU thread, docs/fewshot.md); the paper
+presets are the public code's settings and are sized for a GPU.
+
+A value comes from, last one winning: the defaults below ← ``--preset NAME`` (a file in
 ``fwp/fewshot/presets/``) ← ``--config FILE`` (``.toml`` or ``.json``) ← flags given.
 
 Preset and config files use the sections of :class:`RunConfig` (``[data]``, ``[network]``,
@@ -50,7 +54,7 @@ class DataConfig:
     n_way: int = option(5, "N: classes per episode")
     k_shot: int = option(5, "K: labelled examples per class before the query")
     k_extra: int = option(0, "K′: extra examples per class fed after the support set (Eq. 5)")
-    n_query: int = option(1, "queries per class and episode in training")
+    n_query: int = option(3, "queries per class and episode in training")
     single_query: bool = option(
         False, "one query per episode, the first of N·n_query (public code)")
     val_split: str = option("val", "split of the validation episodes",
@@ -64,12 +68,12 @@ class NetworkConfig:
     model: str = option("srwm", "sequence core (a registered layer)", choices="fwp.layers:LAYERS")
     backbone: str = option("conv4", "image encoder", choices="fwp.fewshot.backbones:BACKBONES")
     conv_channels: int = option(
-        0, "Conv-4 width; 0: the data set's (64 Omniglot/glyphs, 32 Mini-ImageNet)")
+        32, "Conv-4 width; 0: the data set's (64 Omniglot/glyphs, 32 Mini-ImageNet)")
     conv_dropout: float = option(0.0, "dropout in the backbone")
-    layers: int = option(3, "blocks of [core layer, feed-forward]")
-    d_model: int = option(256, "width of the blocks")
-    heads: int = option(16, "heads of the core layer")
-    d_ff: int = option(2048, "inner size of the feed-forward blocks")
+    layers: int = option(2, "blocks of [core layer, feed-forward]")
+    d_model: int = option(128, "width of the blocks")
+    heads: int = option(8, "heads of the core layer")
+    d_ff: int = option(256, "inner size of the feed-forward blocks")
     dropout: float = option(0.0, "dropout in the blocks")
     residual: str = option(
         "normed", "normed_skip: LN(h) + Drop(core(h)), the public few-shot SRWM code's block; "
@@ -86,7 +90,7 @@ class NetworkConfig:
     beta_init: float = option(
         0.0, "SRWM: mean of the initial β rows (0: learning rates start near ½)")
     key_identity: float = option(
-        0.0, "SRWM: c·I added to W0's key block (0: the public code's init)")
+        3.0, "SRWM: c·I added to W0's key block (0: the public code's init)")
     feature_map: str = option("elu+1_sum", "deltanet / linear: φ of keys and queries",
                               choices="fwp.ops:FEATURE_MAPS")
     core_mode: str = option(
@@ -124,10 +128,10 @@ class OptimConfig:
     """Adam with the Noam warm-up (lr = lr·d_model^−½·min(s^−½, s·w^−1.5)) or a cosine schedule."""
 
     schedule: str = option(
-        "noam", "learning-rate schedule (cosine: linear warm-up, then cosine to 0)",
+        "cosine", "learning-rate schedule (cosine: linear warm-up, then cosine to 0)",
         choices=SCHEDULES)
-    lr: float = option(1.0, "noam: the scale; cosine / constant: the peak learning rate")
-    warmup: int = option(5000, "warm-up steps")
+    lr: float = option(1e-3, "noam: the scale; cosine / constant: the peak learning rate")
+    warmup: int = option(50, "warm-up steps")
     adam_beta1: float = option(0.9, "Adam's β1")
     adam_beta2: float = option(0.995, "Adam's β2")
     adam_eps: float = option(1e-8, "Adam's ε")
@@ -146,10 +150,10 @@ class RunConfig:
     loss: LossConfig = section(LossConfig)
     optim: OptimConfig = section(OptimConfig)
     seed: int = option(1, "initialisation and the stream of training episodes")
-    steps: int = option(100_000, "optimiser steps")
-    eval_every: int = option(1000, "validate on fixed episodes, keep the best checkpoint")
-    val_episodes: int = option(500, "validation episodes")
-    log_every: int = option(50, "steps between logged losses")
+    steps: int = option(1000, "optimiser steps")
+    eval_every: int = option(100, "validate on fixed episodes, keep the best checkpoint")
+    val_episodes: int = option(200, "validation episodes")
+    log_every: int = option(10, "steps between logged losses")
     device: str = option("auto", "auto | cpu | cuda | cuda:N")
     amp: bool = option(True, "bf16 autocast on CUDA (ignored on CPU)")
     threads: int = option(0, "torch CPU threads (0: torch's default)")
