@@ -16,6 +16,8 @@ def test_inspect_glyphs_prints_splits_and_writes_a_picture(tmp_path, capsys):
             "3",
             "--k-shot",
             "1",
+            "--n-query",
+            "1",
             "--out",
             str(out),
         ]
@@ -43,6 +45,8 @@ def test_inspect_omniglot_with_a_missing_split(tmp_path, capsys):
             "2",
             "--k-shot",
             "2",
+            "--n-query",
+            "1",
             "--out",
             str(tmp_path / "e.png"),
         ]
@@ -67,6 +71,8 @@ def test_inspect_errors_are_clear(tmp_path, capsys):
             "samples_per_class=2",
             "--k-shot",
             "5",
+            "--n-query",
+            "1",
             "--out",
             str(tmp_path / "x.png"),
         ]
