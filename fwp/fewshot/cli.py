@@ -77,7 +77,9 @@ def add_eval(subparsers: argparse._SubParsersAction) -> None:
         "the 95%% confidence interval over all episodes and, with --repeats R > 1, the mean ± "
         "std over the R repeats of --episodes new episodes each (the seed paper's ±). Defaults "
         "come from the run's config (test_episodes, test_repeats, single_query): the paper "
-        "presets use the public protocol, 10 repeats of 16,000 one-query episodes.",
+        "presets use the public protocol, 10 repeats of 16,000 one-query episodes. Runs of "
+        "--protocol delayed / sequential / continual get their protocol's numbers on --episodes "
+        "fixed streams instead, and a plot in the run folder (docs/fewshot_protocols.md).",
     )
     p.add_argument("run", metavar="RUN", help="run folder made by `fwp fewshot train`")
     p.add_argument("--k-test", type=_positive, nargs="+", default=[1, 5, 10, 15],
@@ -261,6 +263,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
         ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
     )
     model.to(device)
+    if config.protocol.protocol != "episodic":
+        return _eval_protocol(args, run, config, model, source)
     dataset = load_split(config, args.split, args.data_root)
     episodes = args.episodes or config.test_episodes
     repeats = args.repeats or config.test_repeats
@@ -286,6 +290,36 @@ def cmd_eval(args: argparse.Namespace) -> int:
         "n_query": 1 if single else args.n_query, "single_query": single, "seed": EVAL_SEED,
         "results": results,
     })
+    return 0
+
+
+def _eval_protocol(args: argparse.Namespace, run: Path, config, model, source: dict) -> int:
+    """``delayed`` / ``sequential`` / ``continual`` runs: the protocol's numbers on fixed
+    streams, into ``eval_<split>.json``, a table on screen and ``<protocol>_<split>.png``."""
+    from fwp.fewshot.evaluate import EVAL_SEED
+    from fwp.fewshot.protocols import build_task
+    from fwp.fewshot.protocols.plots import plot_continual, plot_streams
+    from fwp.fewshot.protocols.report import describe
+    from fwp.fewshot.report import eval_file
+
+    protocol = config.protocol.protocol
+    episodes = args.episodes or config.test_episodes
+    task = build_task(config, args.split, EVAL_SEED, data_root=args.data_root)
+    print(f"{run}: {source['path']} (step {source['step']}), {episodes} {args.split} streams, "
+          f"{protocol}, {config.data.n_way}-way, {config.data.k_shot} per class")
+    start = time.perf_counter()
+    result = task.evaluate(model, episodes, batch_size=args.batch_size, amp=config.amp)
+    print(describe(run.name, protocol, result, config.protocol.forget_weight))
+    print(f"({time.perf_counter() - start:.1f} s)")
+    write_atomic(run / eval_file(args.split), {
+        "split": args.split, "checkpoint": source, "episodes": episodes, "seed": EVAL_SEED,
+        "protocol": protocol, "result": result,
+    })
+    figure = run / f"{protocol}_{args.split}.png"
+    title = f"{run.name}: {protocol}, {config.data.n_way}-way, {args.split} ({episodes} streams)"
+    draw = plot_continual if protocol == "continual" else plot_streams
+    draw(result, figure, title, config.data.n_way)
+    print(f"wrote {run / eval_file(args.split)} and {figure}")
     return 0
 
 

@@ -93,6 +93,9 @@ class NetworkConfig:
         3.0, "SRWM: c·I added to W0's key block (0: the public code's init)")
     feature_map: str = option("elu+1_sum", "deltanet / linear: φ of keys and queries",
                               choices="fwp.ops:FEATURE_MAPS")
+    short_conv: int = option(
+        0, "delayed / sequential: width of a causal depthwise convolution over time on the "
+        "core's input (0: none)")
     core_mode: str = option(
         "auto", "operator path of srwm/deltanet/linear: auto, or one of the operator's modes "
         "(recurrent, chunk, scan, fused_cpu, triton, ...; README, Operators)")
@@ -142,6 +145,26 @@ class OptimConfig:
 
 
 @dataclass
+class ProtocolConfig:
+    """The in-context setting (fwp/fewshot/protocols): episodes, or streams of task segments."""
+
+    protocol: str = option(
+        "episodic", "episodic (N-way K-shot), delayed (labels one step late), sequential (a "
+        "stream that switches data set), continual (task A then B, queried on both)",
+        choices=("episodic", "delayed", "sequential", "continual"))
+    second_dataset: str = option(
+        "", "sequential / continual: the other task's data set (\"\": the first, other classes)")
+    second_data_root: str = option("", "folder with the second data set's files")
+    second_data_options: dict[str, Any] = option(
+        {}, "a keyword option of the second data set's loader", flag="second-data-option")
+    max_trim: int = option(
+        0, "delayed / sequential training: drop up to this many images at each segment's end")
+    first_task_weight: float = option(1.0, "continual: weight w_A of CE(A | A)")
+    forget_weight: float = option(
+        0.0, "continual: weight λ of CE(A | A→B), the anti-forgetting term")
+
+
+@dataclass
 class RunConfig:
     """One training run. Episodes per step = batch_size · accumulate · processes."""
 
@@ -149,6 +172,7 @@ class RunConfig:
     network: NetworkConfig = section(NetworkConfig)
     loss: LossConfig = section(LossConfig)
     optim: OptimConfig = section(OptimConfig)
+    protocol: ProtocolConfig = section(ProtocolConfig)
     seed: int = option(1, "initialisation and the stream of training episodes")
     steps: int = option(1000, "optimiser steps")
     eval_every: int = option(100, "validate on fixed episodes, keep the best checkpoint")
@@ -222,6 +246,33 @@ class RunConfig:
                 raise UserError(f"--{flag_name(name)} must be in [0, 1)")
         if self.device != "auto" and not self.device.startswith(("cpu", "cuda")):
             raise UserError(f"unknown --device {self.device!r}; use auto, cpu, cuda or cuda:N")
+        self._validate_protocol()
+
+    def _validate_protocol(self) -> None:
+        from fwp.data import DATASETS
+
+        p = self.protocol
+        if p.second_dataset and p.second_dataset not in DATASETS:
+            raise UserError(f"unknown --second-dataset {p.second_dataset!r}; choose one of "
+                            f"{', '.join(DATASETS)}")
+        for name in ("max_trim", "first_task_weight", "forget_weight"):
+            if getattr(p, name) < 0:
+                raise UserError(f"--{flag_name(name)} must be ≥ 0 (got {getattr(p, name)})")
+        if self.network.short_conv < 0:
+            raise UserError(f"--short-conv must be ≥ 0 (got {self.network.short_conv})")
+        if self.network.short_conv and p.protocol not in ("delayed", "sequential"):
+            raise UserError("--short-conv is for the delayed / sequential streams; set it to 0")
+        if p.protocol == "episodic":
+            return
+        if self.bootstrapped:
+            raise UserError(f"--protocol {p.protocol} has no bootstrapped loss: set --beta2 0 "
+                            "--beta3 0 (or use --protocol episodic)")
+        if p.protocol != "continual" and p.max_trim >= self.data.n_way * self.data.k_shot:
+            raise UserError(f"--max-trim {p.max_trim} would drop a whole segment of N·K = "
+                            f"{self.data.n_way * self.data.k_shot} images; lower it")
+        if p.protocol == "delayed" and p.second_dataset:
+            raise UserError("--protocol delayed reads one data set; drop --second-dataset (or "
+                            "use --protocol sequential)")
 
 
 def from_dict(data: dict, where: str = "config") -> RunConfig:

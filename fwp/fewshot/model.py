@@ -66,6 +66,13 @@ class FewShotLearner(nn.Module):
             [net.model] * net.layers, net.d_model, net.heads, net.d_ff, net.dropout,
             net.residual, {net.model: net.core_options()},
         )
+        # Causal depthwise convolution over time (delayed-label streams): lets a step see the
+        # previous image next to its label, as the short convolutions of linear-attention
+        # models do (e.g. flash-linear-attention's DeltaNet).
+        self.short_conv = (
+            nn.Conv1d(net.d_model, net.d_model, net.short_conv, groups=net.d_model)
+            if net.short_conv else None
+        )
         self.norm = nn.LayerNorm(net.d_model) if net.final_norm else nn.Identity()
         self.head = nn.Linear(net.d_model, self.n_way)
         self.separate_backbone_calls = net.separate_backbone_calls
@@ -96,6 +103,17 @@ class FewShotLearner(nn.Module):
         B, Q = x.shape[:2]
         out, _ = self.core(x.flatten(0, 1).unsqueeze(1), repeat_state(state, Q))
         return self.head(self.norm(out.view(B, Q, -1)))
+
+    def step_logits(self, features: torch.Tensor, label_input: torch.Tensor) -> torch.Tensor:
+        """Logits ``[B, T, N]`` at every step of whole streams: ``[B, T, F]`` features read with
+        ``[B, T, N]`` label inputs (one-hot, or zeros for "no label"); the delayed-label streams
+        of :mod:`fwp.fewshot.protocols`."""
+        x = self.input(torch.cat([features, label_input], dim=-1))
+        if self.short_conv is not None:
+            width = self.short_conv.kernel_size[0]
+            x = self.short_conv(F.pad(x.transpose(1, 2), (width - 1, 0))).transpose(1, 2)
+        out, _ = self.core(x)
+        return self.head(self.norm(out))
 
     def observe(
         self, images: torch.Tensor, labels: torch.Tensor, state: list[Any] | None = None

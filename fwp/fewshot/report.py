@@ -157,11 +157,22 @@ def plot(groups: list[Group], path: Path, split: str) -> None:
 
 
 def write_report(runs: list[Path], out: Path, split: str = "test") -> tuple[Path, Path]:
-    """``out/report.md`` and ``out/accuracy_vs_k.png``; returns their paths."""
-    groups = collect(runs, split)
+    """``out/report.md`` and ``out/accuracy_vs_k.png`` (episodic runs) or the plot of the first
+    run of another protocol; returns their paths."""
+    from fwp.fewshot.protocols.report import is_protocol_run, protocol_sections
+
+    episodic = [run for run in runs if not is_protocol_run(run, split)]
+    others = [run for run in runs if is_protocol_run(run, split)]
     out.mkdir(parents=True, exist_ok=True)
     table, figure = out / "report.md", out / "accuracy_vs_k.png"
-    table.write_text(f"# Few-shot report ({split})\n\n" + markdown(groups, split)
-                     + f"\n![accuracy against K_test]({figure.name})\n")
-    plot(groups, figure, split)
+    text = f"# Few-shot report ({split})\n\n"
+    if episodic:
+        groups = collect(episodic, split)
+        text += markdown(groups, split) + f"\n![accuracy against K_test]({figure.name})\n"
+        plot(groups, figure, split)
+    if others:
+        sections, figures = protocol_sections(others, out, split)
+        text += ("\n" if episodic else "") + sections
+        figure = figure if episodic else figures[0]
+    table.write_text(text)
     return table, figure

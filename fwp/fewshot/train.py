@@ -27,6 +27,7 @@ from torch.nn.parallel import DistributedDataParallel
 from fwp import environment
 from fwp.config import to_dict, write_atomic
 from fwp.data import EpisodeSampler, FewShotDataset
+from fwp.data.streams import StreamSampler
 from fwp.errors import UserError
 from fwp.fewshot.budget import gpu_notice
 from fwp.fewshot.checkpoint import (
@@ -42,6 +43,7 @@ from fwp.fewshot.config import RunConfig
 from fwp.fewshot.evaluate import VAL_SEED, autocast, evaluate, load_split
 from fwp.fewshot.losses import bootstrap_loss
 from fwp.fewshot.model import FewShotLearner
+from fwp.fewshot.protocols import StreamTask, build_task
 
 
 class TrainingDiverged(UserError):
@@ -274,7 +276,7 @@ class Trainer:
     world: World
     train_set: FewShotDataset
     val_set: FewShotDataset | None
-    sampler: EpisodeSampler
+    sampler: EpisodeSampler | StreamSampler
     model: FewShotLearner
     net: torch.nn.Module
     optimizer: torch.optim.Optimizer
@@ -282,6 +284,13 @@ class Trainer:
     runtime: dict[str, Any]
     step: int = 0
     best: dict = field(default_factory=lambda: {"accuracy": -1.0, "step": 0})
+    # --protocol delayed / sequential / continual: streams instead of episodes
+    task: StreamTask | None = None
+    val_task: StreamTask | None = None
+
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        return self.task.image_shape if self.task else self.train_set.image_shape
 
     @property
     def k_extra(self) -> int:
@@ -316,15 +325,23 @@ def start(config: RunConfig, run: Path, resume: bool) -> Trainer:
     random.seed(config.seed)
     np.random.seed(config.seed)  # noqa: NPY002
     torch.manual_seed(config.seed)
-    train_set = load_split(config, "train")
-    val_set = load_split(config, config.data.val_split) if world.main else None
-    sampler = EpisodeSampler(
+    task = val_task = None
+    if config.protocol.protocol != "episodic":
+        if world.size > 1:
+            raise UserError(f"--protocol {config.protocol.protocol} trains in one process; "
+                            "start it without torchrun")
+        task = build_task(config, "train", config.seed, training=True)
+        val_task = build_task(config, config.data.val_split, VAL_SEED)
+    train_set = task.sampler.domains[0] if task else load_split(config, "train")
+    val_set = None if task or not world.main else load_split(config, config.data.val_split)
+    sampler = task.sampler if task else EpisodeSampler(
         train_set, config.data.n_way, config.data.k_shot, n_query=config.data.n_query,
         k_extra=config.data.k_extra if config.bootstrapped else 0, seed=config.seed,
     )
-    model = FewShotLearner(config, train_set.image_shape)
+    image_shape = task.image_shape if task else train_set.image_shape
+    model = FewShotLearner(config, image_shape)
     if world.main and world.device.type == "cpu" and not resume:
-        notice = gpu_notice(config, train_set.image_shape, model)
+        notice = gpu_notice(config, image_shape, model)
         if notice:
             print(notice, flush=True)
     model = model.to(world.device)
@@ -335,7 +352,7 @@ def start(config: RunConfig, run: Path, resume: bool) -> Trainer:
     )
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(config, s))
     trainer = Trainer(config, run, world, train_set, val_set, sampler, model, model, optimizer,
-                      scheduler, runtime)
+                      scheduler, runtime, task=task, val_task=val_task)
     if resume:
         load_training_state(trainer)
     if world.size > 1:
@@ -371,7 +388,7 @@ def save_checkpoint(trainer: Trainer) -> None:
             "scheduler": trainer.scheduler.state_dict(), "sampler": trainer.sampler.state_dict(),
             "rng": rng, "step": trainer.step, "best": trainer.best,
             "config": to_dict(trainer.config),
-            "image_shape": list(trainer.train_set.image_shape), "runtime": trainer.runtime,
+            "image_shape": list(trainer.image_shape), "runtime": trainer.runtime,
         })
 
 
@@ -387,24 +404,28 @@ def train_step(trainer: Trainer) -> StepResult:
         first = sampler.next_episode + world.rank * optim.batch_size
         episode = sampler.batch(range(first, first + optim.batch_size)).to(world.device)
         sampler.next_episode += world.size * optim.batch_size
-        query_images, query_labels = (
-            episode.query_images[:, :queries], episode.query_labels[:, :queries])
         sync = micro == optim.accumulate - 1 or world.size == 1
         with nullcontext() if sync else trainer.net.no_sync():
             with autocast(world.device, config.amp):
-                extra = (episode.extra_images, episode.extra_labels) if trainer.k_extra else ()
-                out = trainer.net(episode.support_images, episode.support_labels, query_images,
-                                  *extra)
-                loss, parts = bootstrap_loss(
-                    out.student_logits, query_labels, out.teacher_logits,
-                    beta1=config.loss.beta1, beta2=config.loss.beta2, beta3=config.loss.beta3,
-                    distill=config.loss.distill, student_state=out.student_shifts,
-                    teacher_state=out.teacher_shifts,
-                )
+                if trainer.task is not None:  # a stream protocol: its own loss
+                    loss, parts, accuracy = trainer.task.loss(trainer.model, episode)
+                else:
+                    query_images, query_labels = (
+                        episode.query_images[:, :queries], episode.query_labels[:, :queries])
+                    extra = (episode.extra_images, episode.extra_labels) if trainer.k_extra else ()
+                    out = trainer.net(episode.support_images, episode.support_labels,
+                                      query_images, *extra)
+                    loss, parts = bootstrap_loss(
+                        out.student_logits, query_labels, out.teacher_logits,
+                        beta1=config.loss.beta1, beta2=config.loss.beta2,
+                        beta3=config.loss.beta3, distill=config.loss.distill,
+                        student_state=out.student_shifts, teacher_state=out.teacher_shifts,
+                    )
+                    correct = out.student_logits.argmax(-1) == query_labels
+                    accuracy = correct.float().mean().item()
             (loss / optim.accumulate).backward()
         loss_sum += loss.item() / optim.accumulate
-        correct = out.student_logits.argmax(-1) == query_labels
-        accuracy_sum += correct.float().mean().item() / optim.accumulate
+        accuracy_sum += accuracy / optim.accumulate
         for key, value in parts.items():
             parts_sum[key] = parts_sum.get(key, 0.0) + value.item() / optim.accumulate
     clip = optim.grad_clip if optim.grad_clip > 0 else float("inf")
@@ -438,18 +459,21 @@ def validate_and_save(trainer: Trainer, log: MetricsLog) -> None:
     """Validate on fixed episodes (rank 0), keep ``best.pt`` when accuracy improved, then save
     the checkpoint."""
     config = trainer.config
-    if trainer.world.main:
+    if trainer.val_task is not None:
+        result = trainer.val_task.evaluate(trainer.model, config.val_episodes, amp=config.amp)
+    elif trainer.world.main:
         result = evaluate(
             trainer.model, trainer.val_set, config.data.n_way, config.data.k_shot,
             config.val_episodes, seed=VAL_SEED, amp=config.amp,
             single_query=config.data.single_query,
         )
+    if trainer.world.main:
         values = {key: result[key] for key in ("accuracy", "ci95", "loss")}
         if values["accuracy"] > trainer.best["accuracy"]:
             trainer.best = {"accuracy": values["accuracy"], "step": trainer.step}
             write_atomic(trainer.run / BEST, {
                 "model": trainer.model.state_dict(), "step": trainer.step, "best": trainer.best,
-                "config": to_dict(config), "image_shape": list(trainer.train_set.image_shape),
+                "config": to_dict(config), "image_shape": list(trainer.image_shape),
             })
         log.validation(trainer.step, values, trainer.best)
     if trainer.world.size > 1:
