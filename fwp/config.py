@@ -18,7 +18,9 @@ from __future__ import annotations
 import argparse
 import copy
 import dataclasses
+import errno
 import importlib
+import io
 import json
 import os
 import sys
@@ -212,21 +214,56 @@ def read_preset(presets: Path, name: str, cls: type) -> dict:
 
 
 def write_atomic(path: Path, data: Any) -> None:
-    """Write bytes, text, JSON (a ``.json`` path) or a torch object to a temporary file, then
-    rename it over ``path``: a crash or Ctrl-C never leaves a half-written file."""
+    """Write bytes, text, JSON (a ``.json`` path) or a torch object to a temporary file, flush it
+    to disk, then rename it over ``path``: a crash, a kill or a full disk never leaves a
+    half-written file, and the previous version of ``path`` stays until the new one is whole.
+
+    A failure (a full disk, a size limit, no permission) removes the temporary file and raises
+    :class:`UserError` naming ``path`` and the fix.
+    """
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    if isinstance(data, bytes):
-        tmp.write_bytes(data)
-    elif isinstance(data, str):
-        tmp.write_text(data)
+    if isinstance(data, str):
+        payload = data.encode()
+    elif isinstance(data, bytes):
+        payload = data
     elif path.suffix == ".json":
-        tmp.write_text(json.dumps(data, indent=2) + "\n")
-    else:
+        payload = (json.dumps(data, indent=2) + "\n").encode()
+    else:  # serialised in memory first: torch.save reports a failed write only as RuntimeError
         import torch
 
-        torch.save(data, tmp)
-    os.replace(tmp, path)
+        buffer = io.BytesIO()
+        torch.save(data, buffer)
+        payload = buffer.getvalue()
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with open(tmp, "wb") as handle:
+            handle.write(payload)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException as error:
+        tmp.unlink(missing_ok=True)
+        if isinstance(error, OSError):
+            raise WriteFailed(write_failure(path, error)) from None
+        raise
+
+
+class WriteFailed(UserError):
+    """A file could not be written (full disk, size limit, permissions); nothing half-written
+    was left behind."""
+
+
+def write_failure(path: Path, error: OSError) -> str:
+    """``cannot write PATH (reason): fix`` for an OSError raised while writing ``path``."""
+    reason = error.strerror or str(error)
+    if error.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+        fix = (f"the disk (or a quota or file-size limit) is full; {path.name} keeps its previous "
+               f"version, if it had one. Free space, then run the command again")
+    elif error.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        fix = "the folder is not writable; fix its permissions or write somewhere else"
+    else:
+        fix = "check the path and the disk, then run the command again"
+    return f"cannot write {path} ({reason}): {fix}"
 
 
 # -- command line -----------------------------------------------------------------------------
