@@ -14,7 +14,14 @@ from fwp import config as core
 from fwp.config import to_dict, write_atomic
 from fwp.data import SPLITS
 from fwp.errors import UserError
-from fwp.fewshot.config import DataConfig, add_config_flags, config_from_args
+from fwp.fewshot.config import (
+    DataConfig,
+    RunConfig,
+    add_config_flags,
+    config_from_args,
+    file_layers,
+)
+from fwp.fewshot.resume import kept_over_files
 
 
 def _positive(text: str) -> int:
@@ -238,6 +245,13 @@ def cmd_train(args: argparse.Namespace) -> int:
     out = Path(args.out)
     base = to_dict(read_config(out)) if args.resume else None
     config = config_from_args(args, base=base)
+    if base is not None and int(os.environ.get("RANK", "0")) == 0:
+        flags = core.given(args, RunConfig)
+        for where, data in file_layers(args):
+            kept = kept_over_files(base, data or {}, flags)
+            if kept:
+                print(f"fwp: the run keeps its own config over {where}: {', '.join(kept)} "
+                      f"(give a flag to change a field)", flush=True)
     summary = train(config, out, resume=args.resume, progress=args.progress)
     if int(os.environ.get("RANK", "0")) == 0:
         best = summary["best"]
@@ -269,6 +283,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
     episodes = args.episodes or config.test_episodes
     repeats = args.repeats or config.test_repeats
     single = config.data.single_query
+    for k in args.k_test:  # every K_test is checked before the first is evaluated
+        dataset.check_episode(config.data.n_way, k + (1 if single else args.n_query))
     results = []
     queries = "one query" if single else f"{args.n_query} queries per class"
     print(f"{run}: {source['path']} (step {source['step']}), {config.data.n_way}-way, "

@@ -303,13 +303,27 @@ def add_config_flags(parser: argparse.ArgumentParser) -> None:
     core.add_flags(parser, RunConfig)
 
 
+def file_layers(args: argparse.Namespace) -> list[tuple[str, dict | None]]:
+    """The ``--preset`` and ``--config`` layers given on the command line (None: absent)."""
+    return [
+        (f"--preset {args.preset}",
+         preset(args.preset) if getattr(args, "preset", None) else None),
+        (f"--config {args.config}",
+         read_file(args.config) if getattr(args, "config", None) else None),
+    ]
+
+
 def config_from_args(args: argparse.Namespace, base: dict | None = None) -> RunConfig:
-    """Defaults ← ``base`` ← ``--preset`` ← ``--config`` ← flags given; validated."""
-    config = core.resolve(RunConfig, [
-        ("the saved config", base),
-        (f"preset {args.preset}", preset(args.preset) if getattr(args, "preset", None) else None),
-        (str(args.config), read_file(args.config) if getattr(args, "config", None) else None),
-        ("the command line", core.given(args, RunConfig)),
-    ])
+    """Defaults ← ``--preset`` ← ``--config`` ← flags given; validated.
+
+    On resume (``base``: the run's saved config): defaults ← ``base`` ← flags given. A preset or
+    config file typed again on resume does not reset the run's fields (the flags given when it
+    started live only in its config); :func:`fwp.fewshot.resume.kept_over_files` lists where
+    they differ.
+    """
+    flags = ("the command line", core.given(args, RunConfig))
+    layers = [("the saved config", base), flags] if base is not None else [*file_layers(args),
+                                                                            flags]
+    config = core.resolve(RunConfig, layers)
     config.validate()
     return config

@@ -12,9 +12,11 @@ import json
 import math
 import os
 import random
+import shutil
 import signal
+import sys
 import time
-from contextlib import nullcontext
+from contextlib import nullcontext, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,7 +27,7 @@ from torch import distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 
 from fwp import environment
-from fwp.config import to_dict, write_atomic
+from fwp.config import WriteFailed, to_dict, write_atomic, write_failure
 from fwp.data import EpisodeSampler, FewShotDataset
 from fwp.data.streams import StreamSampler
 from fwp.errors import UserError
@@ -35,7 +37,6 @@ from fwp.fewshot.checkpoint import (
     CHECKPOINT,
     CONFIG,
     METRICS,
-    check_matches,
     load_checkpoint,
     load_state,
 )
@@ -44,6 +45,7 @@ from fwp.fewshot.evaluate import VAL_SEED, autocast, evaluate, load_split
 from fwp.fewshot.losses import bootstrap_loss
 from fwp.fewshot.model import FewShotLearner
 from fwp.fewshot.protocols import StreamTask, build_task
+from fwp.fewshot.resume import check_changes
 
 
 class TrainingDiverged(UserError):
@@ -169,13 +171,17 @@ def truncate_metrics(path: Path, step: int) -> None:
 
 class MetricsLog:
     """metrics.jsonl (always) and TensorBoard (when installed), written by rank 0 only, and the
-    progress bar; training values are means over the steps since the last log line. Both files
-    continue from the trainer's step, dropping what was logged after it."""
+    progress: a bar on a terminal; elsewhere (a log file, or ``--no-progress``) one plain line
+    per validation. Training values are means over the steps since the last log line. Both
+    files continue from the trainer's step, dropping what was logged after it."""
 
     def __init__(self, trainer: Trainer, progress: bool) -> None:
         self.enabled = trainer.world.main
         self.log_every = trainer.config.log_every
+        self.total = trainer.config.steps
         self.writer = self.bar = None
+        self.path = trainer.run / METRICS
+        self.last_train: dict[str, float] = {}
         self._reset()
         if not self.enabled:
             return
@@ -189,7 +195,7 @@ class MetricsLog:
                                         purge_step=step + 1 if step else None)
         except ImportError:
             self.writer = None
-        if progress:
+        if progress and sys.stderr.isatty():  # a bar in a log file is a line of \r updates
             from tqdm import tqdm
 
             self.bar = tqdm(total=trainer.config.steps, initial=trainer.step,
@@ -218,6 +224,7 @@ class MetricsLog:
             **{f"loss_{k}": v for k, v in result.parts.items()},
         }
         self.log(step, "train", values)
+        self.last_train = values
         if self.bar is not None:
             self.bar.set_postfix(loss=f"{values['loss']:.3f}", acc=f"{values['accuracy']:.1f}",
                                  steps_s=f"{values['steps_per_s']:.2f}")
@@ -225,22 +232,34 @@ class MetricsLog:
 
     def validation(self, step: int, values: dict[str, float], best: dict) -> None:
         self.log(step, "val", values)
+        if not self.enabled:
+            return
+        line = (f"val accuracy {values['accuracy']:.2f} ± {values['ci95']:.2f} "
+                f"(best {best['accuracy']:.2f} at {best['step']})")
         if self.bar is not None:
-            self.bar.write(f"step {step}: val accuracy {values['accuracy']:.2f} "
-                           f"± {values['ci95']:.2f} (best {best['accuracy']:.2f} "
-                           f"at {best['step']})")
+            self.bar.write(f"step {step}: {line}")
+            return
+        train = self.last_train
+        print(f"step {step}/{self.total}: train loss {train.get('loss', math.nan):.3f}, "
+              f"accuracy {train.get('accuracy', math.nan):.1f} %, "
+              f"{train.get('steps_per_s', math.nan):.2f} steps/s; {line}", flush=True)
+
+    def _write(self, row: dict[str, Any]) -> None:
+        try:
+            self.file.write(json.dumps(row) + "\n")
+            self.file.flush()
+        except OSError as error:
+            raise WriteFailed(write_failure(self.path, error)) from None
 
     def record(self, step: int, kind: str, info: dict[str, Any]) -> None:
         """A row that is not a scalar series (``kind`` "runtime": threads, operators ...)."""
         if self.enabled:
-            self.file.write(json.dumps({"step": step, "split": kind, **info}) + "\n")
-            self.file.flush()
+            self._write({"step": step, "split": kind, **info})
 
     def log(self, step: int, split: str, values: dict[str, float]) -> None:
         if not self.enabled:
             return
-        self.file.write(json.dumps({"step": step, "split": split, **values}) + "\n")
-        self.file.flush()
+        self._write({"step": step, "split": split, **values})
         if self.writer is not None:
             for key, value in values.items():
                 self.writer.add_scalar(f"{split}/{key}", value, step)
@@ -249,21 +268,55 @@ class MetricsLog:
         if self.bar is not None:
             self.bar.close()
         if self.enabled:
-            self.file.close()
+            with suppress(OSError):  # a full disk was reported where it happened
+                self.file.close()
             if self.writer is not None:
                 self.writer.close()
 
 
-def prepare_run(config: RunConfig, run: Path, resume: bool) -> None:
-    """Create the run folder (or check it for resuming) and write the resolved config."""
+def check_run_folder(run: Path, resume: bool) -> None:
+    """Whether ``run`` can hold this run: a folder (or nothing yet), with a checkpoint exactly
+    when resuming. Reads only."""
+    if run.exists() and not run.is_dir():
+        raise UserError(f"--out {run} is a file, not a folder; choose another --out")
     has_checkpoint = (run / CHECKPOINT).is_file()
     if resume and not has_checkpoint:
-        raise UserError(f"cannot resume: {run / CHECKPOINT} does not exist")
+        stopped = (" (its run stopped before the first checkpoint: start it again without "
+                   "--resume)" if (run / CONFIG).is_file() else "")
+        raise UserError(f"cannot resume: {run / CHECKPOINT} does not exist{stopped}")
     if not resume and has_checkpoint:
         raise UserError(
             f"{run} already holds a run; pass --resume to continue it, or choose another --out"
         )
-    run.mkdir(parents=True, exist_ok=True)
+
+
+def check_splits(config: RunConfig, train_set: FewShotDataset, val_set: FewShotDataset) -> None:
+    """Every episode the run will draw fits its split, checked before the first step: training
+    (by the sampler), validation (K shots + 1 query per class) and, when the data set has one,
+    the test split that ``fwp fewshot eval`` reads."""
+    n, k = config.data.n_way, config.data.k_shot
+    train_set.check_episode(n, k + config.data.k_extra * config.bootstrapped + config.data.n_query)
+    val_set.check_episode(n, k + 1)
+    if config.data.val_split != "test":
+        try:
+            test_set = load_split(config, "test")
+        except UserError:
+            return  # no test split here (a folder with train/ and val/ only): nothing to check
+        test_set.check_episode(n, k + 1)
+
+
+def prepare_run(config: RunConfig, run: Path, resume: bool) -> None:
+    """Create the run folder and write the resolved config, once every check has passed. A new
+    run first clears what a run that never reached its first checkpoint left in the folder."""
+    try:
+        run.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise UserError(f"cannot create the run folder {run} ({error.strerror or error}); "
+                        f"choose another --out") from None
+    if not resume:
+        for leftover in (METRICS, BEST):
+            (run / leftover).unlink(missing_ok=True)
+        shutil.rmtree(run / "tb", ignore_errors=True)
     write_atomic(run / CONFIG, to_dict(config))
 
 
@@ -313,15 +366,13 @@ def start(config: RunConfig, run: Path, resume: bool) -> Trainer:
     """The runtime (processes, threads, seeds), the run folder, data, model and optimiser;
     with ``resume``, their state from the run's checkpoint."""
     config.validate()
+    check_run_folder(run, resume)
     world = setup_world(config)
     if config.threads:
         torch.set_num_threads(config.threads)
     runtime = environment.runtime(world.device)  # compiles the CPU kernels now if not cached
     if world.main:
         print(f"fwp: {environment.describe(runtime)}", flush=True)
-        prepare_run(config, run, resume)
-    if world.size > 1:
-        dist.barrier()
     random.seed(config.seed)
     np.random.seed(config.seed)  # noqa: NPY002
     torch.manual_seed(config.seed)
@@ -333,7 +384,9 @@ def start(config: RunConfig, run: Path, resume: bool) -> Trainer:
         task = build_task(config, "train", config.seed, training=True)
         val_task = build_task(config, config.data.val_split, VAL_SEED)
     train_set = task.sampler.domains[0] if task else load_split(config, "train")
-    val_set = None if task or not world.main else load_split(config, config.data.val_split)
+    val_set = None if task else load_split(config, config.data.val_split)
+    if task is None:
+        check_splits(config, train_set, val_set)
     sampler = task.sampler if task else EpisodeSampler(
         train_set, config.data.n_way, config.data.k_shot, n_query=config.data.n_query,
         k_extra=config.data.k_extra if config.bootstrapped else 0, seed=config.seed,
@@ -355,7 +408,10 @@ def start(config: RunConfig, run: Path, resume: bool) -> Trainer:
                       scheduler, runtime, task=task, val_task=val_task)
     if resume:
         load_training_state(trainer)
+    if world.main:  # every check has passed: only now is anything written
+        prepare_run(config, run, resume)
     if world.size > 1:
+        dist.barrier()
         trainer.net = DistributedDataParallel(
             model, device_ids=[world.device.index] if world.device.type == "cuda" else None
         )
@@ -364,19 +420,49 @@ def start(config: RunConfig, run: Path, resume: bool) -> Trainer:
 
 def load_training_state(trainer: Trainer) -> None:
     """Continue exactly where the run's checkpoint stopped (this rank's RNG state included)."""
-    path = trainer.run / CHECKPOINT
+    path, config = trainer.run / CHECKPOINT, trainer.config
     checkpoint = load_checkpoint(path)
-    check_matches(checkpoint, trainer.config, path)
+    saved = checkpoint.get("config", {})
+    changed = check_changes(saved, to_dict(config), path)
+    if checkpoint["step"] > config.steps:
+        raise UserError(
+            f"--steps {config.steps} is below the step {checkpoint['step']} the run has reached; "
+            f"pass --steps {checkpoint['step']} or more"
+        )
     load_state(trainer.model, checkpoint["model"], path)
     trainer.optimizer.load_state_dict(checkpoint["optimizer"])
     trainer.scheduler.load_state_dict(checkpoint["scheduler"])
     trainer.sampler.load_state_dict(checkpoint["sampler"])
     _set_rng_state(checkpoint["rng"][trainer.world.rank % len(checkpoint["rng"])])
     trainer.step, trainer.best = checkpoint["step"], checkpoint["best"]
-    changed = environment.changes(checkpoint.get("runtime"), trainer.runtime)
+    changed += apply_optimiser_settings(trainer, saved)
     if changed and trainer.world.main:
-        print(f"fwp: changed on resume: {'; '.join(changed)} (the run goes on, but is no "
+        print(f"fwp: changed on resume: {'; '.join(changed)}", flush=True)
+    moved = environment.changes(checkpoint.get("runtime"), trainer.runtime)
+    if moved and trainer.world.main:
+        print(f"fwp: changed on resume: {'; '.join(moved)} (the run goes on, but is no "
               f"longer bit-identical to one that ran without stopping)", flush=True)
+
+
+def apply_optimiser_settings(trainer: Trainer, saved: dict) -> list[str]:
+    """Give the restored optimiser and schedule the config's rate, schedule and Adam settings
+    (the checkpoint's were restored with its state), so that the run does what config.json
+    says. Returns the change of the next step's learning rate, if any."""
+    config, optim = trainer.config, trainer.config.optim
+    scheduler = trainer.scheduler
+    groups = trainer.optimizer.param_groups
+    before = [group["lr"] for group in groups]
+    scheduler.base_lrs = [optim.lr] * len(groups)
+    for group in groups:
+        group.update(initial_lr=optim.lr, betas=(optim.adam_beta1, optim.adam_beta2),
+                     weight_decay=optim.weight_decay,
+                     lr=optim.lr * lr_factor(config, scheduler.last_epoch))
+    scheduler._last_lr = [group["lr"] for group in groups]  # what get_last_lr reports
+    if before[0] == groups[0]["lr"]:
+        return []
+    return [f"learning rate of step {trainer.step + 1}: {before[0]:.3g} → {groups[0]['lr']:.3g} "
+            f"(the {optim.schedule} schedule of --lr {optim.lr:g} over --steps {config.steps}, "
+            f"as a run started with them would have)"]
 
 
 def save_checkpoint(trainer: Trainer) -> None:
@@ -501,7 +587,7 @@ def train(
     last_step = min(config.steps, stop_after if stop_after is not None else config.steps)
     log = MetricsLog(trainer, progress)
     log.record(trainer.step, "runtime", trainer.runtime)
-    status, saved_at = "finished", -1
+    status, saved_at = "finished", trainer.step if resume else -1  # step of checkpoint.pt
     trainer.model.train()
     try:
         with _StopRequest() as stop:
@@ -525,6 +611,10 @@ def train(
     except KeyboardInterrupt:
         status = "aborted"
         raise
+    except WriteFailed as error:
+        kept = (f" with --resume (the checkpoint of step {saved_at} is intact)" if saved_at >= 0
+                else " without --resume (no checkpoint was written yet)")
+        raise WriteFailed(f"{error}{kept}") from None
     finally:
         log.close()
     return {"status": status, "step": trainer.step, "best": trainer.best, "model": trainer.model}

@@ -105,7 +105,7 @@ def test_run_folder_errors(tiny_root, tmp_path):
     bigger = tiny_config(tiny_root, steps=2, d_model=32)
     with pytest.raises(UserError, match="does not match its config.*d_model"):
         load_trained(run, bigger)
-    with pytest.raises(UserError, match="does not match its config"):
+    with pytest.raises(UserError, match="cannot change --d-model 16 → 32 on resume"):
         train(bigger, run, resume=True, progress=False)
 
 

@@ -1,0 +1,206 @@
+"""Faults injected into few-shot runs (refused resumes, impossible episodes, a file as --out, a
+size-limited output): each is one line naming the problem and the fix, nothing is lost, nothing
+changes silently, and the corrected command is never blocked."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+
+from fwp.cli import main
+from fwp.fewshot import train as train_module
+from fwp.fewshot.checkpoint import CHECKPOINT, CONFIG, METRICS, load_checkpoint
+from fwp.fewshot.train import lr_factor
+from tests.limits import error_line, fwp
+
+from .conftest import tiny_config
+
+
+def tiny_flags(root) -> list[str]:
+    return ["--dataset", "folder", "--data-root", str(root), "--n-way", "3", "--k-shot", "1",
+            "--conv-channels", "8", "--layers", "1", "--d-model", "16", "--heads", "2",
+            "--d-ff", "16", "--eval-every", "2", "--val-episodes", "4", "--batch-size", "2",
+            "--threads", "1", "--no-progress", "--log-every", "1"]
+
+
+def train_cli(*argv) -> int:
+    return main(["fewshot", "train", *map(str, argv)])
+
+
+def one_error(capsys) -> str:
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("fwp: error: "), err
+    return err[0]
+
+
+def rows(run, split="train") -> list[dict]:
+    lines = [json.loads(line) for line in (run / METRICS).read_text().splitlines()]
+    return [r for r in lines if r["split"] == split]
+
+
+def test_a_refused_resume_changes_nothing(tiny_root, tmp_path, capsys):
+    run = tmp_path / "run"
+    assert train_cli(*tiny_flags(tiny_root), "--steps", "2", "--out", run) == 0
+    saved = (run / CONFIG).read_bytes()
+    capsys.readouterr()
+    assert train_cli("--out", run, "--resume", "--d-model", "64") == 2
+    line = one_error(capsys)
+    assert "cannot change --d-model 16 → 64 on resume" in line and "another --out" in line
+    assert (run / CONFIG).read_bytes() == saved
+    assert train_cli("--out", run, "--resume", "--steps", "4") == 0
+    assert main(["fewshot", "eval", str(run), "--k-test", "1", "--episodes", "4"]) == 0
+
+
+def test_lr_given_on_resume_is_the_rate_the_optimiser_uses(tiny_root, tmp_path, capsys):
+    run = tmp_path / "run"
+    assert train_cli(*tiny_flags(tiny_root), "--schedule", "constant", "--lr", "3e-3",
+                     "--steps", "2", "--out", run) == 0
+    capsys.readouterr()
+    assert train_cli("--out", run, "--resume", "--lr", "1e-5", "--steps", "4") == 0
+    out = capsys.readouterr().out
+    assert "changed on resume: lr 0.003 → 1e-05" in out and "steps 2 → 4" in out
+    assert [r["lr"] for r in rows(run)] == [3e-3, 3e-3, 1e-5, 1e-5]
+    assert json.loads((run / CONFIG).read_text())["optim"]["lr"] == 1e-5
+    groups = load_checkpoint(run / CHECKPOINT)["optimizer"]["param_groups"]
+    assert all(g["lr"] == 1e-5 for g in groups)
+
+
+def test_extending_a_cosine_run_is_announced_and_follows_the_longer_schedule(
+    tiny_root, tmp_path, capsys
+):
+    run = tmp_path / "run"
+    assert train_cli(*tiny_flags(tiny_root), "--schedule", "cosine", "--lr", "3e-3",
+                     "--warmup", "1", "--steps", "4", "--out", run) == 0
+    assert rows(run)[-1]["lr"] == pytest.approx(0.0, abs=1e-12)  # the cosine ended at step 4
+    capsys.readouterr()
+    assert train_cli("--out", run, "--resume", "--steps", "8") == 0
+    out = capsys.readouterr().out
+    longer = tiny_config(tiny_root, steps=8, warmup=1, lr=3e-3, schedule="cosine")
+    rate = 3e-3 * lr_factor(longer, 4)
+    assert "changed on resume: steps 4 → 8" in out
+    assert f"learning rate of step 5: 0 → {rate:.3g}" in out
+    logged = [r["lr"] for r in rows(run)][4:]
+    assert logged == pytest.approx([3e-3 * lr_factor(longer, s) for s in range(5, 9)])
+    assert not math.isclose(logged[0], 0.0)
+
+
+def test_retyping_the_preset_on_resume_keeps_the_flags_given_at_the_start(
+    tiny_root, tmp_path, capsys
+):
+    run = tmp_path / "run"
+    assert train_cli("--preset", "demo", *tiny_flags(tiny_root), "--steps", "2",
+                     "--out", run) == 0
+    capsys.readouterr()
+    assert train_cli("--preset", "demo", "--out", run, "--resume", "--steps", "4") == 0
+    out = capsys.readouterr().out
+    assert "the run keeps its own config over --preset demo" in out and "d_model 16" in out
+    config = json.loads((run / CONFIG).read_text())
+    assert config["network"]["d_model"] == 16 and config["steps"] == 4
+    assert load_checkpoint(run / CHECKPOINT)["step"] == 4
+
+
+def test_episode_shapes_of_every_split_are_checked_before_training(
+    tiny_root, tmp_path, capsys, monkeypatch
+):
+    """The tiny set's val split has 4 classes: 5-way episodes are refused before the first step
+    and before anything is written (the train split, with 8, would have trained)."""
+    steps = []
+    monkeypatch.setattr(train_module, "bootstrap_loss", lambda *a, **k: steps.append(1))
+    run = tmp_path / "run"
+    assert train_cli(*tiny_flags(tiny_root), "--n-way", "5", "--steps", "2", "--out", run) == 2
+    line = one_error(capsys)
+    assert "split 'val'" in line and "only 4 classes" in line and "--n-way" in line
+    assert steps == [] and not run.exists()
+
+
+def test_a_small_folder_data_set_is_refused_before_training(tmp_path, capsys, tiny_root):
+    """12 classes, no split folders: the seeded split leaves too few for 3-way validation."""
+    import shutil
+
+    root = tmp_path / "twelve"
+    for i, folder in enumerate(sorted((tiny_root / "train").iterdir())
+                               + sorted((tiny_root / "val").iterdir())):
+        shutil.copytree(folder, root / f"c{i:02d}")
+    run = tmp_path / "run"
+    flags = tiny_flags(root)
+    assert train_cli(*flags, "--steps", "2", "--out", run) == 2
+    line = one_error(capsys)
+    assert "split 'val'" in line and "only 2 classes" in line
+    assert not run.exists()
+    assert train_cli(*flags, "--n-way", "2", "--steps", "2", "--out", run) == 0
+
+
+def test_a_run_that_failed_before_its_first_checkpoint_does_not_block(
+    tiny_root, tmp_path, capsys, monkeypatch
+):
+    real = train_module.bootstrap_loss
+
+    def diverging(*args, **kwargs):
+        loss, parts = real(*args, **kwargs)
+        return loss * float("nan"), parts
+
+    monkeypatch.setattr(train_module, "bootstrap_loss", diverging)
+    run = tmp_path / "run"
+    assert train_cli(*tiny_flags(tiny_root), "--steps", "2", "--out", run) == 2
+    assert "no checkpoint was written yet" in one_error(capsys)
+    monkeypatch.setattr(train_module, "bootstrap_loss", real)
+    assert train_cli(*tiny_flags(tiny_root), "--steps", "2", "--lr", "1e-3", "--out", run) == 0
+    assert len(rows(run, "runtime")) == 1 and [r["step"] for r in rows(run)] == [1, 2]
+
+
+def test_out_naming_a_file_is_one_line(tiny_root, tmp_path, capsys):
+    path = tmp_path / "notes.txt"
+    path.write_text("mine\n")
+    assert train_cli(*tiny_flags(tiny_root), "--steps", "2", "--out", path) == 2
+    assert f"--out {path} is a file" in one_error(capsys)
+    assert path.read_text() == "mine\n"
+
+
+def test_a_full_disk_while_saving_loses_nothing_and_resume_works(tiny_root, tmp_path):
+    """A cap on file size (RLIMIT_FSIZE; a write past it fails with EFBIG, as a full disk does
+    with ENOSPC): the small files fit, the checkpoint does not. One line, no temporary file
+    left, the last checkpoint intact, and the same command continues once there is room."""
+    run = tmp_path / "run"
+    flags = [*tiny_flags(tiny_root), "--out", str(run)]
+    assert fwp("fewshot", "train", *flags, "--steps", "2").returncode == 0
+    limited = fwp("fewshot", "train", *flags, "--resume", "--steps", "4",
+                  max_file_bytes=8192)
+    line = error_line(limited)
+    assert f"cannot write {run}" in line and "File too large" in line and "--resume" in line
+    assert not [p.name for p in run.iterdir() if p.name.endswith(".tmp")]
+    assert load_checkpoint(run / CHECKPOINT)["step"] == 2
+    assert fwp("fewshot", "train", *flags, "--resume", "--steps", "4").returncode == 0
+    assert load_checkpoint(run / CHECKPOINT)["step"] == 4
+    assert [r["step"] for r in rows(run)] == [1, 2, 3, 4]
+
+
+def test_a_full_disk_on_the_first_save_does_not_block_the_rerun(tiny_root, tmp_path):
+    run = tmp_path / "run"
+    flags = [*tiny_flags(tiny_root), "--out", str(run), "--steps", "2"]
+    line = error_line(fwp("fewshot", "train", *flags, max_file_bytes=8192))
+    assert "cannot write" in line
+    assert not [p.name for p in run.iterdir() if p.name.endswith(".tmp")]
+    assert fwp("fewshot", "train", *flags).returncode == 0
+    assert torch.load(run / CHECKPOINT, weights_only=False)["step"] == 2
+
+
+def test_eval_checks_every_k_test_before_evaluating_any(tiny_root, tmp_path, capsys):
+    run = tmp_path / "run"
+    assert train_cli(*tiny_flags(tiny_root), "--steps", "2", "--out", run) == 0
+    capsys.readouterr()
+    assert main(["fewshot", "eval", str(run), "--k-test", "1", "15", "--episodes", "4"]) == 2
+    assert "K + K' + Q = 16" in one_error(capsys)
+    assert not (run / "eval_test.json").exists()
+
+
+def test_a_log_that_is_not_a_terminal_gets_lines_not_a_bar(tiny_root, tmp_path, capsys):
+    flags = [f for f in tiny_flags(tiny_root) if f != "--no-progress"]
+    assert train_cli(*flags, "--steps", "4", "--out", tmp_path / "run") == 0
+    captured = capsys.readouterr()
+    assert "\r" not in captured.err and "\r" not in captured.out
+    lines = [line for line in captured.out.splitlines() if line.startswith("step ")]
+    assert [line.split(":")[0] for line in lines] == ["step 2/4", "step 4/4"]
+    assert "train loss" in lines[0] and "val accuracy" in lines[0]
