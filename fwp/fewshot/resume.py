@@ -17,10 +17,10 @@ from fwp.errors import UserError
 # (section, field) of the fields a resume may change; "" is the top level.
 ALLOWED = {
     ("", "steps"), ("", "eval_every"), ("", "val_episodes"), ("", "log_every"), ("", "device"),
-    ("", "amp"), ("", "threads"),
+    ("", "amp"), ("", "threads"), ("", "test_episodes"), ("", "test_repeats"),
     ("optim", "lr"), ("optim", "schedule"), ("optim", "warmup"), ("optim", "grad_clip"),
     ("optim", "weight_decay"), ("optim", "adam_beta1"), ("optim", "adam_beta2"),
-    ("network", "core_mode"), ("data", "data_root"),
+    ("optim", "adam_eps"), ("network", "core_mode"), ("data", "data_root"),
 }
 
 

@@ -455,7 +455,7 @@ def apply_optimiser_settings(trainer: Trainer, saved: dict) -> list[str]:
     scheduler.base_lrs = [optim.lr] * len(groups)
     for group in groups:
         group.update(initial_lr=optim.lr, betas=(optim.adam_beta1, optim.adam_beta2),
-                     weight_decay=optim.weight_decay,
+                     eps=optim.adam_eps, weight_decay=optim.weight_decay,
                      lr=optim.lr * lr_factor(config, scheduler.last_epoch))
     scheduler._last_lr = [group["lr"] for group in groups]  # what get_last_lr reports
     if before[0] == groups[0]["lr"]:

@@ -83,3 +83,20 @@ def test_out_naming_a_file_is_one_line(tmp_path, capsys):
     assert _train(path) == 2
     assert f"--out {path} is a file" in _one_error_line(capsys)
     assert path.read_text() == "mine\n"
+
+
+def test_a_full_disk_while_saving_is_one_line_and_the_same_command_resumes(tmp_path):
+    """A cap on file size (RLIMIT_FSIZE: EFBIG, as a full disk gives ENOSPC) lets config.json
+    through and stops checkpoint.pt: one line, no temporary file, and the same command trains
+    the run once there is room."""
+    from tests.limits import error_line, fwp
+
+    out = tmp_path / "run"
+    argv = ["formal", "train", "--language", "parity", "--out", str(out), *TINY,
+            "--eval-every", "2"]
+    line = error_line(fwp(*argv, max_file_bytes=4096))
+    assert f"cannot write {out / 'checkpoint.pt'} (File too large)" in line
+    assert "run the command again" in line
+    assert not [p.name for p in out.iterdir() if p.name.endswith(".tmp")]
+    assert fwp(*argv).returncode == 0
+    assert json.loads((out / "metrics.json").read_text())["steps_run"] == 3
