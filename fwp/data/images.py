@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from fwp.errors import UserError
+from fwp.errors import UserError, brief
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp")
 GRAY_MODES = ("1", "L", "LA", "I", "I;16", "F", "P;L")
@@ -46,7 +46,7 @@ ZIP_ERRORS = (zipfile.BadZipFile, zlib.error, EOFError, OSError, ValueError)
 def _broken_zip(path: str | Path, error: Exception, member: str | None = None) -> UserError:
     where = f"{member} in {path}" if member else str(path)
     return UserError(
-        f"cannot read {where} ({type(error).__name__}: {error}): the zip file is truncated or "
+        f"cannot read {where} ({brief(error)}): the zip file is truncated or "
         f"corrupt; download it again (or unpack it and pass the folder instead)"
     )
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 
 from fwp.config import read_file, to_dict
-from fwp.errors import UserError
+from fwp.errors import UserError, brief
 from fwp.fewshot.config import RunConfig, from_dict
 
 CONFIG, CHECKPOINT, BEST, METRICS = "config.json", "checkpoint.pt", "best.pt", "metrics.jsonl"
@@ -39,9 +39,8 @@ def load_checkpoint(path: Path) -> dict:
         return torch.load(path, map_location="cpu", weights_only=False)
     except Exception as error:  # noqa: BLE001 — any unreadable file is the same user problem
         raise UserError(
-            f"cannot read checkpoint {path} ({type(error).__name__}: "
-            f"{str(error).splitlines()[0]}): the file is damaged or not a checkpoint; restore it, "
-            f"or train the run again into a new --out"
+            f"cannot read checkpoint {path} ({brief(error)}): the file is damaged or not a "
+            f"checkpoint; restore it, or train the run again into a new --out"
         ) from None
 
 

@@ -239,10 +239,15 @@ class MetricsLog:
         if self.bar is not None:
             self.bar.write(f"step {step}: {line}")
             return
-        train = self.last_train
-        print(f"step {step}/{self.total}: train loss {train.get('loss', math.nan):.3f}, "
-              f"accuracy {train.get('accuracy', math.nan):.1f} %, "
-              f"{train.get('steps_per_s', math.nan):.2f} steps/s; {line}", flush=True)
+        window, train = self.window, self.last_train
+        if window["n"]:  # the steps since the last log line (none: that line has them)
+            elapsed = time.perf_counter() - window["time"]
+            train = {"loss": window["loss"] / window["n"],
+                     "accuracy": 100 * window["accuracy"] / window["n"],
+                     "steps_per_s": window["n"] / max(elapsed, 1e-9)}
+        print(f"step {step}/{self.total}: train loss {train['loss']:.3f}, accuracy "
+              f"{train['accuracy']:.1f} %, {train['steps_per_s']:.2f} steps/s; {line}",
+              flush=True)
 
     def _write(self, row: dict[str, Any]) -> None:
         try:

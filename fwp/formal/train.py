@@ -22,7 +22,7 @@ from torch.nn import functional as F
 
 from fwp import environment
 from fwp.config import read_file, to_dict, write_atomic
-from fwp.errors import UserError
+from fwp.errors import UserError, brief
 from fwp.formal.config import RunConfig, from_dict
 from fwp.formal.data import (
     Bin,
@@ -147,7 +147,7 @@ def load_checkpoint(path: Path) -> dict:
         state = torch.load(path, map_location="cpu", weights_only=False)
     except Exception as error:  # noqa: BLE001 — truncated or foreign: the same user problem
         raise UserError(
-            f"cannot read {path} ({type(error).__name__}: {str(error).splitlines()[0]}): the file "
+            f"cannot read {path} ({brief(error)}): the file "
             f"is damaged or not a checkpoint; delete it and re-run the same command to train "
             f"this run from the start"
         ) from None

@@ -98,5 +98,5 @@ def test_a_full_disk_while_saving_is_one_line_and_the_same_command_resumes(tmp_p
     assert f"cannot write {out / 'checkpoint.pt'} (File too large)" in line
     assert "run the command again" in line
     assert not [p.name for p in out.iterdir() if p.name.endswith(".tmp")]
-    assert fwp(*argv).returncode == 0
+    assert main(argv) == 0
     assert json.loads((out / "metrics.json").read_text())["steps_run"] == 3
