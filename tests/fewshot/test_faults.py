@@ -159,6 +159,7 @@ def test_out_naming_a_file_is_one_line(tiny_root, tmp_path, capsys):
     assert path.read_text() == "mine\n"
 
 
+@pytest.mark.slow
 def test_a_full_disk_while_saving_loses_nothing_and_resume_works(tiny_root, tmp_path):
     """A cap on file size (RLIMIT_FSIZE; a write past it fails with EFBIG, as a full disk does
     with ENOSPC): the small files fit, the checkpoint does not. One line, no temporary file
@@ -178,6 +179,7 @@ def test_a_full_disk_while_saving_loses_nothing_and_resume_works(tiny_root, tmp_
     assert [r["step"] for r in rows(run)] == [1, 2, 3, 4]
 
 
+@pytest.mark.slow
 def test_a_full_disk_on_the_first_save_does_not_block_the_rerun(tiny_root, tmp_path):
     from fwp.data import load_dataset
 

@@ -2,6 +2,7 @@
 
 import json
 
+import pytest
 import torch
 
 from fwp.cli import main
@@ -85,6 +86,7 @@ def test_out_naming_a_file_is_one_line(tmp_path, capsys):
     assert path.read_text() == "mine\n"
 
 
+@pytest.mark.slow
 def test_a_full_disk_while_saving_is_one_line_and_the_same_command_resumes(tmp_path):
     """A cap on file size (RLIMIT_FSIZE: EFBIG, as a full disk gives ENOSPC) lets config.json
     through and stops checkpoint.pt: one line, no temporary file, and the same command trains
