@@ -44,6 +44,12 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as error:
         print(f"fwp: error: {error}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        # A Ctrl-C that the command did not turn into a clean stop (during the CPU kernels'
+        # build, or a second one while training saves): one line and the shell's 128 + SIGINT.
+        print("fwp: interrupted (Ctrl-C); a run resumes from its last checkpoint with --resume",
+              file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":
