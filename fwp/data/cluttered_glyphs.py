@@ -26,7 +26,6 @@ and the learner must tell it from the distractors (smaller and off-centre). Imag
 
 from __future__ import annotations
 
-import os
 from functools import cache
 from pathlib import Path
 
@@ -34,8 +33,15 @@ import numpy as np
 
 from fwp.data.cache import ImageStore, cache_key, cached_store
 from fwp.data.dataset import FewShotDataset
-from fwp.data.glyphs import FACES, SCRIPTS, GlyphClass, _draw, font_dir, glyph_classes
-from fwp.data.images import process_pool
+from fwp.data.glyphs import (
+    FACES,
+    SCRIPTS,
+    GlyphClass,
+    _draw,
+    font_dir,
+    glyph_classes,
+    render_store,
+)
 from fwp.errors import UserError
 
 VERSION = 2  # bump when the rendering changes
@@ -153,24 +159,7 @@ def _render_classes(
 
 def _build(samples: int, seed: int, image_size: int, distractors: int, colour: bool
            ) -> ImageStore:
-    glyphs = glyph_classes()
-    workers = os.cpu_count() or 1
-    args = (samples, seed, image_size, distractors, colour)
-    if workers == 1 or len(glyphs) * samples < 2000:
-        images = _render_classes(glyphs, *args)
-    else:
-        step = max(1, len(glyphs) // (8 * workers))
-        chunks = [glyphs[i : i + step] for i in range(0, len(glyphs), step)]
-        with process_pool(workers) as pool:
-            parts = pool.starmap(_render_classes, [(c, *args) for c in chunks])
-        images = np.concatenate(parts)
-    return ImageStore(
-        images,
-        [g.name for g in glyphs],
-        [g.script for g in glyphs],
-        np.full(len(glyphs), samples),
-        {"codepoints": [g.codepoint for g in glyphs]},
-    )
+    return render_store(_render_classes, samples, seed, image_size, distractors, colour)
 
 
 def load_cluttered_glyphs(

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import os
 import unicodedata
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -259,16 +260,20 @@ def _render_classes(
     )
 
 
-def _build(samples: int, seed: int, image_size: int) -> ImageStore:
+def render_store(
+    render_classes: Callable[..., np.ndarray], samples: int, *args: object
+) -> ImageStore:
+    """Every glyph class rendered by ``render_classes(glyphs, samples, *args)`` into one store,
+    in chunks over the CPU's processes when there is enough to draw."""
     glyphs = glyph_classes()
     workers = os.cpu_count() or 1
     if workers == 1 or len(glyphs) * samples < 2000:
-        images = _render_classes(glyphs, samples, seed, image_size)
+        images = render_classes(glyphs, samples, *args)
     else:
         step = max(1, len(glyphs) // (8 * workers))
         chunks = [glyphs[i : i + step] for i in range(0, len(glyphs), step)]
         with process_pool(workers) as pool:
-            parts = pool.starmap(_render_classes, [(c, samples, seed, image_size) for c in chunks])
+            parts = pool.starmap(render_classes, [(c, samples, *args) for c in chunks])
         images = np.concatenate(parts)
     return ImageStore(
         images,
@@ -277,6 +282,10 @@ def _build(samples: int, seed: int, image_size: int) -> ImageStore:
         np.full(len(glyphs), samples),
         {"codepoints": [g.codepoint for g in glyphs]},
     )
+
+
+def _build(samples: int, seed: int, image_size: int) -> ImageStore:
+    return render_store(_render_classes, samples, seed, image_size)
 
 
 def load_glyphs(
