@@ -34,13 +34,12 @@ import numpy as np
 from fwp.data.cache import ImageStore, cache_key, cached_store
 from fwp.data.dataset import FewShotDataset
 from fwp.data.glyphs import (
-    FACES,
     SCRIPTS,
     GlyphClass,
     _draw,
-    font_dir,
     glyph_classes,
     render_store,
+    renderer_fingerprint,
 )
 from fwp.errors import UserError
 
@@ -178,8 +177,6 @@ def load_cluttered_glyphs(
     random colours for background, letter and distractors instead of light-grey letters on a
     dark-grey texture. Both are difficulty knobs; docs/bootstrapping.md has what was measured.
     """
-    import PIL
-    from PIL import features
 
     if root is not None:
         raise UserError("the cluttered_glyphs data set is built in and takes no --data-root; "
@@ -189,7 +186,6 @@ def load_cluttered_glyphs(
             f"cluttered_glyphs needs samples_per_class >= 1, image_size >= 8 and distractors >= 0,"
             f" got {samples_per_class}, {image_size} and {distractors}"
         )
-    fonts = font_dir()
     key = cache_key(
         version=VERSION,
         samples=samples_per_class,
@@ -197,9 +193,7 @@ def load_cluttered_glyphs(
         image_size=image_size,
         distractors=distractors,
         colour=colour,
-        fonts=[(f, (fonts / f).stat().st_size) for f in FACES],
-        pillow=PIL.__version__,
-        freetype=features.version("freetype2"),
+        **renderer_fingerprint(),
     )
     store = cached_store(
         "cluttered_glyphs", key,

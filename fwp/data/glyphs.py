@@ -260,6 +260,19 @@ def _render_classes(
     )
 
 
+def renderer_fingerprint() -> dict[str, object]:
+    """What changes the rendered pixels besides the arguments: the fonts, Pillow and FreeType."""
+    import PIL
+    from PIL import features
+
+    fonts = font_dir()
+    return {
+        "fonts": [(f, (fonts / f).stat().st_size) for f in FACES],
+        "pillow": PIL.__version__,
+        "freetype": features.version("freetype2"),
+    }
+
+
 def render_store(
     render_classes: Callable[..., np.ndarray], samples: int, *args: object
 ) -> ImageStore:
@@ -297,8 +310,6 @@ def load_glyphs(
     seed: int = 0,
 ) -> FewShotDataset:
     """Split ``split`` of the built-in glyph set (rendered into the cache on first use)."""
-    import PIL
-    from PIL import features
 
     if root is not None:
         raise UserError("the glyphs data set is built in and takes no --data-root; drop it")
@@ -307,15 +318,12 @@ def load_glyphs(
             f"glyphs needs samples_per_class >= 1 and image_size >= 8, got {samples_per_class} "
             f"and {image_size}"
         )
-    fonts = font_dir()
     key = cache_key(
         version=VERSION,
         samples=samples_per_class,
         seed=seed,
         image_size=image_size,
-        fonts=[(f, (fonts / f).stat().st_size) for f in FACES],
-        pillow=PIL.__version__,
-        freetype=features.version("freetype2"),
+        **renderer_fingerprint(),
     )
     store = cached_store("glyphs", key, lambda: _build(samples_per_class, seed, image_size))
     classes = [c for c, script in enumerate(store.class_groups) if SCRIPTS[script][0] == split]
