@@ -441,9 +441,10 @@ def load_training_state(trainer: Trainer) -> None:
     _set_rng_state(checkpoint["rng"][trainer.world.rank % len(checkpoint["rng"])])
     trainer.step, trainer.best = checkpoint["step"], checkpoint["best"]
     changed += apply_optimiser_settings(trainer, saved)
+    moved = environment.changes(checkpoint.get("runtime"), trainer.runtime)
+    changed = [c for c in changed if c not in moved]  # e.g. threads: said once, below
     if changed and trainer.world.main:
         print(f"fwp: changed on resume: {'; '.join(changed)}", flush=True)
-    moved = environment.changes(checkpoint.get("runtime"), trainer.runtime)
     if moved and trainer.world.main:
         print(f"fwp: changed on resume: {'; '.join(moved)} (the run goes on, but is no "
               f"longer bit-identical to one that ran without stopping)", flush=True)

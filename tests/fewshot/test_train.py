@@ -238,5 +238,6 @@ def test_resume_announces_a_changed_thread_count_and_operator_path(
         _warn_skipped.cache_clear()
     out = capsys.readouterr().out
     assert "changed on resume: threads 1 → 2" in out
+    assert out.count("threads 1 → 2") == 1  # a config field that is also runtime: said once
     if first["operators"]["srwm"] == "fused_cpu":
         assert "srwm fused_cpu → scan (fused_cpu unavailable: no C++ compiler found)" in out
