@@ -81,7 +81,7 @@ def add_eval(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "eval", help="accuracy per K_test on fixed seeded episodes: 95%% CI and std over repeats",
         description="Accuracy per K_test on fixed, seeded test episodes. Prints the mean with "
-        "the 95%% confidence interval over all episodes and, with --repeats R > 1, the mean ± "
+        "the 95 % confidence interval over all episodes and, with --repeats R > 1, the mean ± "
         "std over the R repeats of --episodes new episodes each (the seed paper's ±). Defaults "
         "come from the run's config (test_episodes, test_repeats, single_query): the paper "
         "presets use the public protocol, 10 repeats of 16,000 one-query episodes. Runs of "

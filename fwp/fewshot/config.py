@@ -96,6 +96,9 @@ class NetworkConfig:
     short_conv: int = option(
         0, "delayed / sequential: width of a causal depthwise convolution over time on the "
         "core's input (0: none)")
+    token_shift: bool = option(
+        False, "delayed / sequential: step t's input also carries step t−1's image features, "
+        "Lin([f(x_t); onehot(y_{t−1}); f(x_{t−1})]), so an image meets its label in one input")
     core_mode: str = option(
         "auto", "operator path of srwm/deltanet/linear: auto, or one of the operator's modes "
         "(recurrent, chunk, scan, fused_cpu, triton, ...; README, Operators)")
@@ -262,6 +265,8 @@ class RunConfig:
             raise UserError(f"--short-conv must be ≥ 0 (got {self.network.short_conv})")
         if self.network.short_conv and p.protocol not in ("delayed", "sequential"):
             raise UserError("--short-conv is for the delayed / sequential streams; set it to 0")
+        if self.network.token_shift and p.protocol not in ("delayed", "sequential"):
+            raise UserError("--token-shift is for the delayed / sequential streams; drop it")
         if p.protocol == "episodic":
             return
         if self.bootstrapped:

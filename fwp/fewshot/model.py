@@ -61,7 +61,9 @@ class FewShotLearner(nn.Module):
         self.backbone, feature_dim = build_backbone(
             net.backbone, image_shape, config.conv_channels(), net.conv_dropout
         )
-        self.input = nn.Linear(feature_dim + self.n_way, net.d_model)
+        self.token_shift = net.token_shift
+        shifted = feature_dim if net.token_shift else 0
+        self.input = nn.Linear(feature_dim + self.n_way + shifted, net.d_model)
         self.core = LayerStack(
             [net.model] * net.layers, net.d_model, net.heads, net.d_ff, net.dropout,
             net.residual, {net.model: net.core_options()},
@@ -108,7 +110,10 @@ class FewShotLearner(nn.Module):
         """Logits ``[B, T, N]`` at every step of whole streams: ``[B, T, F]`` features read with
         ``[B, T, N]`` label inputs (one-hot, or zeros for "no label"); the delayed-label streams
         of :mod:`fwp.fewshot.protocols`."""
-        x = self.input(torch.cat([features, label_input], dim=-1))
+        inputs = [features, label_input]
+        if self.token_shift:  # f(x_{t−1}), zeros at t = 1
+            inputs.append(F.pad(features, (0, 0, 1, 0))[:, :-1])
+        x = self.input(torch.cat(inputs, dim=-1))
         if self.short_conv is not None:
             width = self.short_conv.kernel_size[0]
             x = self.short_conv(F.pad(x.transpose(1, 2), (width - 1, 0))).transpose(1, 2)

@@ -15,9 +15,11 @@ from ..data.test_streams import coded
 from .conftest import tiny_config
 
 
-def learner(tiny_root, model: str = "srwm", short_conv: int = 0) -> FewShotLearner:
+def learner(tiny_root, model: str = "srwm", short_conv: int = 0, token_shift: bool = False
+            ) -> FewShotLearner:
     config = tiny_config(tiny_root, model=model, n_way=3)
     config.network.short_conv = short_conv  # valid with --protocol delayed / sequential
+    config.network.token_shift = token_shift
     return FewShotLearner(config, (1, 16, 16)).eval()
 
 
@@ -32,13 +34,18 @@ def test_delayed_label_input():
     assert torch.equal(out[0, 1:], F.one_hot(labels[0, :-1], 3).float())
 
 
-@pytest.mark.parametrize("model, short_conv", [
-    ("srwm", 0), ("srwm", 2), ("deltanet", 0), ("lstm", 0), ("transformer", 3),
-])
-def test_changing_label_t_changes_predictions_from_t_plus_1_only(tiny_root, model, short_conv):
+CAUSAL_CASES = [
+    ("srwm", 0, False), ("srwm", 2, False), ("srwm", 0, True), ("deltanet", 0, True),
+    ("lstm", 0, False), ("transformer", 3, True),
+]
+
+
+@pytest.mark.parametrize("model, short_conv, token_shift", CAUSAL_CASES)
+def test_changing_label_t_changes_predictions_from_t_plus_1_only(
+        tiny_root, model, short_conv, token_shift):
     """Step t's prediction is made before its label is given: a different label y_t leaves
     every prediction up to t exactly as it was and changes the one at t + 1."""
-    net = learner(tiny_root, model, short_conv=short_conv)
+    net = learner(tiny_root, model, short_conv=short_conv, token_shift=token_shift)
     stream = StreamSampler([coded(0, 6, 6, size=16)], 3, 4, seed=2).batch(range(3))
     before = stream_logits(net, stream)
     for t in (0, 5, 10):
@@ -47,6 +54,22 @@ def test_changing_label_t_changes_predictions_from_t_plus_1_only(tiny_root, mode
         stream_t = type(stream)(**{**stream.__dict__, "labels": changed})
         after = stream_logits(net, stream_t)
         assert torch.equal(after[:, : t + 1], before[:, : t + 1]), t
+        assert not torch.allclose(after[:, t + 1], before[:, t + 1]), t
+
+
+@pytest.mark.parametrize("model, short_conv, token_shift", CAUSAL_CASES)
+def test_changing_image_t_changes_predictions_from_t_only(
+        tiny_root, model, short_conv, token_shift):
+    """No step reads a later image: a different x_t leaves the predictions before t as they
+    were and changes the one at t (and, through the shift or the core, the next one)."""
+    net = learner(tiny_root, model, short_conv=short_conv, token_shift=token_shift)
+    stream = StreamSampler([coded(0, 6, 6, size=16)], 3, 4, seed=2).batch(range(3))
+    before = stream_logits(net, stream)
+    for t in (1, 5, 10):
+        images = stream.images.clone()
+        images[:, t] = images[:, t].flip(-1)
+        after = stream_logits(net, type(stream)(**{**stream.__dict__, "images": images}))
+        assert torch.equal(after[:, :t], before[:, :t]), t
         assert not torch.allclose(after[:, t + 1], before[:, t + 1]), t
 
 
