@@ -41,8 +41,10 @@ def stream_table(rows: list[str]) -> str:
 
 def continual_rows(name: str, result: dict[str, Any], forget_weight: float) -> list[str]:
     rows = []
-    for label, entry in [("all", result["all"])] + [
-            (" → ".join(o["order"]), o) for o in result["orders"]]:
+    orders = [(" → ".join(o["order"]), o) for o in result["orders"]]
+    if len(orders) != 1:  # with one order, "all" would repeat its row
+        orders.insert(0, ("all", result["all"]))
+    for label, entry in orders:
         cells = [_cell(entry[q]["accuracy"], entry[q]["ci95"]) for q in ("A|A", "A|AB", "B|AB",
                                                                          "B|B")]
         rows.append(f"| {name} | {forget_weight:g} | {label} | " + " | ".join(cells)
