@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, fields
+from typing import Any
 
 import numpy as np
 import torch
@@ -55,7 +56,36 @@ class Episode:
         return len(self.index)
 
 
-class EpisodeSampler:
+class SeededSampler:
+    """A sampler whose item ``i`` is a pure function of (seed, i), so that its whole state is
+    the next index: ``sample(B)`` returns the next B items (``batch(range(...))``) and advances
+    ``next_episode``; ``state_dict`` / ``load_state_dict`` save and restore it."""
+
+    seed: int
+    next_episode: int
+
+    def batch(self, indices: Sequence[int]) -> Any:  # an Episode or a Stream
+        raise NotImplementedError
+
+    def sample(self, batch_size: int) -> Any:
+        """The next ``batch_size`` items."""
+        start = self.next_episode
+        self.next_episode += batch_size
+        return self.batch(range(start, start + batch_size))
+
+    def state_dict(self) -> dict[str, int]:
+        return {"seed": self.seed, "next_episode": self.next_episode}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        if state["seed"] != self.seed:
+            raise UserError(
+                f"this sampler has seed {self.seed} but the saved state has {state['seed']}; "
+                "resume with the run's original seed"
+            )
+        self.next_episode = int(state["next_episode"])
+
+
+class EpisodeSampler(SeededSampler):
     """N-way K-shot episodes of a ``FewShotDataset``; episode ``i`` depends only on (seed, i).
 
     ``sample(B)`` returns the next B episodes and advances a counter (``state_dict`` /
@@ -86,23 +116,6 @@ class EpisodeSampler:
         self.n_way, self.k_shot, self.n_query, self.k_extra = n_way, k_shot, n_query, k_extra
         self.seed = seed
         self.next_episode = 0
-
-    def state_dict(self) -> dict[str, int]:
-        return {"seed": self.seed, "next_episode": self.next_episode}
-
-    def load_state_dict(self, state: dict[str, int]) -> None:
-        if state["seed"] != self.seed:
-            raise UserError(
-                f"this sampler has seed {self.seed} but the saved state has {state['seed']}; "
-                "resume with the run's original seed"
-            )
-        self.next_episode = int(state["next_episode"])
-
-    def sample(self, batch_size: int) -> Episode:
-        """The next ``batch_size`` episodes."""
-        start = self.next_episode
-        self.next_episode += batch_size
-        return self.batch(range(start, start + batch_size))
 
     def episode(self, i: int) -> Episode:
         """Episode ``i`` alone (batch dimension 1)."""

@@ -29,6 +29,7 @@ import torch
 from torch.nn import functional as F
 
 from fwp.data.dataset import FewShotDataset
+from fwp.data.episodes import SeededSampler
 from fwp.errors import UserError
 
 
@@ -81,7 +82,7 @@ def fit_shape(images: torch.Tensor, shape: tuple[int, int, int]) -> torch.Tensor
     return images.contiguous()
 
 
-class StreamSampler:
+class StreamSampler(SeededSampler):
     """Streams of ``segments`` N-way segments over ``domains``; stream i depends only on (seed, i).
 
     Args:
@@ -149,17 +150,6 @@ class StreamSampler:
     def length(self) -> int:
         """T = S·N·K, the steps of an untrimmed stream."""
         return self.segments * self.n_way * self.k_shot
-
-    def state_dict(self) -> dict[str, int]:
-        return {"seed": self.seed, "next_episode": self.next_episode}
-
-    def load_state_dict(self, state: dict[str, int]) -> None:
-        if state["seed"] != self.seed:
-            raise UserError(
-                f"this sampler has seed {self.seed} but the saved state has {state['seed']}; "
-                "resume with the run's original seed"
-            )
-        self.next_episode = int(state["next_episode"])
 
     def _draw(self, i: int) -> list[dict]:
         """Stream i: per segment its domain, classes [N], image positions [N, K+Q], the order of
