@@ -153,3 +153,10 @@ def evaluate_continual(
         if rows.any():
             result["orders"].append({"order": [domain_names[d] for d in plan], **summary(rows)})
     return result
+
+
+def result_groups(result: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+    """The groups a continual result is shown in: one per task order ("A → B" by data set),
+    led by "all" when there are several (with one order, "all" would repeat it)."""
+    groups = [(" → ".join(o["order"]), o) for o in result["orders"]]
+    return groups if len(groups) == 1 else [("all", result["all"])] + groups

@@ -5,6 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from fwp.fewshot.protocols.continual import result_groups
+
 
 def _pyplot():
     import matplotlib
@@ -51,7 +53,7 @@ def plot_continual(result: dict[str, Any], path: Path, title: str, n_way: int) -
     from fwp.fewshot.protocols.continual import QUERIES
 
     plt = _pyplot()
-    groups = [("all", result["all"])] + [(" → ".join(o["order"]), o) for o in result["orders"]]
+    groups = result_groups(result)
     fig, ax = plt.subplots(figsize=(7, 4), dpi=120)
     width = 0.8 / len(QUERIES)
     for j, name in enumerate(QUERIES):

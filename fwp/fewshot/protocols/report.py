@@ -7,6 +7,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+from fwp.fewshot.protocols.continual import result_groups
+
 INSTANCES_SHOWN = (1, 2, 3, 5, 10)  # instance columns of the stream tables
 
 
@@ -41,10 +43,7 @@ def stream_table(rows: list[str]) -> str:
 
 def continual_rows(name: str, result: dict[str, Any], forget_weight: float) -> list[str]:
     rows = []
-    orders = [(" → ".join(o["order"]), o) for o in result["orders"]]
-    if len(orders) != 1:  # with one order, "all" would repeat its row
-        orders.insert(0, ("all", result["all"]))
-    for label, entry in orders:
+    for label, entry in result_groups(result):
         cells = [_cell(entry[q]["accuracy"], entry[q]["ci95"]) for q in ("A|A", "A|AB", "B|AB",
                                                                          "B|B")]
         rows.append(f"| {name} | {forget_weight:g} | {label} | " + " | ".join(cells)
