@@ -13,6 +13,7 @@ from fwp.config import leaves, parse_value, to_dict
 from fwp.errors import UserError
 from fwp.fewshot.cli import register
 from fwp.fewshot.config import RunConfig, config_from_args, preset_names
+from fwp.layers.registry import LAYERS
 
 
 def parse(*argv: str) -> argparse.Namespace:
@@ -30,7 +31,10 @@ def test_every_config_field_is_a_flag():
 @pytest.mark.parametrize("name", preset_names())
 def test_presets_are_valid(name):
     config = config_from_args(parse("train", "--preset", name, "--out", "x"))
-    assert config.network.model in ("srwm", "transformer")
+    config.validate()
+    assert config.network.model in LAYERS
+    if name.startswith(("table", "omniglot", "demo", "continual")):
+        assert config.network.model == "srwm"  # the papers' learner
     if name.endswith("_boot"):
         assert config.loss.beta2 > 0 and config.data.k_extra > 0
 
