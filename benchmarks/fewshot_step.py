@@ -32,8 +32,8 @@ from common import machine, markdown_table  # noqa: E402
 from fwp.data import EpisodeSampler  # noqa: E402
 from fwp.fewshot.config import from_dict, preset  # noqa: E402
 from fwp.fewshot.evaluate import load_split  # noqa: E402
-from fwp.fewshot.losses import bootstrap_loss  # noqa: E402
 from fwp.fewshot.model import FewShotLearner  # noqa: E402
+from fwp.fewshot.train import episode_loss  # noqa: E402
 
 PATHS = {
     "srwm": ["recurrent", "scan", "fused_cpu"],
@@ -102,13 +102,7 @@ def main() -> None:
 
     def full_step(model: FewShotLearner, optimiser: torch.optim.Optimizer) -> None:
         optimiser.zero_grad(set_to_none=True)
-        out = model(episode.support_images, episode.support_labels, episode.query_images, *extra)
-        loss, _ = bootstrap_loss(
-            out.student_logits, episode.query_labels, out.teacher_logits,
-            beta1=config.loss.beta1, beta2=config.loss.beta2, beta3=config.loss.beta3,
-            distill=config.loss.distill, student_state=out.student_shifts,
-            teacher_state=out.teacher_shifts,
-        )
+        loss, _, _ = episode_loss(model, episode, config.loss, with_extra=bool(k_extra))
         loss.backward()
         optimiser.step()
 

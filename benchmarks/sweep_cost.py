@@ -23,9 +23,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import machine, markdown_table  # noqa: E402
 from fewshot_step import IMAGE_SHAPES, synthetic_episode  # noqa: E402
 
-from fwp.fewshot.losses import bootstrap_loss  # noqa: E402
 from fwp.fewshot.model import FewShotLearner  # noqa: E402
 from fwp.fewshot.sweep import build_grid, read_grid_file  # noqa: E402
+from fwp.fewshot.train import episode_loss  # noqa: E402
 
 
 def cpu_seconds(fn, repeats: int) -> float:
@@ -44,20 +44,13 @@ def run_cost(config, grid, steps: int) -> tuple[float, float, float]:
     shape = IMAGE_SHAPES[config.data.dataset]
     k_extra = config.data.k_extra if config.bootstrapped else 0
     episode = synthetic_episode(config, config.optim.batch_size, k_extra)
-    extra = (episode.extra_images, episode.extra_labels) if k_extra else ()
     torch.manual_seed(0)
     model = FewShotLearner(config, shape).train()
     optimiser = torch.optim.Adam(model.parameters(), lr=1e-4)
 
     def step() -> None:
         optimiser.zero_grad(set_to_none=True)
-        out = model(episode.support_images, episode.support_labels, episode.query_images, *extra)
-        loss, _ = bootstrap_loss(
-            out.student_logits, episode.query_labels, out.teacher_logits,
-            beta1=config.loss.beta1, beta2=config.loss.beta2, beta3=config.loss.beta3,
-            distill=config.loss.distill, student_state=out.student_shifts,
-            teacher_state=out.teacher_shifts,
-        )
+        loss, _, _ = episode_loss(model, episode, config.loss, with_extra=bool(k_extra))
         loss.backward()
         optimiser.step()
 

@@ -28,7 +28,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from fwp import environment
 from fwp.config import WriteFailed, to_dict, write_atomic, write_failure
-from fwp.data import EpisodeSampler, FewShotDataset
+from fwp.data import Episode, EpisodeSampler, FewShotDataset
 from fwp.data.streams import StreamSampler
 from fwp.errors import UserError
 from fwp.fewshot.budget import gpu_notice
@@ -40,7 +40,7 @@ from fwp.fewshot.checkpoint import (
     load_checkpoint,
     load_state,
 )
-from fwp.fewshot.config import RunConfig
+from fwp.fewshot.config import LossConfig, RunConfig
 from fwp.fewshot.evaluate import VAL_SEED, autocast, evaluate, load_split
 from fwp.fewshot.losses import bootstrap_loss
 from fwp.fewshot.model import FewShotLearner
@@ -484,6 +484,30 @@ def save_checkpoint(trainer: Trainer) -> None:
         })
 
 
+def episode_loss(
+    net: torch.nn.Module,
+    episode: Episode,
+    loss: LossConfig,
+    *,
+    queries: int | None = None,
+    with_extra: bool = False,
+) -> tuple[torch.Tensor, dict[str, torch.Tensor], torch.Tensor]:
+    """Eq. 5 on a batch of episodes: the learner (``net``, a :class:`FewShotLearner` or its DDP
+    wrapper) reads the support set, predicts the first ``queries`` queries of each episode (None:
+    all) and, ``with_extra``, again after the extra examples. Returns the loss, its terms and
+    which student predictions were right."""
+    query_images = episode.query_images[:, :queries]
+    query_labels = episode.query_labels[:, :queries]
+    extra = (episode.extra_images, episode.extra_labels) if with_extra else ()
+    out = net(episode.support_images, episode.support_labels, query_images, *extra)
+    value, parts = bootstrap_loss(
+        out.student_logits, query_labels, out.teacher_logits,
+        beta1=loss.beta1, beta2=loss.beta2, beta3=loss.beta3, distill=loss.distill,
+        student_state=out.student_shifts, teacher_state=out.teacher_shifts,
+    )
+    return value, parts, out.student_logits.argmax(-1) == query_labels
+
+
 def train_step(trainer: Trainer) -> StepResult:
     """Gradients of Eq. 5 over ``accumulate`` micro-batches of this rank's next episodes (DDP
     averages them across ranks on the last one), clipped; the optimiser does not step yet."""
@@ -502,18 +526,9 @@ def train_step(trainer: Trainer) -> StepResult:
                 if trainer.task is not None:  # a stream protocol: its own loss
                     loss, parts, accuracy = trainer.task.loss(trainer.model, episode)
                 else:
-                    query_images, query_labels = (
-                        episode.query_images[:, :queries], episode.query_labels[:, :queries])
-                    extra = (episode.extra_images, episode.extra_labels) if trainer.k_extra else ()
-                    out = trainer.net(episode.support_images, episode.support_labels,
-                                      query_images, *extra)
-                    loss, parts = bootstrap_loss(
-                        out.student_logits, query_labels, out.teacher_logits,
-                        beta1=config.loss.beta1, beta2=config.loss.beta2,
-                        beta3=config.loss.beta3, distill=config.loss.distill,
-                        student_state=out.student_shifts, teacher_state=out.teacher_shifts,
-                    )
-                    correct = out.student_logits.argmax(-1) == query_labels
+                    loss, parts, correct = episode_loss(
+                        trainer.net, episode, config.loss, queries=queries,
+                        with_extra=bool(trainer.k_extra))
                     accuracy = correct.float().mean().item()
             (loss / optim.accumulate).backward()
         loss_sum += loss.item() / optim.accumulate
