@@ -26,6 +26,10 @@ Grid file (TOML)::
     name = "k10_kp1"
     preset = "table1_k10_boot"
     k_extra = 1
+
+A grid file may start from another with ``base = "NAME"`` (a grid shipped in
+``fwp/fewshot/sweeps/`` or a path): its ``set`` and ``vary`` entries are updated key by key, every
+other key (``configs`` included) is replaced when given.
 """
 
 from __future__ import annotations
@@ -184,15 +188,25 @@ def build_grid(spec: dict, where: str = "the grid") -> Grid:
                 spec.get("split", "test"))
 
 
-def read_grid_file(path: str | Path) -> dict:
-    """A grid spec from a TOML file, or from a grid shipped in ``fwp/fewshot/sweeps/``."""
+def read_grid_file(path: str | Path, _seen: tuple[Path, ...] = ()) -> dict:
+    """A grid spec from a TOML file, or from a grid shipped in ``fwp/fewshot/sweeps/``, on top
+    of the grid named by its ``base`` key if it has one."""
     path = Path(path)
     if not path.is_file() and (GRIDS_DIR / f"{path}.toml").is_file():
         path = GRIDS_DIR / f"{path}.toml"
     if not path.is_file():
         shipped = ", ".join(sorted(p.stem for p in GRIDS_DIR.glob("*.toml")))
         raise UserError(f"grid file {path} does not exist (grids shipped with fwp: {shipped})")
-    return read_file(path)
+    spec = read_file(path)
+    if "base" not in spec:
+        return spec
+    if path.resolve() in _seen:
+        raise UserError(f"grid file {path}: its base chain comes back to itself; remove a base")
+    parent = read_grid_file(spec.pop("base"), _seen + (path.resolve(),))
+    combined = {**parent, **spec}
+    for key in ("set", "vary"):
+        combined[key] = {**parent.get(key, {}), **spec.get(key, {})}
+    return combined
 
 
 # -- run state ---------------------------------------------------------------------------------

@@ -7,7 +7,7 @@ import torch
 
 from fwp.errors import UserError
 from fwp.fewshot.checkpoint import CHECKPOINT
-from fwp.fewshot.sweep import EVAL, build_grid, grid_spec_from_args, sweep
+from fwp.fewshot.sweep import EVAL, build_grid, grid_spec_from_args, read_grid_file, sweep
 from fwp.fewshot.sweep_report import beta2_pairs
 from fwp.fewshot.train import train
 
@@ -108,6 +108,31 @@ def test_grid_from_presets_and_vary():
     assert list(grid.restricted(["demo+beta2=5"]).configs) == ["demo+beta2=5"]
     with pytest.raises(UserError, match="no such config"):
         grid.restricted(["demo"])
+
+
+def test_grid_file_on_a_base_grid(tmp_path):
+    (tmp_path / "parent.toml").write_text(
+        'seeds = [1, 2]\ntest_episodes = 7\n[set]\nsteps = 9\nlr = 0.01\n'
+        '[[configs]]\npreset = "demo"\n')
+    (tmp_path / "child.toml").write_text(
+        f'base = "{tmp_path / "parent.toml"}"\nseeds = [4]\n[set]\nlr = 0.5\n'
+        '[[configs]]\nname = "a"\npreset = "demo"\nbeta2 = 1.0\n')
+    spec = read_grid_file(tmp_path / "child.toml")
+    assert spec["seeds"] == [4] and spec["test_episodes"] == 7
+    assert spec["set"] == {"steps": 9, "lr": 0.5}
+    assert [c.get("name") for c in spec["configs"]] == ["a"]
+    (tmp_path / "loop.toml").write_text(f'base = "{tmp_path / "loop.toml"}"\n')
+    with pytest.raises(UserError, match="comes back to itself"):
+        read_grid_file(tmp_path / "loop.toml")
+    # the shipped follow-up grid: the study's K = 5 pair unchanged, one config with β2 = 1
+    study, follow_up = (build_grid(read_grid_file(n))
+                        for n in ("bootstrapping", "bootstrapping_beta2"))
+    assert list(follow_up.configs) == ["table2_k5", "table2_k5_boot", "table2_k5_boot_beta2_1"]
+    for name in ("table2_k5", "table2_k5_boot"):
+        assert follow_up.configs[name] == study.configs[name]
+    assert follow_up.configs["table2_k5_boot_beta2_1"].loss.beta2 == 1.0
+    assert beta2_pairs(follow_up) == [("table2_k5", "table2_k5_boot"),
+                                      ("table2_k5", "table2_k5_boot_beta2_1")]
 
 
 def test_a_stopped_run_stops_the_sweep_with_a_resume_hint(tiny_root, tmp_path, monkeypatch):
