@@ -3,8 +3,9 @@
 Per config and K_test: mean ± std over the seeds evaluated so far. For every pair of configs that
 differ only in β2, one with β2 = 0 (off) and one with β2 > 0 (on): the paired difference on − off
 per seed, its 95 % t-interval over seeds, its 95 % interval over test episodes and the verdict
-(:mod:`fwp.fewshot.stats`). The computation is :func:`summarise`; writing and plotting are
-apart from it.
+(:mod:`fwp.fewshot.stats`). Per config also the validation accuracy during training (from each
+evaluated run's ``metrics.jsonl``), mean over seeds: when a config leaves chance shows there.
+The computation is :func:`summarise`; writing and plotting are apart from it.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from fwp.fewshot.checkpoint import METRICS
 from fwp.fewshot.stats import PairedDifference, paired_difference
 from fwp.fewshot.sweep import EVAL, RUNTIME, Grid, flat_config
 
@@ -23,10 +25,29 @@ SHOWN = ("k_shot", "k_extra", "beta1", "beta2", "beta3", "distill", "model", "st
 
 @dataclass
 class Summary:
-    """Per config: K_test → seed → (accuracy, per-episode accuracies); and the β2 pairs."""
+    """Per config: K_test → seed → (accuracy, per-episode accuracies); the β2 pairs; and
+    per config, seed → validation step → accuracy."""
 
     results: dict[str, dict[int, dict[int, tuple[float, list[float]]]]]
     pairs: list[tuple[str, str, dict[int, PairedDifference]]]
+    curves: dict[str, dict[int, dict[int, float]]]
+
+
+def validation_curve(run: Path) -> dict[int, float]:
+    """Step → validation accuracy of a run, from its metrics log."""
+    curve = {}
+    try:
+        lines = (run / METRICS).read_text().splitlines()
+    except OSError:
+        return curve
+    for line in lines:
+        try:
+            entry = json.loads(line)
+        except ValueError:  # a line cut by a stop
+            continue
+        if entry.get("split") == "val" and "accuracy" in entry:
+            curve[int(entry["step"])] = float(entry["accuracy"])
+    return curve
 
 
 def beta2_pairs(grid: Grid) -> list[tuple[str, str]]:
@@ -44,11 +65,13 @@ def beta2_pairs(grid: Grid) -> list[tuple[str, str]]:
 def summarise(grid: Grid, root: Path) -> Summary:
     """Everything evaluated so far under ``root``."""
     results: dict[str, dict[int, dict[int, tuple[float, list[float]]]]] = {}
+    curves: dict[str, dict[int, dict[int, float]]] = {}
     for name, seed, run in grid.runs(root):
         try:
             saved = json.loads((run / EVAL).read_text())
         except (OSError, ValueError):
             continue
+        curves.setdefault(name, {})[seed] = validation_curve(run)
         for r in saved["results"]:
             if r["k_test"] in grid.k_test:
                 results.setdefault(name, {}).setdefault(r["k_test"], {})[seed] = (
@@ -64,7 +87,16 @@ def summarise(grid: Grid, root: Path) -> Summary:
                     {s: v[1] for s, v in a.items()}, {s: v[1] for s, v in b.items()},
                 )
         pairs.append((off, on, by_k))
-    return Summary(results, pairs)
+    return Summary(results, pairs, curves)
+
+
+def mean_curve(by_seed: dict[int, dict[int, float]]) -> tuple[list[int], np.ndarray, np.ndarray]:
+    """Steps every seed has, mean and (min, max) over the seeds of the validation accuracy."""
+    steps = sorted(set.intersection(*(set(c) for c in by_seed.values()))) if by_seed else []
+    if not steps:
+        return [], np.zeros(0), np.zeros((2, 0))
+    values = np.array([[c[s] for s in steps] for c in by_seed.values()])
+    return steps, values.mean(0), np.stack([values.min(0), values.max(0)])
 
 
 def _interval(interval) -> str:
@@ -133,6 +165,20 @@ def markdown(grid: Grid, summary: Summary, root: Path) -> str:
             lines.append(f"| {k} | {per_seed} | {d.over_seeds.mean:+.2f} | "
                          f"{_interval(d.over_seeds)} | {episodes} | {d.verdict} |")
         lines.append("")
+    curves = {name: mean_curve(summary.curves[name]) for name in grid.configs
+              if summary.curves.get(name)}
+    steps = sorted({s for c in curves.values() for s in c[0]})
+    if steps:
+        shown = steps[::max(1, -(-len(steps) // 12))]  # at most 12 columns
+        lines += ["## Validation accuracy (%) during training, mean over seeds", "",
+                  "At each config's own K, on its fixed validation episodes.", "",
+                  "| config | " + " | ".join(f"{s}" for s in shown) + " |",
+                  "|---|" + "---:|" * len(shown)]
+        for name, (at, mean, _) in curves.items():
+            value = dict(zip(at, mean))
+            lines.append(f"| {name} | " + " | ".join(
+                f"{value[s]:.1f}" if s in value else "–" for s in shown) + " |")
+        lines += ["", "![validation accuracy during training](validation_curves.png)", ""]
     lines += ["![accuracy against K_test](accuracy_vs_k.png)", ""]
     if summary.pairs:
         lines += ["![paired differences](bootstrap_differences.png)", ""]
@@ -164,6 +210,21 @@ def plot(grid: Grid, summary: Summary, root: Path) -> list[Path]:
     fig.tight_layout()
     fig.savefig(paths[0])
     plt.close(fig)
+    if any(summary.curves.values()):
+        paths.append(root / "validation_curves.png")
+        fig, ax = plt.subplots(figsize=(7, 4.5), dpi=120)
+        for name in grid.configs:
+            steps, mean, band = mean_curve(summary.curves.get(name, {}))
+            if steps:
+                line, = ax.plot(steps, mean, label=f"{name} ({len(summary.curves[name])})")
+                ax.fill_between(steps, band[0], band[1], color=line.get_color(), alpha=0.15)
+        ax.set_xlabel("training step")
+        ax.set_ylabel("validation accuracy (%), mean and range over seeds")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+        fig.tight_layout()
+        fig.savefig(paths[-1])
+        plt.close(fig)
     if summary.pairs:
         paths.append(root / "bootstrap_differences.png")
         fig, ax = plt.subplots(figsize=(7, 4.5), dpi=120)
@@ -185,7 +246,7 @@ def plot(grid: Grid, summary: Summary, root: Path) -> list[Path]:
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
         fig.tight_layout()
-        fig.savefig(paths[1])
+        fig.savefig(paths[-1])
         plt.close(fig)
     return paths
 

@@ -6,9 +6,9 @@ import pytest
 import torch
 
 from fwp.errors import UserError
-from fwp.fewshot.checkpoint import CHECKPOINT
+from fwp.fewshot.checkpoint import CHECKPOINT, METRICS
 from fwp.fewshot.sweep import EVAL, build_grid, grid_spec_from_args, read_grid_file, sweep
-from fwp.fewshot.sweep_report import beta2_pairs
+from fwp.fewshot.sweep_report import beta2_pairs, mean_curve, validation_curve
 from fwp.fewshot.train import train
 
 
@@ -43,6 +43,8 @@ def test_sweep_end_to_end_two_configs_two_seeds(tiny_root, tmp_path):
     assert report.count("| 1: ") == 2  # one paired row per K_test, seeds listed
     assert (tmp_path / "accuracy_vs_k.png").is_file()
     assert (tmp_path / "bootstrap_differences.png").is_file()
+    assert (tmp_path / "validation_curves.png").is_file()
+    assert "| config | 2 | 4 |" in report  # validation at steps 2 and 4, mean over seeds
     # started again: nothing to do, nothing retrained
     stamp = (tmp_path / "runs" / "on" / "seed1" / CHECKPOINT).stat().st_mtime_ns
     lines.clear()
@@ -108,6 +110,20 @@ def test_grid_from_presets_and_vary():
     assert list(grid.restricted(["demo+beta2=5"]).configs) == ["demo+beta2=5"]
     with pytest.raises(UserError, match="no such config"):
         grid.restricted(["demo"])
+
+
+def test_validation_curves_mean_over_seeds(tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / METRICS).write_text(
+        '{"step": 1, "split": "train", "loss": 1.0}\n{"step": 2, "split": "val", "accuracy": 30}\n'
+        '{"step": 4, "split": "val", "accuracy": 50}\n{"step": 6, "split": "va')  # cut by a stop
+    assert validation_curve(run) == {2: 30.0, 4: 50.0}
+    assert validation_curve(tmp_path / "missing") == {}
+    steps, mean, band = mean_curve({1: {2: 30.0, 4: 50.0}, 2: {2: 40.0, 4: 70.0, 6: 80.0}})
+    assert steps == [2, 4] and mean.tolist() == [35.0, 60.0]
+    assert band.tolist() == [[30.0, 50.0], [40.0, 70.0]]
+    assert mean_curve({})[0] == []
 
 
 def test_grid_file_on_a_base_grid(tmp_path):
