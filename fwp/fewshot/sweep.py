@@ -342,11 +342,16 @@ def sweep(
     def finished(result: dict[str, Any]) -> None:
         done.append(result)
         steps_left.pop((result["name"], result["seed"]))
-        seconds_per_step = sum(r["total_s"] for r in done) / max(1, sum(r["steps"] for r in done))
-        left = sum(steps_left.values()) * seconds_per_step / min(jobs, max(1, len(steps_left)))
+        # training time per step and test time per run apart: a resumed run trains few steps
+        # but is tested in full
+        seconds_per_step = sum(r["train_s"] for r in done) / max(1, sum(r["steps"] for r in done))
+        test_s = sum(r["total_s"] - r["train_s"] for r in done) / len(done)
+        left = ((sum(steps_left.values()) * seconds_per_step + len(steps_left) * test_s)
+                / min(jobs, max(1, len(steps_left))))
         log(f"[{total - len(steps_left)}/{total}] {result['name']}/seed{result['seed']}: "
             f"{result['steps']} steps + evaluation in {_duration(result['total_s'])}; "
-            f"{len(steps_left)} runs left, about {_duration(left)} "
+            f"{len(steps_left)} run{'' if len(steps_left) == 1 else 's'} left, "
+            f"about {_duration(left)} "
             f"(elapsed {_duration(time.perf_counter() - started)})")
         if report:
             from fwp.fewshot.sweep_report import write_report

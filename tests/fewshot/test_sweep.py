@@ -112,6 +112,21 @@ def test_grid_from_presets_and_vary():
         grid.restricted(["demo"])
 
 
+def test_time_left_counts_training_steps_and_test_time_apart(tiny_root, tmp_path, monkeypatch):
+    import fwp.fewshot.sweep as sweeping
+
+    def fake(task):  # 1 s per training step, 60 s of testing per run
+        return {"name": task.name, "seed": task.seed, "steps": 100, "train_s": 100.0,
+                "total_s": 160.0}
+
+    monkeypatch.setattr(sweeping, "run_task", fake)
+    lines = []
+    sweep(build_grid(tiny_spec(tiny_root, steps=100)), tmp_path, log=lines.append, report=False)
+    # after the first run: 3 runs of 100 steps and 3 tests left = 480 s
+    assert "3 runs left, about 8m00s" in lines[2]
+    assert any("1 run left, about 2m40s" in line for line in lines)
+
+
 def test_validation_curves_mean_over_seeds(tmp_path):
     run = tmp_path / "run"
     run.mkdir()
