@@ -20,6 +20,7 @@ Grid file (TOML)::
     dataset = "cluttered_glyphs"
     [vary]                    # every config × every combination of these values
     beta2 = [0.0, 5.0]
+    compare = [["a", "b"]]   # more (off, on) pairs to compare, besides those differing in β2
     [[configs]]               # one per config: a preset, a name, more fields
     preset = "table2_k5"
     [[configs]]
@@ -29,7 +30,8 @@ Grid file (TOML)::
 
 A grid file may start from another with ``base = "NAME"`` (a grid shipped in
 ``fwp/fewshot/sweeps/`` or a path): its ``set`` and ``vary`` entries are updated key by key, every
-other key (``configs`` included) is replaced when given.
+other key (``configs`` included) is replaced when given, and ``compare`` goes with the configs:
+a file that gives configs and no ``compare`` has none.
 """
 
 from __future__ import annotations
@@ -54,7 +56,7 @@ GRID = "grid.json"
 # Fields that say where or how a run ran, not what it learns: they may differ between a run
 # folder and the grid (e.g. another --jobs gives each run another thread count).
 RUNTIME = ("seed", "threads", "device", "log_every", "amp")
-GRID_KEYS = ("seeds", "k_test", "test_episodes", "split", "set", "vary", "configs")
+GRID_KEYS = ("seeds", "k_test", "test_episodes", "split", "set", "vary", "configs", "compare")
 
 
 def _paths() -> dict[str, tuple[str, ...]]:
@@ -108,6 +110,7 @@ class Grid:
     k_test: list[int] = field(default_factory=lambda: [1, 5, 10, 15])
     test_episodes: int = 1000
     split: str = "test"
+    compare: list[tuple[str, str]] = field(default_factory=list)
 
     def runs(self, root: Path) -> list[tuple[str, int, Path]]:
         """(config, seed, run folder), seed by seed: a sweep cut short has every config's
@@ -127,17 +130,20 @@ class Grid:
             raise UserError(f"--only {', '.join(unknown)}: no such config in the grid; its "
                             f"configs are {', '.join(self.configs)}")
         return Grid({n: c for n, c in self.configs.items() if n in names}, self.seeds,
-                    self.k_test, self.test_episodes, self.split)
+                    self.k_test, self.test_episodes, self.split,
+                    [(a, b) for a, b in self.compare if a in names and b in names])
 
     def to_json(self) -> dict:
         return {"configs": {n: to_dict(c) for n, c in self.configs.items()},
                 "seeds": self.seeds, "k_test": self.k_test,
-                "test_episodes": self.test_episodes, "split": self.split}
+                "test_episodes": self.test_episodes, "split": self.split,
+                "compare": [list(pair) for pair in self.compare]}
 
     @classmethod
     def from_json(cls, data: dict) -> Grid:
         return cls({n: from_dict(c) for n, c in data["configs"].items()}, list(data["seeds"]),
-                   list(data["k_test"]), int(data["test_episodes"]), data["split"])
+                   list(data["k_test"]), int(data["test_episodes"]), data["split"],
+                   [tuple(pair) for pair in data.get("compare", [])])
 
 
 def build_grid(spec: dict, where: str = "the grid") -> Grid:
@@ -184,8 +190,18 @@ def build_grid(spec: dict, where: str = "the grid") -> Grid:
             config = from_dict(full, f"config {label}")
             config.validate()
             configs[label] = config
+    compare = []
+    for pair in spec.get("compare", []):
+        if not (isinstance(pair, list) and len(pair) == 2):
+            raise UserError(f"{where}: compare takes pairs of config names, e.g. "
+                            f'compare = [["off", "on"]] (got {pair!r})')
+        unknown = [n for n in pair if n not in configs]
+        if unknown:
+            raise UserError(f"{where}: compare names {', '.join(map(repr, unknown))}, not a "
+                            f"config of the grid; its configs are {', '.join(configs)}")
+        compare.append((pair[0], pair[1]))
     return Grid(configs, seeds, k_test, int(spec.get("test_episodes", 1000)),
-                spec.get("split", "test"))
+                spec.get("split", "test"), compare)
 
 
 def read_grid_file(path: str | Path, _seen: tuple[Path, ...] = ()) -> dict:
@@ -204,6 +220,8 @@ def read_grid_file(path: str | Path, _seen: tuple[Path, ...] = ()) -> dict:
         raise UserError(f"grid file {path}: its base chain comes back to itself; remove a base")
     parent = read_grid_file(spec.pop("base"), _seen + (path.resolve(),))
     combined = {**parent, **spec}
+    if "configs" in spec and "compare" not in spec:
+        combined.pop("compare", None)
     for key in ("set", "vary"):
         combined[key] = {**parent.get(key, {}), **spec.get(key, {})}
     return combined

@@ -1,11 +1,12 @@
 """``DIR/report.md`` and plots of a sweep: accuracy per config and the bootstrapping verdicts.
 
 Per config and K_test: mean ± std over the seeds evaluated so far. For every pair of configs that
-differ only in β2, one with β2 = 0 (off) and one with β2 > 0 (on): the paired difference on − off
-per seed, its 95 % t-interval over seeds, its 95 % interval over test episodes and the verdict
-(:mod:`fwp.fewshot.stats`). Per config also the validation accuracy during training (from each
-evaluated run's ``metrics.jsonl``), mean over seeds: when a config leaves chance shows there.
-The computation is :func:`summarise`; writing and plotting are apart from it.
+differ only in β2, one with β2 = 0 (off) and one with β2 > 0 (on), and every pair of the grid's
+``compare`` list: the paired difference on − off per seed, its 95 % t-interval over seeds, its
+95 % interval over test episodes and the verdict (:mod:`fwp.fewshot.stats`). Per config also
+the validation accuracy during training (from each evaluated run's ``metrics.jsonl``), mean over
+seeds: when a config leaves chance shows there. The computation is :func:`summarise`; writing
+and plotting are apart from it.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ SHOWN = ("k_shot", "k_extra", "beta1", "beta2", "beta3", "distill", "model", "st
 
 @dataclass
 class Summary:
-    """Per config: K_test → seed → (accuracy, per-episode accuracies); the β2 pairs; and
+    """Per config: K_test → seed → (accuracy, per-episode accuracies); the pairs; and
     per config, seed → validation step → accuracy."""
 
     results: dict[str, dict[int, dict[int, tuple[float, list[float]]]]]
@@ -62,6 +63,12 @@ def beta2_pairs(grid: Grid) -> list[tuple[str, str]]:
     return pairs
 
 
+def compared_pairs(grid: Grid) -> list[tuple[str, str]]:
+    """The β2 pairs, then the grid's ``compare`` pairs not among them."""
+    pairs = beta2_pairs(grid)
+    return pairs + [pair for pair in grid.compare if pair not in pairs]
+
+
 def summarise(grid: Grid, root: Path) -> Summary:
     """Everything evaluated so far under ``root``."""
     results: dict[str, dict[int, dict[int, tuple[float, list[float]]]]] = {}
@@ -77,7 +84,7 @@ def summarise(grid: Grid, root: Path) -> Summary:
                 results.setdefault(name, {}).setdefault(r["k_test"], {})[seed] = (
                     r["accuracy"], r.get("per_episode", []))
     pairs = []
-    for off, on in beta2_pairs(grid):
+    for off, on in compared_pairs(grid):
         by_k = {}
         for k in grid.k_test:
             a, b = results.get(off, {}).get(k, {}), results.get(on, {}).get(k, {})
@@ -141,7 +148,10 @@ def markdown(grid: Grid, summary: Summary, root: Path) -> str:
             f"{flat[k]:g}" if isinstance(flat[k], float) else str(flat[k]) for k in SHOWN) + " |")
     lines += [
         "",
-        "## Bootstrapping on − off (points), paired by seed and by test episode",
+        "## Paired differences on − off (points), by seed and by test episode",
+        "",
+        "Pairs: configs that differ only in β2 (off: β2 = 0, on: β2 > 0), then the grid's "
+        "`compare` list.",
         "",
         "Verdict from the 95 % t-interval over seeds (training randomness included): gain if "
         "it lies above 0, loss if below, else no detectable difference. The interval over "
@@ -150,7 +160,8 @@ def markdown(grid: Grid, summary: Summary, root: Path) -> str:
         "",
     ]
     if not summary.pairs:
-        lines.append("No two configs of this grid differ only in β2.")
+        lines.append("No two configs of this grid differ only in β2, and it has no `compare` "
+                     "list.")
     for off, on, by_k in summary.pairs:
         lines += [f"### {on} − {off}", "",
                   "| K_test | per seed | mean | 95 % over seeds | 95 % over episodes | verdict |",
@@ -210,14 +221,14 @@ def plot(grid: Grid, summary: Summary, root: Path) -> list[Path]:
     fig.tight_layout()
     fig.savefig(paths[0])
     plt.close(fig)
-    if any(summary.curves.values()):
+    curves = {name: mean_curve(summary.curves.get(name, {})) for name in grid.configs}
+    curves = {name: curve for name, curve in curves.items() if curve[0]}
+    if curves:
         paths.append(root / "validation_curves.png")
         fig, ax = plt.subplots(figsize=(7, 4.5), dpi=120)
-        for name in grid.configs:
-            steps, mean, band = mean_curve(summary.curves.get(name, {}))
-            if steps:
-                line, = ax.plot(steps, mean, label=f"{name} ({len(summary.curves[name])})")
-                ax.fill_between(steps, band[0], band[1], color=line.get_color(), alpha=0.15)
+        for name, (steps, mean, band) in curves.items():
+            line, = ax.plot(steps, mean, label=f"{name} ({len(summary.curves[name])})")
+            ax.fill_between(steps, band[0], band[1], color=line.get_color(), alpha=0.15)
         ax.set_xlabel("training step")
         ax.set_ylabel("validation accuracy (%), mean and range over seeds")
         ax.grid(alpha=0.3)

@@ -7,8 +7,14 @@ import torch
 
 from fwp.errors import UserError
 from fwp.fewshot.checkpoint import CHECKPOINT, METRICS
-from fwp.fewshot.sweep import EVAL, build_grid, grid_spec_from_args, read_grid_file, sweep
-from fwp.fewshot.sweep_report import beta2_pairs, mean_curve, validation_curve
+from fwp.fewshot.sweep import EVAL, Grid, build_grid, grid_spec_from_args, read_grid_file, sweep
+from fwp.fewshot.sweep_report import (
+    beta2_pairs,
+    compared_pairs,
+    mean_curve,
+    validation_curve,
+    write_report,
+)
 from fwp.fewshot.train import train
 
 
@@ -127,6 +133,34 @@ def test_time_left_counts_training_steps_and_test_time_apart(tiny_root, tmp_path
     assert any("1 run left, about 2m40s" in line for line in lines)
 
 
+def test_compare_pairs_are_validated_kept_and_reported(tiny_root, tmp_path):
+    spec = tiny_spec(tiny_root)
+    spec["configs"].append({"name": "other", "beta2": 0.0, "lr": 1e-2})
+    spec["compare"] = [["off", "other"]]
+    grid = build_grid(spec)
+    assert grid.compare == [("off", "other")]
+    assert compared_pairs(grid) == [("off", "on"), ("off", "other")]
+    assert Grid.from_json(json.loads(json.dumps(grid.to_json()))).compare == grid.compare
+    assert grid.restricted(["off", "on"]).compare == []
+    with pytest.raises(UserError, match="'nope', not a config of the grid"):
+        build_grid({**spec, "compare": [["off", "nope"]]})
+    with pytest.raises(UserError, match="pairs of config names"):
+        build_grid({**spec, "compare": [["off"]]})
+    # known numbers: "other" is 2 points above "off" on every episode of both seeds
+    for name, shift in (("off", 0.0), ("other", 2.0)):
+        for seed in (1, 2):
+            run = tmp_path / "runs" / name / f"seed{seed}"
+            run.mkdir(parents=True)
+            per_episode = [50.0 + 10 * seed + (i % 3) + shift for i in range(6)]
+            results = [{"k_test": k, "accuracy": sum(per_episode) / 6, "per_episode": per_episode}
+                       for k in (1, 2)]
+            (run / EVAL).write_text(json.dumps({"episodes": 6, "split": "test",
+                                                "results": results}))
+    report = write_report(tmp_path, grid).read_text()
+    section = report[report.index("### other − off"):]
+    assert "| 1 | 1: +2.0, 2: +2.0 | +2.00 |" in section and "gain" in section.splitlines()[4]
+
+
 def test_validation_curves_mean_over_seeds(tmp_path):
     run = tmp_path / "run"
     run.mkdir()
@@ -164,6 +198,7 @@ def test_grid_file_on_a_base_grid(tmp_path):
     assert follow_up.configs["table2_k5_boot_beta2_1"].loss.beta2 == 1.0
     assert beta2_pairs(follow_up) == [("table2_k5", "table2_k5_boot"),
                                       ("table2_k5", "table2_k5_boot_beta2_1")]
+    assert study.compare and follow_up.compare == []  # compare goes with the configs
 
 
 def test_a_stopped_run_stops_the_sweep_with_a_resume_hint(tiny_root, tmp_path, monkeypatch):
