@@ -15,17 +15,17 @@ Grid file (TOML)::
     seeds = [1, 2, 3]
     k_test = [1, 5, 10, 15]
     test_episodes = 1000
+    compare = [["table2_k5+beta2=0", "k10_kp1+beta2=0"]]  # (off, on) pairs besides the β2 pairs
     [set]                     # every config: field = value (flag names, - or _)
     steps = 800
     dataset = "cluttered_glyphs"
     [vary]                    # every config × every combination of these values
     beta2 = [0.0, 5.0]
-    compare = [["a", "b"]]   # more (off, on) pairs to compare, besides those differing in β2
     [[configs]]               # one per config: a preset, a name, more fields
     preset = "table2_k5"
     [[configs]]
     name = "k10_kp1"
-    preset = "table1_k10_boot"
+    preset = "table1_k10_kp5"
     k_extra = 1
 
 A grid file may start from another with ``base = "NAME"`` (a grid shipped in

@@ -97,6 +97,13 @@ def summarise(grid: Grid, root: Path) -> Summary:
     return Summary(results, pairs, curves)
 
 
+def mean_curves(grid: Grid, summary: Summary) -> dict[str, tuple[list[int], np.ndarray,
+                                                                   np.ndarray]]:
+    """Per config with validation steps common to its seeds: :func:`mean_curve`."""
+    curves = {name: mean_curve(summary.curves.get(name, {})) for name in grid.configs}
+    return {name: curve for name, curve in curves.items() if curve[0]}
+
+
 def mean_curve(by_seed: dict[int, dict[int, float]]) -> tuple[list[int], np.ndarray, np.ndarray]:
     """Steps every seed has, mean and (min, max) over the seeds of the validation accuracy."""
     steps = sorted(set.intersection(*(set(c) for c in by_seed.values()))) if by_seed else []
@@ -176,8 +183,7 @@ def markdown(grid: Grid, summary: Summary, root: Path) -> str:
             lines.append(f"| {k} | {per_seed} | {d.over_seeds.mean:+.2f} | "
                          f"{_interval(d.over_seeds)} | {episodes} | {d.verdict} |")
         lines.append("")
-    curves = {name: mean_curve(summary.curves[name]) for name in grid.configs
-              if summary.curves.get(name)}
+    curves = mean_curves(grid, summary)
     steps = sorted({s for c in curves.values() for s in c[0]})
     if steps:
         shown = steps[::max(1, -(-len(steps) // 12))]  # at most 12 columns
@@ -194,6 +200,20 @@ def markdown(grid: Grid, summary: Summary, root: Path) -> str:
     if summary.pairs:
         lines += ["![paired differences](bootstrap_differences.png)", ""]
     return "\n".join(lines)
+
+
+def _save(fig, ax, path: Path, xlabel: str, ylabel: str) -> None:
+    """Label, grid, legend (when something is drawn), save and close one figure."""
+    from matplotlib import pyplot as plt
+
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.grid(alpha=0.3)
+    if ax.get_legend_handles_labels()[0]:  # nothing evaluated yet: an empty plot, no legend
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
 
 
 def plot(grid: Grid, summary: Summary, root: Path) -> list[Path]:
@@ -213,29 +233,17 @@ def plot(grid: Grid, summary: Summary, root: Path) -> list[Path]:
         ax.errorbar(ks, [np.mean(v) for v in values],
                     yerr=[np.std(v, ddof=1) if len(v) > 1 else 0 for v in values],
                     marker="o", capsize=3, label=name)
-    ax.set_xlabel("K_test (examples per class before the query)")
-    ax.set_ylabel(f"{grid.split} accuracy (%), mean ± std over seeds")
-    ax.grid(alpha=0.3)
-    if ax.get_legend_handles_labels()[0]:  # nothing evaluated yet: an empty plot, no legend
-        ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(paths[0])
-    plt.close(fig)
-    curves = {name: mean_curve(summary.curves.get(name, {})) for name in grid.configs}
-    curves = {name: curve for name, curve in curves.items() if curve[0]}
+    _save(fig, ax, paths[0], "K_test (examples per class before the query)",
+          f"{grid.split} accuracy (%), mean ± std over seeds")
+    curves = mean_curves(grid, summary)
     if curves:
         paths.append(root / "validation_curves.png")
         fig, ax = plt.subplots(figsize=(7, 4.5), dpi=120)
         for name, (steps, mean, band) in curves.items():
             line, = ax.plot(steps, mean, label=f"{name} ({len(summary.curves[name])})")
             ax.fill_between(steps, band[0], band[1], color=line.get_color(), alpha=0.15)
-        ax.set_xlabel("training step")
-        ax.set_ylabel("validation accuracy (%), mean and range over seeds")
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
-        fig.tight_layout()
-        fig.savefig(paths[-1])
-        plt.close(fig)
+        _save(fig, ax, paths[-1], "training step",
+              "validation accuracy (%), mean and range over seeds")
     if summary.pairs:
         paths.append(root / "bootstrap_differences.png")
         fig, ax = plt.subplots(figsize=(7, 4.5), dpi=120)
@@ -252,13 +260,8 @@ def plot(grid: Grid, summary: Summary, root: Path) -> list[Path]:
                 ax.scatter([xi] * len(by_k[k].per_seed), by_k[k].per_seed, s=8, color="grey")
         ax.axhline(0, color="black", lw=0.8)
         ax.set_xticks(range(len(grid.k_test)), [str(k) for k in grid.k_test])
-        ax.set_xlabel("K_test")
-        ax.set_ylabel("accuracy difference (points), 95 % t-interval over seeds")
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
-        fig.tight_layout()
-        fig.savefig(paths[-1])
-        plt.close(fig)
+        _save(fig, ax, paths[-1], "K_test",
+              "accuracy difference (points), 95 % t-interval over seeds")
     return paths
 
 
