@@ -46,8 +46,9 @@ def public_file(tiny_root, tmp_path):
     with torch.no_grad():
         for name, tensor in model.state_dict().items():
             if tensor.is_floating_point():  # every weight and BatchNorm statistic non-trivial
-                tensor.add_(0.3 * torch.randn_like(tensor)).abs_() if "running_var" in name \
-                    else tensor.add_(0.3 * torch.randn_like(tensor))
+                tensor.add_(0.3 * torch.randn_like(tensor))
+                if "running_var" in name:
+                    tensor.abs_()
     P = {k: v.detach().clone() for k, v in public_state_dict(model).items()}
     path = tmp_path / "best_model.pt"
     torch.save({"epoch": 4000, "model_state_dict": P, "optimizer_state_dict": {},
