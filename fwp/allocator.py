@@ -1,0 +1,34 @@
+"""Let the C allocator keep freed memory for reuse, so that large tensors do not fault in fresh
+pages at every step (glibc on Linux; elsewhere nothing changes).
+
+glibc's malloc serves a block above its mmap threshold (dynamic, at most 32 MiB) with a fresh
+``mmap`` and gives it back with ``munmap`` when freed, and trims freed memory at the top of its
+heap beyond 128 KiB. A training step on CPU allocates and frees the same large activations and
+gradients at every step (the demo's first Conv-4 block: 640 images × 32 × 28 × 28 floats,
+64 MB per tensor), so each step touches new pages, and the kernel zeroes every 4 KiB page on
+its first touch: in the demo's step, ``max_pool2d``'s backward spent most of its time in
+filling a fresh gradient. With ``mmap`` off and trimming at 2 GiB the heap keeps what a step
+freed and the next step reuses it: the numbers computed are the same, the process keeps its
+peak memory. ``benchmarks/cpu_allocator.py`` measures the step's speed both ways in one process.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import sys
+
+M_TRIM_THRESHOLD, M_MMAP_MAX = -1, -4  # mallopt parameters (malloc.h)
+TRIM_AT = 2**31 - 1  # bytes of free memory at the heap's top before glibc returns it
+
+
+def keep_freed_memory() -> bool:
+    """Whether glibc now keeps freed memory (False: not glibc, nothing changed)."""
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):  # musl and others have no mallopt
+        return False
+    return bool(mallopt(M_MMAP_MAX, 0)) and bool(mallopt(M_TRIM_THRESHOLD, TRIM_AT))
