@@ -12,6 +12,7 @@ import importlib
 import importlib.util
 import sys
 
+from fwp.allocator import keep_freed_memory
 from fwp.errors import UserError
 
 WORKFLOWS = {
@@ -39,6 +40,7 @@ def main(argv: list[str] | None = None) -> int:
     if getattr(args, "func", None) is None:
         (getattr(args, "_parser", None) or parser).print_help()
         return 2
+    keep_freed_memory()  # the same numbers, fewer page faults (fwp/allocator.py)
     try:
         return int(args.func(args) or 0)
     except UserError as error:
