@@ -49,6 +49,7 @@ check has passed, truncates metrics.jsonl to the checkpoint's step, restores eve
 non-finite value (keeping the last good checkpoint), and saves on SIGINT / SIGTERM.
 """
 
+from fwp.errors import RunStopped
 from fwp.runs.checkpoint import load_checkpoint, plain, save_checkpoint
 from fwp.runs.folder import (
     BEST,
@@ -66,8 +67,9 @@ from fwp.runs.signals import StopRequest
 from fwp.runs.world import World, pick_device, setup_world
 
 __all__ = [
-    "BEST", "CHECKPOINT", "CONFIG", "METRICS", "MetricsLog", "RunFolder", "StopRequest",
-    "Training", "TrainingDiverged", "World", "check_output_path", "fit", "learning_differences",
-    "load_checkpoint", "pick_device", "plain", "read_metrics", "resume_changes", "rng_state",
-    "save_checkpoint", "set_rng_state", "setup_world", "truncate_metrics",
+    "BEST", "CHECKPOINT", "CONFIG", "METRICS", "MetricsLog", "RunFolder", "RunStopped",
+    "StopRequest", "Training", "TrainingDiverged", "World", "check_output_path", "fit",
+    "learning_differences", "load_checkpoint", "pick_device", "plain", "read_metrics",
+    "resume_changes", "rng_state", "save_checkpoint", "set_rng_state", "setup_world",
+    "truncate_metrics",
 ]

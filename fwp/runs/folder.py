@@ -89,15 +89,31 @@ class RunFolder:
     def has_checkpoint(self) -> bool:
         return self.checkpoint.is_file()
 
+    def check_resume(self, resume: bool) -> None:
+        """For a workflow that resumes on request (``--resume``): a checkpoint exactly when
+        resuming. Reads only."""
+        if resume and not self.has_checkpoint():
+            stopped = (" (its run stopped before the first checkpoint: start it again without "
+                       "--resume)" if self.config_path.is_file() else "")
+            raise UserError(f"cannot resume: {self.checkpoint} does not exist{stopped}")
+        if not resume and self.has_checkpoint():
+            raise UserError(f"{self.path} already holds a run; pass --resume to continue it, "
+                            f"or choose another --out")
+
     def read_config(self) -> dict:
         """The saved config as a dict (``read_file``'s errors for a damaged one)."""
         return read_file(self.config_path)
 
     @contextlib.contextmanager
-    def locked(self, what: str = "run") -> Iterator[RunFolder]:
+    def locked(self, what: str = "run", hold: bool = True) -> Iterator[RunFolder]:
         """Hold the folder's lock for the block: a second process that opens the same folder
         is refused with one line naming the holder. The folder is created when missing and
-        removed again on leaving if nothing but the lock was written into it."""
+        removed again on leaving if nothing but the lock was written into it. ``hold=False``
+        (the other processes of a distributed run): only check the path."""
+        if not hold:
+            check_output_path(self.path)
+            yield self
+            return
         check_output_path(self.path)
         missing = [p for p in (self.path, *self.path.parents) if not p.exists()]
         self._created = missing[-1] if missing else None

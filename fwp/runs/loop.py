@@ -48,6 +48,8 @@ class Training:
     tiebreak: str | None = None  # on an equal score, the lower of this value wins
     instant: tuple[str, ...] = ("lr", "grad_norm")  # logged as the last step's, not the mean
     resume_hint: str = " with --resume"  # how the user continues a stopped run
+    restart_hint: str = " without --resume"  # how the user starts it again
+    damaged_fix: str = "restore it, or train the run again into a new --out"
     diverged_fix: str = "lower --lr or set --grad-clip, then resume or start again"
     step: int = 0
 
@@ -75,6 +77,10 @@ class Training:
         """Called once the checkpoint is restored: apply what the config changed (e.g. the
         optimiser's rate) and return what to announce."""
         return []
+
+    def prepare(self) -> None:
+        """Called once the state is restored and config.json written, before the first step
+        (e.g. wrap the model in DistributedDataParallel)."""
 
     def should_stop(self) -> bool:
         """After a validation: whether training ends early (e.g. a perfect score)."""
@@ -119,8 +125,9 @@ def fit(
     changes are checked against the resume policy of each field, then config.json is written.
     ``stop_after``: stop (and save) after this many steps, as if interrupted there.
 
-    Returns ``{"status": finished | stopped | interrupted, "step", "best", "runtime"}``;
-    ``finished`` also when :meth:`Training.should_stop` ended it early.
+    Returns ``{"status": finished | stopped | interrupted, "step", "best", "runtime",
+    "signal"}``; ``finished`` also when :meth:`Training.should_stop` ended it early, ``signal``
+    the signal number that interrupted it (else None).
     """
     world = world or World()
     if resume is None:
@@ -137,6 +144,7 @@ def fit(
         if legacy_best is not None:
             _save_best(training, folder, best, legacy_best)
     world.barrier()
+    training.prepare()
     loop = _Loop(training, folder, world, runtime, best, steps, eval_every, say)
     last_step = min(steps, stop_after if stop_after is not None else steps)
     log = MetricsLog(folder.path, step=training.step, total=steps, log_every=log_every,
@@ -146,7 +154,8 @@ def fit(
         status = loop.run(log, last_step, saved_at=training.step if resume else -1)
     finally:
         log.close()
-    return {"status": status, "step": training.step, "best": loop.best, "runtime": runtime}
+    return {"status": status, "step": training.step, "best": loop.best, "runtime": runtime,
+            "signal": loop.signum}
 
 
 def _restore(training: Training, folder: RunFolder, steps: int, runtime: dict, world: World,
@@ -154,7 +163,7 @@ def _restore(training: Training, folder: RunFolder, steps: int, runtime: dict, w
     """Load ``folder``'s checkpoint into ``training`` after the resume checks; returns the best
     validation so far and, from a checkpoint of an older version that held it, the best model."""
     path = folder.checkpoint
-    checkpoint = load_checkpoint(path)
+    checkpoint = load_checkpoint(path, fix=training.damaged_fix)
     saved = checkpoint.get("config") or folder.read_config()
     changed = resume_changes(type(training.config), saved, to_dict(training.config), str(path))
     if checkpoint["step"] > steps:
@@ -202,6 +211,7 @@ class _Loop:
         self.training, self.folder, self.world = training, folder, world
         self.runtime, self.best, self.steps, self.eval_every = runtime, best, steps, eval_every
         self.say = say
+        self.signum: int | None = None
 
     def run(self, log: MetricsLog, last_step: int, saved_at: int) -> str:
         """Step to ``last_step``; save at every validation and when stopping."""
@@ -228,9 +238,11 @@ class _Loop:
                     status = "finished" if training.step >= self.steps else "stopped"
                 if saved_at != training.step:
                     self.save()
+                self.signum = stop.signum
         except WriteFailed as error:
             kept = (f"{training.resume_hint} (the checkpoint of step {saved_at} is intact)"
-                    if saved_at >= 0 else " from the start (no checkpoint was written yet)")
+                    if saved_at >= 0 else f"{training.restart_hint} (no checkpoint was written "
+                    f"yet)")
             raise WriteFailed(f"{error}{kept}") from None
         return status
 

@@ -70,3 +70,10 @@ def learning_differences(cls: type, before: dict, after: dict) -> list[str]:
     rules = policies(cls)
     return [f"{p[-1]}: {a!r} → {b!r}" for p, (a, b) in differences(cls, before, after).items()
             if rules[p][0] != "runtime"]
+
+
+def kept_over_files(cls: type, saved: dict, files: dict, flags: dict) -> list[str]:
+    """Fields where a preset or config file typed again on resume differs from the run's own
+    config and no flag was given: the run keeps its value (``["steps 2 (not 1000)"]``)."""
+    return [f"{p[-1]} {a!r} (not {b!r})" for p, (a, b) in differences(cls, saved, files).items()
+            if not _value(flags, p)[0]]

@@ -15,6 +15,7 @@ class StopRequest:
 
     def __init__(self, say: Any = print) -> None:
         self.requested = False
+        self.signum: int | None = None  # the signal that asked
         self._say = say
         self._previous: dict[int, Any] = {}
 
@@ -29,7 +30,7 @@ class StopRequest:
     def _handle(self, signum: int, frame: Any) -> None:
         if self.requested:
             raise KeyboardInterrupt
-        self.requested = True
+        self.requested, self.signum = True, signum
         self._say(f"\nfwp: {SIGNALS[signum]}: stopping after this step and saving a checkpoint "
                   f"(again to abort)")
 
