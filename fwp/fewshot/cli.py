@@ -21,6 +21,7 @@ from fwp.fewshot.config import (
     config_from_args,
     file_layers,
 )
+from fwp.runs.folder import check_output_path
 from fwp.runs.policy import kept_over_files
 
 
@@ -206,6 +207,8 @@ def cmd_inspect(args: argparse.Namespace) -> int:
 
     data = core.resolve(DataConfig, [("the command line", core.given(args, DataConfig))])
     core.check_choices(data)
+    out = args.out or Path(f"episode-{data.dataset}-{args.split}.png")
+    check_output_path(out, folder=False)
     start = time.perf_counter()
     where = f" under {data.data_root}" if data.data_root else ""
     print(f"{data.dataset}{where}")
@@ -226,7 +229,6 @@ def cmd_inspect(args: argparse.Namespace) -> int:
         dataset, data.n_way, data.k_shot, n_query=data.n_query, k_extra=data.k_extra, seed=args.seed
     )
     episode = sampler.episode(args.episode)
-    out = args.out or Path(f"episode-{data.dataset}-{args.split}.png")
     draw_episode(episode, [dataset.class_names[c] for c in episode.classes[0].tolist()], out)
     print(
         f"episode {args.episode} (seed {args.seed}) of {args.split}, "
@@ -243,6 +245,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     from fwp.fewshot.train import train
 
     out = Path(args.out)
+    check_output_path(out)
     base = to_dict(read_config(out)) if args.resume else None
     config = config_from_args(args, base=base)
     if base is not None and int(os.environ.get("RANK", "0")) == 0:
@@ -272,6 +275,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
     run = Path(args.run)
     config = read_config(run)
+    check_output_path(run, "the run folder")  # eval_<split>.json goes there
     model, source = load_trained(run, config, args.checkpoint)
     device = torch.device(
         ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
@@ -342,6 +346,7 @@ def _eval_protocol(args: argparse.Namespace, run: Path, config, model, source: d
 def cmd_report(args: argparse.Namespace) -> int:
     from fwp.fewshot.report import write_report
 
+    check_output_path(Path(args.out))
     table, figure = write_report([Path(r) for r in args.runs], Path(args.out), args.split)
     print(table.read_text())
     print(f"wrote {table} and {figure}")
@@ -353,6 +358,7 @@ def cmd_explain(args: argparse.Namespace) -> int:
     from fwp.fewshot.explain import explain_run
 
     seed = EVAL_SEED if args.episode_seed is None else args.episode_seed
+    check_output_path(args.out)
     result = explain_run(
         Path(args.run), args.out, episode_seed=seed, episode=args.episode, query=args.query,
         split=args.split, data_root=args.data_root, k_shot=args.k_shot,
@@ -399,6 +405,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         grid = load_saved_grid(args.dir)
     if args.only:
         grid = grid.restricted(args.only)
+    check_output_path(args.dir, "DIR")
     if args.report_only:
         print(write_report(args.dir, grid).read_text())
         return 0

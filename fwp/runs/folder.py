@@ -48,7 +48,7 @@ def check_output_path(path: Path, flag: str = "--out", folder: bool = True) -> N
         raise UserError(f"{flag} {path} is a file, not a folder; choose another {flag}")
     if not folder and path.is_dir():
         raise UserError(f"{flag} {path} is a folder, not a file; choose another {flag}")
-    existing = path if path.exists() else path.parent
+    existing = path if folder and path.exists() else path.parent
     while not existing.exists():
         existing = existing.parent
     if not existing.is_dir():
