@@ -355,7 +355,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 def cmd_explain(args: argparse.Namespace) -> int:
     from fwp.fewshot.evaluate import EVAL_SEED
-    from fwp.fewshot.explain import explain_run
+    from fwp.fewshot.explain_run import explain_run
 
     seed = EVAL_SEED if args.episode_seed is None else args.episode_seed
     check_output_path(args.out)

@@ -110,20 +110,15 @@ def valid_key(metrics: dict) -> tuple[float, float]:
     return (metrics["valid"]["seq_acc"], -metrics["valid"]["loss"])
 
 
-def sweep(base: RunConfig, languages: list[str], models: list[str], out: Path,
-          jobs: int = 1, progress: bool = True, seeds: list[int] | None = None,
-          search_lr: list[float] | None = None,
-          search_layers: list[int] | None = None) -> str:
-    """Run every search and seed run not finished yet, then write the report; returns it."""
-    out = Path(out)
-    if not languages or not models:
-        raise UserError("a sweep needs at least one --languages and one --models entry")
-    if jobs < 1:
-        raise UserError(f"--jobs must be at least 1 (got {jobs})")
-    languages = list(dict.fromkeys(get_language(name).name for name in languages))
-    specs = list({s.label: s for s in map(ModelSpec.parse, models)}.values())
+def _rows_and_columns(languages: list[str], models: list[str]) -> tuple[list[str],
+                                                                        list[ModelSpec]]:
+    """The sweep's languages (canonical names) and models, each once; unknown ones refused."""
     from fwp.formal.model import available_models
 
+    if not languages or not models:
+        raise UserError("a sweep needs at least one --languages and one --models entry")
+    languages = list(dict.fromkeys(get_language(name).name for name in languages))
+    specs = list({s.label: s for s in map(ModelSpec.parse, models)}.values())
     registered = available_models()
     unknown = [s.layer for s in specs if s.layer not in registered]
     if unknown:
@@ -131,6 +126,18 @@ def sweep(base: RunConfig, languages: list[str], models: list[str], out: Path,
             f"unknown model(s) {', '.join(unknown)}; registered layers: "
             f"{', '.join(registered) or 'none (fwp.layers missing)'}"
         )
+    return languages, specs
+
+
+def sweep(base: RunConfig, languages: list[str], models: list[str], out: Path,
+          jobs: int = 1, progress: bool = True, seeds: list[int] | None = None,
+          search_lr: list[float] | None = None,
+          search_layers: list[int] | None = None) -> str:
+    """Run every search and seed run not finished yet, then write the report; returns it."""
+    out = Path(out)
+    if jobs < 1:
+        raise UserError(f"--jobs must be at least 1 (got {jobs})")
+    languages, specs = _rows_and_columns(languages, models)
     seeds = list(dict.fromkeys(seeds or [base.seed]))
     grid = list(itertools.product(dict.fromkeys(search_lr or [base.lr]),
                                   dict.fromkeys(search_layers or [base.network.layers])))
