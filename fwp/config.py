@@ -170,7 +170,10 @@ def merge(base: dict, update: dict, where: str, cls: type) -> None:
     sections recurse, option tables add their keys, other values replace."""
     hints = typing.get_type_hints(cls)
     known = [f.name for f in fields(cls)]
+    renamed = {alias.replace("-", "_"): f.name for f in fields(cls)
+               for alias in f.metadata.get("aliases", ())}
     for key, value in update.items():
+        key = renamed.get(key, key) if key not in known else key  # a file from before a rename
         if key not in known:
             raise UserError(f"unknown field {key!r} in {where}; known: {', '.join(known)}")
         hint = hints[key]

@@ -244,8 +244,12 @@ class RunConfig:
                 f"--d-model {self.network.d_model} is not divisible by --heads "
                 f"{self.network.heads}; pick sizes with d_model % heads == 0"
             )
-        if self.network.n_beta not in (1, 4):
-            raise UserError(f"--n-beta must be 1 or 4 (got {self.network.n_beta})")
+        options = self.network.core_options()  # the named flags the chosen layer takes
+        if "n_beta" in options and options["n_beta"] not in (1, 4):
+            raise UserError(f"--n-beta must be 1 or 4 (got {options['n_beta']})")
+        from fwp.layers import check_layer_options
+
+        check_layer_options(self.network.model, options)
         if self.optim.lr <= 0:
             raise UserError(f"--lr must be positive (got {self.optim.lr})")
         if self.optim.adam_eps <= 0:

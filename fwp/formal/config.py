@@ -31,7 +31,7 @@ class ModelConfig:
     dropout: float = option(0.0, "dropout in the blocks")
     pos_encoding: str = option("none", "none (as Irie et al. 2023) or sinusoidal",
                                choices=("none", "sinusoidal"))
-    options: dict[str, Any] = option(
+    layer_options: dict[str, Any] = option(
         {}, "a keyword option of the layer class, e.g. n_beta=4 for srwm (or a JSON object)",
         flag="layer-option", aliases=("options",))
     layer_defaults: str = option(
@@ -94,6 +94,10 @@ class RunConfig:
 
         get_language(self.language)  # also takes a few aliases, e.g. dyck1
         check_choices(self, skip=("language",))
+        from fwp.formal.model import layer_settings
+        from fwp.layers import check_layer_options
+
+        check_layer_options(self.network.model, layer_settings(self.network)[0])
         Bin.parse(self.train_bin)
         if not self.bins:
             raise UserError("no test bins given; pass e.g. --bins 1-50 51-100")

@@ -8,7 +8,7 @@ al. 2020). The layer stack is causal, so right padding never changes a real posi
 
 With ``layer_defaults="published"`` a layer gets the settings of the public formal-language code
 of Irie, Csordás & Schmidhuber (2023) where it has some (:data:`PUBLISHED_LAYERS`), under any
-option given in ``options``; ``residual="published"`` picks that code's block per layer.
+option given in ``layer_options``; ``residual="published"`` picks that code's block per layer.
 """
 
 from __future__ import annotations
@@ -41,7 +41,7 @@ def layer_settings(config: ModelConfig) -> tuple[dict, str]:
         options, residual = PUBLISHED_LAYERS[config.model]
     if config.residual != "published":
         residual = config.residual
-    return {**options, **config.options}, residual
+    return {**options, **config.layer_options}, residual
 
 
 def available_models() -> list[str]:

@@ -77,7 +77,7 @@ def run_config(base: RunConfig, language: str, spec: ModelSpec, lr: float, layer
     config = copy.deepcopy(base)
     config.language = language
     config.network.model = spec.layer
-    config.network.options = {**base.network.options, **spec.options}
+    config.network.layer_options = {**base.network.layer_options, **spec.options}
     config.network.layers, config.lr, config.seed = layers, lr, seed
     return config
 

@@ -16,7 +16,13 @@ from fwp.layers.recurrent import (
     RecurrentDeltaNet,
     SRDelta,
 )
-from fwp.layers.registry import LAYERS, build_layer, register_layer
+from fwp.layers.registry import (
+    LAYERS,
+    build_layer,
+    check_layer_options,
+    layer_option_names,
+    register_layer,
+)
 from fwp.layers.state import clone_state, detach_state, map_state, repeat_state
 
 __all__ = [
@@ -37,8 +43,10 @@ __all__ = [
     "SRDelta",
     "SoftmaxAttention",
     "build_layer",
+    "check_layer_options",
     "clone_state",
     "detach_state",
+    "layer_option_names",
     "map_state",
     "register_layer",
     "repeat_state",

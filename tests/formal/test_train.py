@@ -217,7 +217,8 @@ def test_cli_layer_options_reach_the_layer(tmp_path, capsys):
     run = tmp_path / "run"
     assert main(["formal", "train", "--model", "srwm", "--options", '{"n_beta": 4}',
                  "--out", str(run), *TINY]) == 0
-    assert json.loads((run / "config.json").read_text())["network"]["options"] == {"n_beta": 4}
+    saved = json.loads((run / "config.json").read_text())
+    assert saved["network"]["layer_options"] == {"n_beta": 4}
     assert main(["formal", "train", "--model", "lstm", "--options", '{"no_such": 1}',
                  "--out", str(tmp_path / "bad"), *TINY]) == 2
     assert "no_such" in capsys.readouterr().err
