@@ -57,6 +57,8 @@ GRID = "grid.json"
 # folder and the grid (e.g. another --jobs gives each run another thread count).
 RUNTIME = ("seed", "threads", "device", "log_every", "amp")
 GRID_KEYS = ("seeds", "k_test", "test_episodes", "split", "set", "vary", "configs", "compare")
+GRID_TYPES = {"seeds": list[int], "k_test": list[int], "test_episodes": int, "split": str,
+              "set": dict, "vary": dict, "configs": list[dict], "compare": list[list[str]]}
 
 
 def _paths() -> dict[str, tuple[str, ...]]:
@@ -152,6 +154,7 @@ def build_grid(spec: dict, where: str = "the grid") -> Grid:
     if unknown:
         raise UserError(f"unknown key {', '.join(unknown)} in {where}; known: "
                         f"{', '.join(GRID_KEYS)}")
+    core.check_types(spec, GRID_TYPES, where)
     entries = spec.get("configs") or []
     if not entries:
         raise UserError(f"{where} has no configs: give --preset NAME (repeatable) or "
@@ -160,8 +163,8 @@ def build_grid(spec: dict, where: str = "the grid") -> Grid:
     k_test = [int(k) for k in spec.get("k_test", [1, 5, 10, 15])]
     if not seeds or len(set(seeds)) != len(seeds):
         raise UserError(f"{where}: seeds must be a non-empty list of distinct integers")
-    if not k_test or min(k_test) < 1:
-        raise UserError(f"{where}: k_test must be a non-empty list of integers ≥ 1")
+    if not k_test or min(k_test) < 1 or len(set(k_test)) != len(k_test):
+        raise UserError(f"{where}: k_test must be a non-empty list of distinct integers ≥ 1")
     shared = _nested(spec.get("set", {}), f"{where} [set]")
     vary = spec.get("vary", {})
     for key, values in vary.items():

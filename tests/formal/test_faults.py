@@ -18,7 +18,7 @@ def _one_error_line(capsys) -> str:
 def test_a_truncated_checkpoint_is_one_line_for_resume_and_eval(tmp_path, capsys):
     run = tmp_path / "run"
     argv = ["formal", "train", "--language", "parity", "--out", str(run), *TINY,
-            "--steps", "4", "--eval-every", "2"]
+            "--eval-every", "2"]
     assert main(argv) == 0
     (run / "metrics.json").unlink()  # as if killed before the end
     data = (run / "checkpoint.pt").read_bytes()
