@@ -365,7 +365,14 @@ def _eval_protocol(args: argparse.Namespace, run: Path, config, model, source: d
 def cmd_report(args: argparse.Namespace) -> int:
     from fwp.fewshot.report import write_report
 
-    table, figure = write_report([Path(r) for r in args.runs], Path(args.out), args.split)
+    runs = [Path(r) for r in args.runs]
+    seen: dict[Path, Path] = {}
+    for run in runs:
+        first = seen.setdefault(run.resolve(), run)
+        if first is not run:
+            raise UserError(f"{run} is given twice (also as {first}); a run counted twice would "
+                            "weigh double in its group's mean: give each run once")
+    table, figure = write_report(runs, Path(args.out), args.split)
     print(table.read_text())
     print(f"wrote {table} and {figure}")
     return 0

@@ -154,7 +154,6 @@ def build_grid(spec: dict, where: str = "the grid") -> Grid:
     if unknown:
         raise UserError(f"unknown key {', '.join(unknown)} in {where}; known: "
                         f"{', '.join(GRID_KEYS)}")
-    core.check_types(spec, GRID_TYPES, where)
     entries = spec.get("configs") or []
     if not entries:
         raise UserError(f"{where} has no configs: give --preset NAME (repeatable) or "
@@ -217,6 +216,7 @@ def read_grid_file(path: str | Path, _seen: tuple[Path, ...] = ()) -> dict:
         shipped = ", ".join(sorted(p.stem for p in GRIDS_DIR.glob("*.toml")))
         raise UserError(f"grid file {path} does not exist (grids shipped with fwp: {shipped})")
     spec = read_file(path)
+    core.check_types(spec, GRID_TYPES, str(path))
     if "base" not in spec:
         return spec
     if path.resolve() in _seen:
