@@ -415,3 +415,10 @@ def test_report_refuses_a_run_given_twice(tmp_path, capsys):
                  "--out", str(tmp_path / "report")]) == 2
     assert "is given twice (also as" in one_error(capsys)
     assert not (tmp_path / "report").exists()
+
+
+def test_explain_refuses_a_stream_run(tiny_root, tmp_path, capsys):
+    run = _saved_run(tmp_path, tiny_root, protocol="delayed")
+    assert main(["fewshot", "explain", str(run), "--out", str(tmp_path / "explain")]) == 2
+    assert f"{run} is a delayed run; explain splits an episodic query" in one_error(capsys)
+    assert not (tmp_path / "explain").exists()
