@@ -321,8 +321,9 @@ def _check_eval_flags(args: argparse.Namespace, run: Path, config: RunConfig) ->
     given = [f"--{name.replace('_', '-')}" for name in ("k_test", "repeats", "n_query")
              if getattr(args, name) is not None]
     if protocol != "episodic" and given:
-        raise UserError(f"{' '.join(given)} do nothing for {run}: it is a {protocol} run, "
-                        f"evaluated on --episodes fixed streams of its own shape; drop them")
+        verb, them = ("does", "it") if len(given) == 1 else ("do", "them")
+        raise UserError(f"{' '.join(given)} {verb} nothing for {run}: it is a {protocol} run, "
+                        f"evaluated on --episodes fixed streams of its own shape; drop {them}")
     if config.data.single_query and args.n_query is not None:
         raise UserError(f"--n-query does nothing for {run}: it answers one query per episode "
                         "(single_query, the public protocol); drop it")

@@ -286,8 +286,9 @@ def test_eval_of_a_continual_run_refuses_the_episodic_flags(flags, tiny_root, tm
     run = _saved_run(tmp_path, tiny_root, protocol="continual")
     assert main(["fewshot", "eval", str(run), *flags]) == 2
     line = one_error(capsys)
-    given = " ".join(f for f in flags if f.startswith("--"))
-    assert f"{given} do nothing for {run}: it is a continual run" in line
+    given = [f for f in flags if f.startswith("--")]
+    verb = "does" if len(given) == 1 else "do"
+    assert f"{' '.join(given)} {verb} nothing for {run}: it is a continual run" in line
     assert sorted(p.name for p in run.iterdir()) == [CONFIG]
 
 
