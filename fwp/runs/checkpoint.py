@@ -69,7 +69,8 @@ def load_checkpoint(path: Path, fix: str = "restore it, or train the run again i
                       "containers, which fwp never writes and will not run")
         raise UserError(f"cannot read {path} ({reason}): the file is damaged or not a "
                         f"checkpoint of fwp; {fix}") from None
-    if not isinstance(state, dict) or "model" not in state:
-        raise UserError(f"cannot read {path} (no model in it): the file is not a checkpoint of "
-                        f"fwp; {fix}")
+    if not (isinstance(state, dict) and isinstance(state.get("model"), dict)
+            and isinstance(state.get("step"), int)):
+        raise UserError(f"{path} is a torch file but not a checkpoint of fwp (no model and "
+                        f"step); {fix}")
     return state
