@@ -19,6 +19,14 @@ PROTOCOLS = ("published", "stream")
 SELECTIONS = ("validation", "published", "last")
 
 
+PUBLISHED_LAYERS: dict[str, tuple[dict, str]] = {
+    # SRWMlayer of the public code: 4 rates, w_b mean −1, W_q std 0.01/√D (others 1/√D), and
+    # out = LN(h) + Drop(Lin(SRWM(h))) with the SRWM reading the raw h.
+    "srwm": ({"n_beta": 4, "beta_init_mean": -1.0, "query_init_scale": 0.01}, "normed_skip"),
+}
+"""layer → (options, residual) of the public formal-language code (other layers: pre_norm)."""
+
+
 @dataclass
 class ModelConfig:
     """Token embedding → LayerStack of ``layers`` × ``model`` → LayerNorm → multi-label head."""
@@ -41,6 +49,15 @@ class ModelConfig:
     residual: str = option(
         "published", "block residual: published (the public code's block of the layer) or one "
         "of fwp.layers.Block's", choices="fwp.formal.model:RESIDUALS")
+
+    def layer_settings(self) -> tuple[dict, str]:
+        """The layer options and block residual this model config resolves to."""
+        options, residual = {}, "pre_norm"
+        if self.layer_defaults == "published" and self.model in PUBLISHED_LAYERS:
+            options, residual = PUBLISHED_LAYERS[self.model]
+        if self.residual != "published":
+            residual = self.residual
+        return {**options, **self.layer_options}, residual
 
 
 @dataclass
@@ -94,10 +111,9 @@ class RunConfig:
 
         get_language(self.language)  # also takes a few aliases, e.g. dyck1
         check_choices(self, skip=("language",))
-        from fwp.formal.model import layer_settings
         from fwp.layers import check_layer_options
 
-        check_layer_options(self.network.model, layer_settings(self.network)[0])
+        check_layer_options(self.network.model, self.network.layer_settings()[0])
         Bin.parse(self.train_bin)
         if not self.bins:
             raise UserError("no test bins given; pass e.g. --bins 1-50 51-100")
