@@ -21,7 +21,7 @@ from fwp.fewshot.config import (
     config_from_args,
     file_layers,
 )
-from fwp.fewshot.resume import kept_over_files
+from fwp.runs.policy import kept_over_files
 
 
 def _positive(text: str) -> int:
@@ -248,7 +248,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     if base is not None and int(os.environ.get("RANK", "0")) == 0:
         flags = core.given(args, RunConfig)
         for where, data in file_layers(args):
-            kept = kept_over_files(base, data or {}, flags)
+            kept = kept_over_files(RunConfig, base, data or {}, flags)
             if kept:
                 print(f"fwp: the run keeps its own config over {where}: {', '.join(kept)} "
                       f"(give a flag to change a field)", flush=True)

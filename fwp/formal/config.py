@@ -70,8 +70,9 @@ class RunConfig:
     eval_size: int = option(500, "test strings per bin")
     data_seed: int = option(1234, "seeds the data sets (the same for every model)")
     seed: int = option(1, "seeds initialisation and the order (or stream) of training strings")
-    epochs: int = option(300, "passes over the training set (published protocol)")
-    steps: int = option(3000, "optimiser steps (stream protocol)")
+    epochs: int = option(300, "passes over the training set (published protocol)",
+                         resume="announce")
+    steps: int = option(3000, "optimiser steps (stream protocol)", resume="announce")
     batch_size: int = option(32, "strings per step")
     lr: float = option(1e-3, "Adam's learning rate")
     adam_betas: list[float] = option([0.9, 0.995], "Adam's β1 β2")
@@ -85,7 +86,7 @@ class RunConfig:
     stop_after_perfect: int = option(
         1, "stop once the selection score has been 100 % this many evaluations in a row "
         "(0: never)")
-    threads: int = option(0, "torch CPU threads (0: leave torch's default)")
+    threads: int = option(0, "torch CPU threads (0: leave torch's default)", resume="runtime")
 
     def validate(self) -> None:
         from fwp.formal.data import Bin

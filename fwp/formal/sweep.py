@@ -34,7 +34,8 @@ from fwp.errors import UserError
 from fwp.formal.config import RunConfig, from_dict
 from fwp.formal.languages import get_language
 from fwp.formal.report import DATA, RUNS, SWEEP, write_report
-from fwp.formal.train import METRICS, _diff, config_changes, train
+from fwp.formal.train import METRICS, config_changes, train
+from fwp.runs.policy import learning_differences
 
 
 @dataclass(frozen=True)
@@ -140,7 +141,7 @@ def sweep(base: RunConfig, languages: list[str], models: list[str], out: Path,
     base_dict = to_dict(base)
     del base_dict["language"], base_dict["network"]["model"], base_dict["seed"], base_dict["lr"]
     del base_dict["network"]["layers"], base_dict["threads"]  # threads: see each run's metrics
-    if _diff(info.get("base", base_dict), base_dict):
+    if learning_differences(RunConfig, info.get("base", base_dict), base_dict):
         raise UserError(
             f"{out} already holds a sweep with another base config; repeat the original flags, "
             f"or sweep into a new --out"

@@ -71,8 +71,8 @@ def test_run_killed_midway_is_resumed_and_equals_an_uninterrupted_one(tiny_root,
     sweep(grid, tmp_path / "cut", threads=1, log=lines.append, report=False)
     assert any("resuming at step 3" in line for line in lines)
     whole = tmp_path / "whole" / "runs" / "on" / "seed3"
-    a = torch.load(whole / CHECKPOINT, weights_only=False)
-    b = torch.load(cut / CHECKPOINT, weights_only=False)
+    a = torch.load(whole / CHECKPOINT, weights_only=True)
+    b = torch.load(cut / CHECKPOINT, weights_only=True)
     assert a["step"] == b["step"] == 6
     for key, value in a["model"].items():
         torch.testing.assert_close(b["model"][key], value, rtol=0, atol=0)
