@@ -110,6 +110,18 @@ def leaves(cls: type, prefix: tuple[str, ...] = ()) -> list[tuple[tuple[str, ...
     return out
 
 
+def flat(cls: type, config: Any) -> dict[str, Any]:
+    """Leaf name → value of ``config`` (an instance of schema ``cls``, or its dict)."""
+    data = config if isinstance(config, dict) else to_dict(config)
+    out = {}
+    for path, _, _ in leaves(cls):
+        value = data
+        for key in path:
+            value = value[key]
+        out[path[-1]] = value
+    return out
+
+
 # -- building and layering --------------------------------------------------------------------
 
 

@@ -375,13 +375,13 @@ def cmd_explain(args: argparse.Namespace) -> int:
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
-    from fwp.fewshot.sweep import (
+    from fwp.fewshot.grid import (
         build_grid,
         grid_spec_from_args,
         load_saved_grid,
         read_grid_file,
-        sweep,
     )
+    from fwp.fewshot.sweep import sweep
     from fwp.fewshot.sweep_report import write_report
 
     given = args.grid or args.preset or args.set or args.vary or args.seeds or args.k_test

@@ -3,7 +3,7 @@
 Per config and K_test: mean ± std over the seeds evaluated so far. For every pair of configs that
 differ only in β2, one with β2 = 0 (off) and one with β2 > 0 (on), and every pair of the grid's
 ``compare`` list: the paired difference on − off per seed, its 95 % t-interval over seeds, its
-95 % interval over test episodes and the verdict (:mod:`fwp.fewshot.stats`). Per config also
+95 % interval over test episodes and the verdict (:mod:`fwp.stats`). Per config also
 the validation accuracy during training (from each evaluated run's ``metrics.jsonl``), mean over
 seeds: when a config leaves chance shows there. The computation is :func:`summarise`; writing
 and plotting are apart from it.
@@ -18,8 +18,10 @@ from pathlib import Path
 import numpy as np
 
 from fwp.fewshot.checkpoint import METRICS
-from fwp.fewshot.stats import PairedDifference, paired_difference
-from fwp.fewshot.sweep import EVAL, RUNTIME, Grid, flat_config
+from fwp.fewshot.config import RunConfig
+from fwp.fewshot.grid import EVAL, Grid, flat_config
+from fwp.runs.policy import policies
+from fwp.stats import PairedDifference, paired_difference
 
 SHOWN = ("k_shot", "k_extra", "beta1", "beta2", "beta3", "distill", "model", "steps")
 
@@ -54,10 +56,11 @@ def validation_curve(run: Path) -> dict[int, float]:
 def beta2_pairs(grid: Grid) -> list[tuple[str, str]]:
     """(off, on) config names that differ only in β2, off with β2 = 0 and on with β2 > 0."""
     flat = {name: flat_config(c) for name, c in grid.configs.items()}
+    runtime = {p[-1] for p, (rule, _) in policies(RunConfig).items() if rule == "runtime"}
     pairs = []
     for off, a in flat.items():
         for on, b in flat.items():
-            differing = {k for k in a if k not in RUNTIME and a[k] != b[k]}
+            differing = {k for k in a if k not in runtime | {"seed"} and a[k] != b[k]}
             if differing == {"beta2"} and a["beta2"] == 0 < b["beta2"]:
                 pairs.append((off, on))
     return pairs
