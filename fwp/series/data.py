@@ -96,7 +96,7 @@ def increments(data: SeriesSet, window: int) -> SeriesSet:
     ends = torch.arange(0, data.values.shape[1], window)
     ends = torch.cat([ends, torch.tensor([data.values.shape[1] - 1])]).unique()
     x = data.values[:, ends]
-    lengths = torch.div(data.lengths - 1, window, rounding_mode="ceil")
+    lengths = (data.lengths - 1 + window - 1) // window
     return SeriesSet(x[:, 1:] - x[:, :-1], lengths.clamp(min=1), data.labels, data.classes)
 
 
