@@ -17,6 +17,7 @@ from fwp.errors import RunStopped, UserError
 WORKFLOWS = {
     "fewshot": ("fwp.fewshot.cli", "sequential N-way K-shot learning"),
     "formal": ("fwp.formal.cli", "formal-language tests of expressivity"),
+    "series": ("fwp.series.cli", "time-series classification with continuous-time FWPs"),
 }
 
 

@@ -6,6 +6,13 @@ and is registered by name in :data:`LAYERS`, so a model is a list of names (:cla
 
 from fwp.layers.baselines import LSTM, SoftmaxAttention
 from fwp.layers.block import Block, FeedForward, LayerStack
+from fwp.layers.continuous import (
+    ContinuousDelta,
+    ContinuousFWP,
+    ContinuousHebb,
+    ContinuousOja,
+    NeuralCDE,
+)
 from fwp.layers.fast_weights import SRWM, DeltaNet, LinearAttention
 from fwp.layers.recurrent import (
     DeltaDelta,
@@ -30,6 +37,10 @@ __all__ = [
     "LSTM",
     "SRWM",
     "Block",
+    "ContinuousDelta",
+    "ContinuousFWP",
+    "ContinuousHebb",
+    "ContinuousOja",
     "DeltaDelta",
     "DeltaLSTM",
     "DeltaNet",
@@ -39,6 +50,7 @@ __all__ = [
     "GatedDeltaNet",
     "LayerStack",
     "LinearAttention",
+    "NeuralCDE",
     "RecurrentDeltaNet",
     "SRDelta",
     "SoftmaxAttention",
