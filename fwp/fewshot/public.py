@@ -29,11 +29,11 @@ from pathlib import Path
 
 import torch
 
-from fwp.config import to_dict, write_atomic
+from fwp.config import to_dict
 from fwp.errors import UserError, brief
-from fwp.fewshot.checkpoint import BEST, CONFIG
 from fwp.fewshot.config import RunConfig
 from fwp.fewshot.model import FewShotLearner
+from fwp.runs import RunFolder, save_checkpoint
 
 # Network fields the public model fixes: field → its value there.
 PUBLIC_NETWORK = {"model": "srwm", "backbone": "conv4", "residual": "normed_skip",
@@ -133,8 +133,15 @@ def read_public(path: Path) -> tuple[dict[str, torch.Tensor], dict]:
 
 
 def check_network(config: RunConfig) -> None:
-    differ = [f"--{k.replace('_', '-')} {getattr(config.network, k)!r} (public: {v!r})"
-              for k, v in PUBLIC_NETWORK.items() if getattr(config.network, k) != v]
+    """One line naming the network fields where the config is not the public model."""
+    net = config.network
+    layer = net.core_options()
+    actual = {k: layer.get(k, getattr(net, k)) if k == "n_beta" else getattr(net, k)
+              for k in PUBLIC_NETWORK}
+    differ = [f"--{k.replace('_', '-')} {v!r} (public: {PUBLIC_NETWORK[k]!r})"
+              for k, v in actual.items() if v != PUBLIC_NETWORK[k]]
+    if layer.get("allow_negative_eigenvalues"):
+        differ.append("--layer-option allow_negative_eigenvalues=true (public: rates σ(b))")
     if differ:
         raise UserError(f"the public few-shot SRWM model has another network than this config: "
                         f"{', '.join(differ)}; start from a paper preset (e.g. --preset "
@@ -143,11 +150,13 @@ def check_network(config: RunConfig) -> None:
 
 def import_public(path: Path, run: Path, config: RunConfig,
                   image_shape: tuple[int, int, int]) -> dict:
-    """Write ``run`` (``config.json`` and ``best.pt``) from the public checkpoint at ``path``,
-    so that ``fwp fewshot eval RUN`` evaluates it. Returns the step and the validation
-    accuracy the file records (None where it records none) and the layout it was in."""
+    """Write ``run`` (``config.json`` and ``best.pt``, as a trained run has them) from the
+    public checkpoint at ``path``, so that ``fwp fewshot eval RUN`` evaluates it. Returns the
+    step and the validation accuracy the file records (None where it records none) and the
+    layout it was in. Every check passes before anything is written."""
     check_network(config)
-    if run.exists() and any(run.iterdir()):
+    folder = RunFolder(run)
+    if run.is_dir() and any(run.iterdir()):
         raise UserError(f"{run} exists and is not empty; choose a new --out")
     public, extra = read_public(path)
     layout = LAYOUTS[1] if any(k.startswith("layers.") for k in public) else LAYOUTS[0]
@@ -160,11 +169,11 @@ def import_public(path: Path, run: Path, config: RunConfig,
     step = int(extra.get("epoch", extra.get("train_step", 0)))
     accuracy = extra.get("valid_acc", extra.get("valid_total_acc"))
     accuracy = None if accuracy is None else 100 * float(accuracy)
-    run.mkdir(parents=True, exist_ok=True)
-    write_atomic(run / CONFIG, to_dict(config))
-    write_atomic(run / BEST, {
-        "model": model.state_dict(), "step": step, "config": to_dict(config),
-        "best": {"accuracy": -1.0 if accuracy is None else accuracy, "step": step},
-        "image_shape": list(image_shape), "imported_from": str(path.resolve()),
-    })
+    best = {"step": step} if accuracy is None else {"step": step, "accuracy": accuracy}
+    with folder.locked("run"):
+        folder.claim(to_dict(config), fresh=True)
+        save_checkpoint(folder.best, {
+            "model": model.state_dict(), "step": step, "best": best, "config": to_dict(config),
+            "image_shape": list(image_shape), "imported_from": str(path.resolve()),
+        })
     return {"layout": layout, "step": step, "valid_accuracy": accuracy}
