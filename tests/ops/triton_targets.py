@@ -12,7 +12,8 @@ and the interpreter cannot: code the GPU compiler rejects (types, layouts, ``tl.
 PTX that ptxas rejects, and shared memory beyond the target's limit. ptxas' register and spill
 counts are printed and returned.
 
-Prints one line per (target, kernel, case); exits 1 if any failed.
+Prints one line per (target, kernel, case); exits 1 if any failed (:data:`KNOWN` lists the
+launches that do not fit today, with why).
 """
 
 from __future__ import annotations
@@ -34,6 +35,16 @@ from fwp.ops import _triton_utils, srwm_rows
 # Shared memory one block may use (bytes, opt-in maximum): A100 (sm_80) 163 KiB, H100 (sm_90)
 # 227 KiB (CUDA C Programming Guide, "Features and Technical Specifications").
 SHARED_LIMIT = {80: 163 * 1024, 90: 227 * 1024}
+
+
+# Launches that do not fit a target today, each with why: printed as KNOWN, not counted as
+# failures, and a failure again once they compile (then remove them from here).
+KNOWN = {
+    ("_delta_chunk_forward_kernel", "K=128 V=128 chunk=64 state=False float32"): (
+        "237,568 bytes of shared memory, over both targets' limits: the float32 chunked forward "
+        "at K = V = 128 with chunks of 64 cannot launch on an A100 or H100 (bfloat16 fits); "
+        "to fix in fwp/ops/delta_rule/triton.py (smaller chunks or V blocks for float32)"),
+}
 
 
 @dataclass
@@ -171,11 +182,19 @@ def main(argv: list[str] | None = None) -> int:
     for arch in args.arch:
         for launch in launches:
             name = f"sm_{arch} {launch.kernel.__name__} [{launch.case}]"
+            known = KNOWN.get((launch.kernel.__name__, launch.case))
             try:
                 usage = compile_launch(launch, arch)
-            except Exception:  # noqa: BLE001 — every failure is reported, then the exit code
+            except Exception as error:  # noqa: BLE001 — every failure is reported
+                if known:
+                    print(f"KNOWN {name}: {error}", flush=True)
+                    continue
                 failed += 1
                 print(f"FAILED {name}\n{traceback.format_exc(limit=3)}", flush=True)
+                continue
+            if known:
+                failed += 1
+                print(f"FAILED {name}: compiles now; remove it from KNOWN", flush=True)
                 continue
             print(f"ok {name}: {usage['warps']} warps, {usage['registers']} registers, "
                   f"{usage['spills']} bytes spilled, {usage['shared']} bytes shared", flush=True)
