@@ -1,0 +1,100 @@
+"""fwp rl training: run folders, exact resume, seeded evaluation, refusals (a few updates)."""
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from fwp.cli import main
+from fwp.errors import UserError
+from fwp.rl.config import RLConfig
+from fwp.rl.ppo import Rollout, gae
+from fwp.rl.train import CHECKPOINT, EVAL, METRICS, load_checkpoint, train
+
+
+def tiny(**fields) -> RLConfig:
+    config = RLConfig(n_envs=4, rollout=16, checkpoint_every=2, eval_episodes=3,
+                      anneal_lr=False, frames=4 * 16 * 4)
+    config.network.d_model, config.network.heads = 16, 2
+    if fields.get("algo") != "r2ac":
+        config.minibatches, config.epochs, config.network.d_ff = 2, 2, 32
+    for key, value in fields.items():
+        target = config.network if hasattr(config.network, key) else config
+        setattr(target, key, value)
+    return config
+
+
+def rows(run: Path) -> list[dict]:
+    out = [json.loads(line) for line in (run / METRICS).read_text().splitlines()]
+    for row in out:
+        row.pop("fps")
+    return out
+
+
+@pytest.mark.parametrize("model", [pytest.param("lstm", marks=pytest.mark.slow), "srwm"])
+def test_resume_is_the_same_run(tmp_path: Path, model: str) -> None:
+    """Stopped after its first checkpoint and resumed, a run ends where one that never stopped
+    ends: the same weights, the same logged returns and losses."""
+    train(tiny(model=model), tmp_path / "whole", log=None)
+    train(tiny(model=model, frames=2 * 4 * 16), tmp_path / "part", log=None)
+    assert load_checkpoint(tmp_path / "part" / CHECKPOINT)["update"] == 2
+    train(tiny(model=model), tmp_path / "part", log=None)  # extends: frames may change
+    a = load_checkpoint(tmp_path / "whole" / CHECKPOINT)["agent"]
+    b = load_checkpoint(tmp_path / "part" / CHECKPOINT)["agent"]
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], rtol=0, atol=0)
+    assert rows(tmp_path / "whole") == rows(tmp_path / "part")
+    eval_a = json.loads((tmp_path / "whole" / EVAL).read_text())
+    eval_b = json.loads((tmp_path / "part" / EVAL).read_text())
+    assert eval_a["returns"] == eval_b["returns"]
+
+
+def test_evaluation_is_seeded(tmp_path: Path) -> None:
+    from fwp.rl.evaluate import run_episodes
+    from fwp.rl.train import load_policy
+
+    train(tiny(), tmp_path / "run", log=None)
+    _, spec, policy = load_policy(tmp_path / "run")
+    first = run_episodes(policy, spec, 4, seed=7)
+    assert run_episodes(policy, spec, 4, seed=7)["returns"] == first["returns"]
+    assert run_episodes(policy, spec, 4, seed=8)["returns"] != first["returns"]
+
+
+def test_r2ac_trains(tmp_path: Path) -> None:
+    for gradient in ("rtrl", "tbptt"):
+        config = tiny(algo="r2ac", cell="fwp_sum", gradient=gradient, rollout=8,
+                      frames=2 * 4 * 8, eval_episodes=1)
+        result = train(config, tmp_path / gradient, log=None)
+        assert result["frames"] == config.frames
+
+
+def test_a_changed_config_is_refused(tmp_path: Path) -> None:
+    train(tiny(), tmp_path / "run", log=None)
+    with pytest.raises(UserError, match="changed: gamma"):
+        train(tiny(gamma=0.9), tmp_path / "run", log=None)
+
+
+def test_cli_refuses_flags_of_the_other_learner(capsys: pytest.CaptureFixture) -> None:
+    assert main(["rl", "train", "--cell", "fwp_sum", "--out", "unused"]) == 2
+    assert "--cell does not apply to --algo ppo" in capsys.readouterr().err
+    assert main(["rl", "train", "--algo", "r2ac", "--epochs", "3", "--out", "unused"]) == 2
+    assert "--epochs does not apply to --algo r2ac" in capsys.readouterr().err
+
+
+def test_cli_refuses_a_bad_env_before_any_work(tmp_path: Path,
+                                               capsys: pytest.CaptureFixture) -> None:
+    assert main(["rl", "train", "--env", "FrozenLake-v1", "--out", str(tmp_path / "r")]) == 2
+    assert "Box observation" in capsys.readouterr().err
+    assert not (tmp_path / "r").exists()
+
+
+def test_gae_by_hand() -> None:
+    """Two steps, an episode end after the first: A_1 = r_1 + γV' − V_1; A_0 = r_0 − V_0."""
+    t = lambda *v: torch.tensor([list(v)])  # noqa: E731
+    rollout = Rollout(obs=torch.zeros(1, 2, 1), start=t(True, True), actions=t(0, 0),
+                      logp=t(0.0, 0.0), values=t(0.5, 0.25), rewards=t(1.0, 2.0),
+                      dones=t(True, False), initial_state=None, next_value=torch.tensor([4.0]))
+    gae(rollout, gamma=0.5, lam=0.5)
+    torch.testing.assert_close(rollout.advantages, t(0.5, 3.75))
+    torch.testing.assert_close(rollout.returns, t(1.0, 4.0))
