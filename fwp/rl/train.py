@@ -179,10 +179,11 @@ def train(config: RLConfig, out: Path | None = None,
             for group in learner.optimizer.param_groups:
                 group["lr"] = config.lr * (1.0 - update / total)
         episodes = Episodes()
-        tic = time.perf_counter()
+        tic, cpu = time.perf_counter(), time.process_time()
         stats = learner.update(actor, episodes)
         update += 1
-        row = _row(update, frames_per_update, episodes, spec, stats, time.perf_counter() - tic)
+        row = _row(update, frames_per_update, episodes, spec, stats, time.perf_counter() - tic,
+                   time.process_time() - cpu)
         _append_row(out / METRICS if out is not None else None, row)
         if update % 10 == 0 or update == total:
             log(f"update {update}/{total}: frames {row['frames']}, return "
@@ -215,9 +216,12 @@ def _segment_seed(seed: int, update: int) -> int:
 
 
 def _row(update: int, frames_per_update: int, episodes: Episodes, spec: EnvSpec,
-         stats: dict[str, float], seconds: float) -> dict[str, Any]:
+         stats: dict[str, float], seconds: float, cpu_seconds: float) -> dict[str, Any]:
+    """One metrics row; ``fps`` is frames per wall second, ``cpu_fps`` per second of this
+    process's CPU time (what the run would reach alone on a core of this machine)."""
     row: dict[str, Any] = {"update": update, "frames": update * frames_per_update,
                            "fps": frames_per_update / max(seconds, 1e-9),
+                           "cpu_fps": frames_per_update / max(cpu_seconds, 1e-9),
                            **{k: round(v, 6) for k, v in stats.items()}}
     if episodes.returns:
         row["episodes"] = len(episodes.returns)

@@ -28,7 +28,7 @@ def tiny(**fields) -> RLConfig:
 def rows(run: Path) -> list[dict]:
     out = [json.loads(line) for line in (run / METRICS).read_text().splitlines()]
     for row in out:
-        row.pop("fps")
+        row.pop("fps"), row.pop("cpu_fps")
     return out
 
 
