@@ -71,7 +71,8 @@ def build_cell(cell: str, d_in: int, width: int, heads: int = 4) -> ELSTM | SumF
 def online_recall(cell: str, gradient: str, task: RecallTask, steps: int, segment: int,
                   batch: int = 16, width: int = 32, lr: float = 3e-3, seed: int = 1,
                   log_every: int = 2000) -> dict[str, Any]:
-    """Train online on a fresh stream; returns recall accuracy per ``log_every`` steps."""
+    """Train online on a fresh stream; returns recall accuracy per ``log_every`` steps and the
+    CPU time per step."""
     if gradient not in ("rtrl", "tbptt"):
         raise UserError(f"unknown gradient {gradient!r}; choose rtrl or tbptt")
     torch.manual_seed(seed)
@@ -82,7 +83,7 @@ def online_recall(cell: str, gradient: str, task: RecallTask, steps: int, segmen
     x, target, start = task.stream(batch, steps, torch.Generator().manual_seed(seed))
     state, sens = net.initial(batch)
     curve, hits, count = [], 0, 0
-    tic = time.perf_counter()
+    tic = time.process_time()
     for a in range(0, steps, segment):
         b = min(a + segment, steps)
         y, state, seg = net(x[:, a:b], state, start[:, a:b], bptt=gradient == "tbptt")
@@ -100,7 +101,7 @@ def online_recall(cell: str, gradient: str, task: RecallTask, steps: int, segmen
         if b % log_every < segment or b == steps:
             curve.append({"step": b, "accuracy": hits / max(count, 1)})
             hits = count = 0
-    seconds = time.perf_counter() - tic
+    seconds = time.process_time() - tic
     return {"cell": cell, "gradient": gradient, "delay": task.delay, "segment": segment,
             "steps": steps, "batch": batch, "width": width, "seed": seed, "curve": curve,
             "final_accuracy": curve[-1]["accuracy"], "ms_per_step": 1e3 * seconds / steps}
@@ -123,7 +124,8 @@ def _saved_bytes(fn: Any) -> tuple[Any, int]:
 def cost_per_step(cell: str, lengths: list[int], d_in: int = 32, width: int = 64,
                   batch: int = 8, seed: int = 0) -> list[dict[str, Any]]:
     """Memory and time of one gradient over a sequence of T steps: full BPTT (autograd's saved
-    tensors grow with T) against RTRL run step by step (the sensitivities, fixed size)."""
+    tensors grow with T) against RTRL run step by step (the sensitivities, fixed size). Times
+    are this process's CPU time (one thread), so a busy machine does not inflate them."""
     torch.manual_seed(seed)
     net = build_cell(cell, d_in, width)
     rows = []
@@ -132,21 +134,21 @@ def cost_per_step(cell: str, lengths: list[int], d_in: int = 32, width: int = 64
         start = torch.zeros(batch, T, dtype=torch.bool)
         start[:, 0] = True
         state, sens = net.initial(batch)
-        tic = time.perf_counter()
+        tic = time.process_time()
         y, saved = _saved_bytes(functools.partial(net, x, state, start, bptt=True))
         y = y[0]
         y.square().mean().backward()
-        bptt_s = time.perf_counter() - tic
+        bptt_s = time.process_time() - tic
         net.zero_grad(set_to_none=True)
         state, sens = net.initial(batch)
         sens_bytes = sum(s.numel() * s.element_size() for s in sens)
-        tic = time.perf_counter()
+        tic = time.process_time()
         for xt, st in zip(x.split(1, 1), start.split(1, 1)):
             y, state, seg = net(xt, state, st)
             y.square().mean().backward()
             sens = net.rtrl_backward(seg, sens)
             state = tuple(s.detach() for s in state)
-        rtrl_s = time.perf_counter() - tic
+        rtrl_s = time.process_time() - tic
         net.zero_grad(set_to_none=True)
         rows.append({"cell": cell, "T": T, "bptt_saved_MB": saved / 2**20,
                      "bptt_ms_per_step": 1e3 * bptt_s / T,

@@ -10,6 +10,7 @@ per second.
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -61,7 +62,9 @@ def summarise(runs: list[dict], bins: int = 20) -> dict[str, dict]:
     for label, members in sorted(groups.items()):
         frames = max(m["config"]["frames"] for m in members)
         curves = np.stack([curve(m["rows"], frames, bins) for m in members])
-        final = [np.nanmean(c[-max(1, bins // 5):]) for c in curves]
+        with warnings.catch_warnings():  # a run with no finished episode yet: NaN, said as –
+            warnings.simplefilter("ignore", RuntimeWarning)
+            final = [np.nanmean(c[-max(1, bins // 5):]) for c in curves]
         evals = [m["eval"]["mean_return"] for m in members if m["eval"]]
         fps = [np.mean([r["fps"] for r in m["rows"]]) for m in members if m["rows"]]
         out[label] = {"seeds": [m["config"]["seed"] for m in members], "frames": frames,
@@ -107,7 +110,8 @@ def _plot(summary: dict[str, dict], path: Path) -> None:
         for label, s in summary.items():
             if not label.startswith(env + " | "):
                 continue
-            with np.errstate(all="ignore"):
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", RuntimeWarning)
                 mean = np.nanmean(s["curves"], 0)
                 lo, hi = np.nanmin(s["curves"], 0), np.nanmax(s["curves"], 0)
             ax.plot(s["x"], mean, label=label.split(" | ")[1])

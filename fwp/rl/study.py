@@ -20,6 +20,7 @@ import sys
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
+from typing import Any
 
 from fwp import config as core
 from fwp.config import read_file, to_dict, write_atomic
@@ -55,8 +56,9 @@ def _run(config: RLConfig, out: Path) -> tuple[str, float]:
     return str(out), float(result["mean_return"])
 
 
-def study(grid: str | Path, out: Path, jobs: int = 1, log=print) -> str:
+def study(grid: str | Path, out: Path, jobs: int = 1, log: Any = print) -> str:
     """Train every run × seed of ``grid`` into ``out`` (``jobs`` processes), then report."""
+    log = log or (lambda _msg: None)
     seeds, configs = read_grid(grid)
     for env in sorted({c.env for c in configs.values()}):
         check_env(env)  # a missing package or a bad space: one line, before any work

@@ -98,3 +98,18 @@ def test_gae_by_hand() -> None:
     gae(rollout, gamma=0.5, lam=0.5)
     torch.testing.assert_close(rollout.advantages, t(0.5, 3.75))
     torch.testing.assert_close(rollout.returns, t(1.0, 4.0))
+
+
+def test_study_trains_reports_and_resumes(tmp_path: Path) -> None:
+    from fwp.rl.study import study
+
+    grid = tmp_path / "grid.toml"
+    grid.write_text('seeds = [1, 2]\n[runs.small]\nframes = 128\nn_envs = 4\nrollout = 16\n'
+                    'minibatches = 2\neval_episodes = 1\nnetwork = { model = "deltanet", '
+                    'd_model = 16, heads = 2, d_ff = 32 }\n')
+    table = study(grid, tmp_path / "study", log=None)
+    assert "1×deltanet | 2 (2)" in table
+    assert (tmp_path / "study" / "returns.png").is_file()
+    before = (tmp_path / "study/runs/small/seed1/metrics.jsonl").read_text()
+    study(grid, tmp_path / "study", log=None)  # finished runs are skipped
+    assert (tmp_path / "study/runs/small/seed1/metrics.jsonl").read_text() == before
