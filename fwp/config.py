@@ -140,7 +140,16 @@ def _coerce(hint: Any, value: Any, where: str) -> Any:
         return value
     if hint in (str, bool) and isinstance(value, hint):
         return value
-    raise UserError(f"{where} needs a {hint.__name__}, got {value!r}")
+    article = "an" if hint is int else "a"
+    raise UserError(f"{where} needs {article} {hint.__name__}, got {value!r}")
+
+
+def check_types(data: dict, types: dict[str, Any], where: str) -> None:
+    """Raise unless each key of ``types`` that ``data`` has holds a value of that type (a
+    schema-less file's fields, checked by the rules of the config files)."""
+    for key, hint in types.items():
+        if key in data:
+            _coerce(hint, data[key], f"{where}: {key}")
 
 
 def merge(base: dict, update: dict, where: str, cls: type) -> None:
@@ -158,8 +167,25 @@ def merge(base: dict, update: dict, where: str, cls: type) -> None:
             merge(base.setdefault(key, {}), value, f"{where} [{key}]", hint)
         elif (typing.get_origin(hint) is dict or hint is dict) and isinstance(value, dict):
             base[key] = {**(base.get(key) or {}), **value}
-        else:
-            base[key] = value
+        else:  # checked here, so that a wrong type names the file or flag it came from
+            base[key] = _coerce(hint, value, f"{where}: {key}")
+
+
+def refuse_unused(config: Any, flags: dict) -> None:
+    """Raise for the first leaf given in ``flags`` (the command line's partial dict) that
+    ``config.unused()`` (field name → why this run never reads it) names: a flag accepted and
+    then ignored would change nothing while the user believes it did."""
+    unused = config.unused()
+    for path, f, _ in leaves(type(config)):
+        if f.name in unused and path[-1] in _parent(flags, path):
+            raise UserError(f"--{flag_of(f)} does nothing in this run: {unused[f.name]}; "
+                            f"drop --{flag_of(f)}")
+
+
+def _parent(data: dict, path: tuple[str, ...]) -> dict:
+    for key in path[:-1]:
+        data = data.get(key) or {}
+    return data
 
 
 def check_choices(config: Any, skip: tuple[str, ...] = ()) -> None:
@@ -184,14 +210,24 @@ def read_file(path: str | Path, presets: Path | None = None, cls: type | None = 
     """A (partial) config dict from a ``.toml`` or ``.json`` file. With a ``presets`` folder, a
     top-level ``base = "NAME"`` starts from ``presets/NAME.toml`` (merged by schema ``cls``)."""
     path = Path(path)
+    if path.is_dir():
+        raise UserError(f"config file {path} is a folder; pass the .toml or .json file in it")
     try:
-        text = path.read_text()
+        text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise UserError(f"config file {path} does not exist") from None
+    except UnicodeDecodeError:
+        raise UserError(f"config file {path} is not text (not UTF-8); pass a .toml or .json "
+                        "file") from None
+    except OSError as error:
+        raise UserError(f"cannot read config file {path} ({error.strerror})") from None
     try:
         data = json.loads(text) if path.suffix == ".json" else tomllib.loads(text)
     except (json.JSONDecodeError, tomllib.TOMLDecodeError) as error:
         raise UserError(f"config file {path} is not valid {path.suffix[1:]}: {error}") from None
+    if not isinstance(data, dict):
+        raise UserError(f"config file {path} holds a JSON {type(data).__name__}, not an object "
+                        "of config fields")
     if presets is None or "base" not in data:
         return data
     combined = read_preset(presets, data.pop("base"), cls)

@@ -50,7 +50,7 @@ def test_layers_last_one_wins_and_option_tables_merge_by_key():
 @pytest.mark.parametrize("data, message", [
     ({"nope": 1}, "unknown field 'nope' in here; known: inner, rate"),
     ({"inner": 3}, "must be a section"),
-    ({"inner": {"width": "4"}}, "width needs a int"),
+    ({"inner": {"width": "4"}}, "width needs an int"),
     ({"flag": 1}, "flag needs a bool"),
     ({"bins": "1-2"}, "needs a list of str"),
     ({"inner": {"options": [1]}}, "needs a table of options"),

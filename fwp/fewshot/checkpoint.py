@@ -36,12 +36,17 @@ def load_checkpoint(path: Path) -> dict:
     if not path.is_file():
         raise UserError(f"no checkpoint {path}; train (or resume) the run first")
     try:
-        return torch.load(path, map_location="cpu", weights_only=False)
+        state = torch.load(path, map_location="cpu", weights_only=False)
     except Exception as error:  # noqa: BLE001 — any unreadable file is the same user problem
         raise UserError(
             f"cannot read checkpoint {path} ({brief(error)}): the file is damaged or not a "
             f"checkpoint; restore it, or train the run again into a new --out"
         ) from None
+    if not (isinstance(state, dict) and isinstance(state.get("model"), dict)
+            and isinstance(state.get("step"), int)):
+        raise UserError(f"{path} is a torch file but not a checkpoint of fwp fewshot train (no "
+                        "model and step); restore it, or train the run again into a new --out")
+    return state
 
 
 # Network fields that choose how the same parameters are computed, not what they are.

@@ -242,6 +242,12 @@ class RunConfig:
             raise UserError(f"--adam-eps must be positive (got {self.optim.adam_eps})")
         if self.optim.grad_clip < 0:
             raise UserError(f"--grad-clip must be ≥ 0 (got {self.optim.grad_clip})")
+        if self.optim.weight_decay < 0:
+            raise UserError(f"--weight-decay must be ≥ 0 (got {self.optim.weight_decay})")
+        for name in ("adam_beta1", "adam_beta2"):
+            if not 0.0 <= getattr(self.optim, name) < 1.0:
+                raise UserError(f"--{flag_name(name)} must be in [0, 1) "
+                                f"(got {getattr(self.optim, name)})")
         if self.optim.schedule == "noam" and self.optim.warmup < 1:
             raise UserError("the noam schedule needs --warmup ≥ 1")
         for name in ("dropout", "conv_dropout"):
@@ -258,6 +264,12 @@ class RunConfig:
         if p.second_dataset and p.second_dataset not in DATASETS:
             raise UserError(f"unknown --second-dataset {p.second_dataset!r}; choose one of "
                             f"{', '.join(DATASETS)}")
+        if p.second_dataset and p.protocol in ("episodic", "delayed"):
+            raise UserError(f"--protocol {p.protocol} reads one data set; drop --second-dataset "
+                            "(or use --protocol sequential / continual)")
+        check_source(self.data.dataset, self.data.data_root, self.data.data_options, "")
+        if p.second_dataset:
+            check_source(p.second_dataset, p.second_data_root, p.second_data_options, "second-")
         for name in ("max_trim", "first_task_weight", "forget_weight"):
             if getattr(p, name) < 0:
                 raise UserError(f"--{flag_name(name)} must be ≥ 0 (got {getattr(p, name)})")
@@ -275,9 +287,57 @@ class RunConfig:
         if p.protocol != "continual" and p.max_trim >= self.data.n_way * self.data.k_shot:
             raise UserError(f"--max-trim {p.max_trim} would drop a whole segment of N·K = "
                             f"{self.data.n_way * self.data.k_shot} images; lower it")
-        if p.protocol == "delayed" and p.second_dataset:
-            raise UserError("--protocol delayed reads one data set; drop --second-dataset (or "
-                            "use --protocol sequential)")
+
+    def unused(self) -> dict[str, str]:
+        """Fields this run never reads, each with why (a flag given for one is refused)."""
+        p, net = self.protocol.protocol, self.network
+        out = {
+            name: f"it is an option of --model {' / '.join(models)}, and --model is {net.model}"
+            for name, (_, models) in NAMED_LAYER_OPTIONS.items() if net.model not in models
+        }
+        if p not in ("sequential", "continual"):
+            out.update(dict.fromkeys(
+                ("second_dataset", "second_data_root", "second_data_options"),
+                f"--protocol {p} reads one data set (the second is for sequential / continual)"))
+        elif not self.protocol.second_dataset:
+            out.update(dict.fromkeys(
+                ("second_data_root", "second_data_options"),
+                "it describes --second-dataset, and none is given (the second task takes other "
+                "classes of --dataset)"))
+        if p not in ("delayed", "sequential"):
+            out["max_trim"] = f"it trims the delayed / sequential streams, and --protocol is {p}"
+        if p != "continual":
+            out.update(dict.fromkeys(("first_task_weight", "forget_weight"),
+                                     f"it weighs the continual loss, and --protocol is {p}"))
+        if p in ("delayed", "sequential"):
+            out["n_query"] = f"the {p} stream has no separate queries (every image is one)"
+        if p != "episodic":
+            why = f"it is for episodic runs, and --protocol is {p}"
+            out.update(dict.fromkeys(("single_query", "separate_backbone_calls", "beta1",
+                                      "test_repeats"), why))
+        if not self.bootstrapped or p != "episodic":
+            out["k_extra"] = "the K′ extra examples feed only the bootstrapped loss (--beta2 " \
+                             "or --beta3 > 0, episodic)"
+        if self.loss.beta2 == 0:
+            out["distill"] = "D is the distillation term's, and --beta2 is 0"
+        if self.optim.schedule == "constant":
+            out["warmup"] = "--schedule constant has no warm-up"
+        return out
+
+
+def check_source(name: str, root: str, options: dict[str, Any], prefix: str) -> None:
+    """A data set's root and loader options (``--{prefix}data-root``, ``--{prefix}data-option``)
+    checked before anything is loaded. The first data set's root may still come later (a
+    preset names the data set, the command line its folder); the second's may not."""
+    from fwp.data import BUILT_IN, check_options
+
+    if name in BUILT_IN and root:
+        raise UserError(f"the {name} data set is built in and takes no --{prefix}data-root; "
+                        "drop it")
+    if prefix and name not in BUILT_IN and not root:
+        raise UserError(f"data set '{name}' is read from your files; pass --{prefix}data-root "
+                        "DIR pointing at them")
+    check_options(name, options, f"--{prefix}data-option")
 
 
 def from_dict(data: dict, where: str = "config") -> RunConfig:
@@ -326,9 +386,13 @@ def config_from_args(args: argparse.Namespace, base: dict | None = None) -> RunC
     started live only in its config); :func:`fwp.fewshot.resume.kept_over_files` lists where
     they differ.
     """
+    from fwp.environment import warn_threads
+
     flags = ("the command line", core.given(args, RunConfig))
     layers = [("the saved config", base), flags] if base is not None else [*file_layers(args),
                                                                             flags]
     config = core.resolve(RunConfig, layers)
     config.validate()
+    core.refuse_unused(config, flags[1])
+    warn_threads(config.threads)
     return config

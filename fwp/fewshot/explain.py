@@ -422,6 +422,11 @@ def explain_run(
             f"{NEEDS_FAST_WEIGHTS}; {run} has a {config.network.model} core. Train one with "
             "`fwp fewshot train --model srwm` (or deltanet, linear)"
         )
+    if config.protocol.protocol != "episodic":
+        raise UserError(
+            f"{run} is a {config.protocol.protocol} run; explain splits an episodic query over "
+            "its support set, an input this run was not trained on: explain an episodic run"
+        )
     n_layers, n_heads = config.network.layers, config.network.heads
     layer = n_layers - 1 if layer is None else layer
     if not 0 <= layer < n_layers:

@@ -57,6 +57,8 @@ GRID = "grid.json"
 # folder and the grid (e.g. another --jobs gives each run another thread count).
 RUNTIME = ("seed", "threads", "device", "log_every", "amp")
 GRID_KEYS = ("seeds", "k_test", "test_episodes", "split", "set", "vary", "configs", "compare")
+GRID_TYPES = {"seeds": list[int], "k_test": list[int], "test_episodes": int, "split": str,
+              "set": dict, "vary": dict, "configs": list[dict], "compare": list[list[str]]}
 
 
 def _paths() -> dict[str, tuple[str, ...]]:
@@ -160,8 +162,8 @@ def build_grid(spec: dict, where: str = "the grid") -> Grid:
     k_test = [int(k) for k in spec.get("k_test", [1, 5, 10, 15])]
     if not seeds or len(set(seeds)) != len(seeds):
         raise UserError(f"{where}: seeds must be a non-empty list of distinct integers")
-    if not k_test or min(k_test) < 1:
-        raise UserError(f"{where}: k_test must be a non-empty list of integers ≥ 1")
+    if not k_test or min(k_test) < 1 or len(set(k_test)) != len(k_test):
+        raise UserError(f"{where}: k_test must be a non-empty list of distinct integers ≥ 1")
     shared = _nested(spec.get("set", {}), f"{where} [set]")
     vary = spec.get("vary", {})
     for key, values in vary.items():
@@ -214,6 +216,7 @@ def read_grid_file(path: str | Path, _seen: tuple[Path, ...] = ()) -> dict:
         shipped = ", ".join(sorted(p.stem for p in GRIDS_DIR.glob("*.toml")))
         raise UserError(f"grid file {path} does not exist (grids shipped with fwp: {shipped})")
     spec = read_file(path)
+    core.check_types(spec, GRID_TYPES, str(path))
     if "base" not in spec:
         return spec
     if path.resolve() in _seen:

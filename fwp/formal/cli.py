@@ -136,6 +136,12 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     # is ignored by default) still adds its wall time to sweep.json; every run resumes.
     # The handlers are put back afterwards, so a caller in the same process (a test, a notebook)
     # keeps its own Ctrl-C behaviour.
+    specs: dict[str, ModelSpec] = {}
+    for spec in map(ModelSpec.parse, args.models):
+        first = specs.setdefault(spec.label, spec)
+        if (first.layer, first.options) != (spec.layer, spec.options):
+            raise UserError(f"--models names {spec.label!r} twice, as two different models; "
+                            "give each its own LABEL=LAYER:KEY=VALUE,…")
     previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
         base = config_from_args(args, language=args.languages[0],

@@ -111,6 +111,12 @@ class RunConfig:
         for name, value in positive.items():
             if value < 1:
                 raise UserError(f"--{flag_name(name)} must be at least 1 (got {value})")
+        repeated = sorted({str(Bin.parse(b)) for b in self.bins if self.bins.count(b) > 1})
+        if repeated:
+            raise UserError(f"--bins names {', '.join(repeated)} twice; give each bin once")
+        for name in ("threads", "weight_decay", "grad_clip", "stop_after_perfect"):
+            if getattr(self, name) < 0:
+                raise UserError(f"--{flag_name(name)} must be ≥ 0 (got {getattr(self, name)})")
         if self.lr <= 0:
             raise UserError(f"--lr must be positive (got {self.lr})")
         if self.network.d_model % self.network.heads:
@@ -120,6 +126,16 @@ class RunConfig:
             )
         if not 0.0 <= self.network.dropout < 1.0:
             raise UserError(f"--dropout must be in [0, 1) (got {self.network.dropout})")
+
+    def unused(self) -> dict[str, str]:
+        """Fields this run never reads, each with why (a flag given for one is refused)."""
+        if self.protocol == "published":
+            return {"steps": "it counts the steps of --protocol stream; the published protocol "
+                             "trains --epochs passes over its fixed data sets (or add "
+                             "--protocol stream)"}
+        why = ("it sizes the published protocol's fixed data sets; --protocol stream trains "
+               "--steps steps on fresh strings")
+        return {"epochs": why, "train_size": why}
 
 
 def from_dict(data: dict, where: str = "config") -> RunConfig:
@@ -136,11 +152,15 @@ def add_config_flags(parser: argparse.ArgumentParser, skip: tuple[str, ...] = ()
 
 def config_from_args(args: argparse.Namespace, **fixed: Any) -> RunConfig:
     """Defaults ← ``--config`` file ← flags given ← ``fixed`` (leaf name → value); validated."""
+    from fwp.environment import warn_threads
+
     path = getattr(args, "config", None)
+    flags = core.given(argparse.Namespace(**{**vars(args), **fixed}), RunConfig)
     config = core.resolve(RunConfig, [
         (str(path), core.read_file(path) if path else None),
-        ("the command line", core.given(argparse.Namespace(**{**vars(args), **fixed}),
-                                        RunConfig)),
+        ("the command line", flags),
     ])
     config.validate()
+    core.refuse_unused(config, flags)
+    warn_threads(config.threads)
     return config
