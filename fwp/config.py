@@ -16,6 +16,7 @@ A workflow keeps only its schema and its ``validate``; everything else is here.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import copy
 import dataclasses
 import errno
@@ -39,6 +40,8 @@ else:  # pragma: no cover - Python 3.10
 
 # A tuple of names, or "module:NAME" naming a registry (a dict or tuple) imported when needed.
 Choices = tuple[str, ...] | str
+# What a resumed run may do with a field (see option); the run core (fwp.runs) applies them.
+RESUME_POLICIES = ("match", "announce", "runtime")
 
 
 def option(
@@ -48,13 +51,20 @@ def option(
     choices: Choices | None = None,
     flag: str | None = None,
     aliases: tuple[str, ...] = (),
+    resume: str = "match",
 ) -> Any:
     """A leaf field: ``default`` (copied per instance when mutable), its ``--help`` text, and
     ``choices``: a tuple, or ``"module:NAME"``, a registry whose keys are the names (imported
     only when the names are needed, so that a schema imports no heavy module).
     ``flag`` replaces the flag's name (default: the field name with dashes); ``aliases`` are
-    further names of the same flag."""
-    metadata = {"help": help, "choices": choices, "flag": flag, "aliases": aliases}
+    further names of the same flag. ``resume``: what a resumed run may do with the field
+    (:data:`RESUME_POLICIES`): ``match`` the checkpoint's value, ``announce`` a change (it is
+    applied and printed), or change it freely as ``runtime`` (how the run is executed, not what
+    it computes: also ignored when a sweep compares a run folder with its grid)."""
+    if resume not in RESUME_POLICIES:
+        raise ValueError(f"resume policy {resume!r} is not one of {RESUME_POLICIES}")
+    metadata = {"help": help, "choices": choices, "flag": flag, "aliases": aliases,
+                "resume": resume}
     if isinstance(default, (dict, list)):
         return field(default_factory=lambda: copy.deepcopy(default), metadata=metadata)
     return field(default=default, metadata=metadata)
@@ -97,6 +107,18 @@ def leaves(cls: type, prefix: tuple[str, ...] = ()) -> list[tuple[tuple[str, ...
             out.extend(leaves(hint, prefix + (f.name,)))
         else:
             out.append((prefix + (f.name,), f, hint))
+    return out
+
+
+def flat(cls: type, config: Any) -> dict[str, Any]:
+    """Leaf name → value of ``config`` (an instance of schema ``cls``, or its dict)."""
+    data = config if isinstance(config, dict) else to_dict(config)
+    out = {}
+    for path, _, _ in leaves(cls):
+        value = data
+        for key in path:
+            value = value[key]
+        out[path[-1]] = value
     return out
 
 
@@ -157,7 +179,10 @@ def merge(base: dict, update: dict, where: str, cls: type) -> None:
     sections recurse, option tables add their keys, other values replace."""
     hints = typing.get_type_hints(cls)
     known = [f.name for f in fields(cls)]
+    renamed = {alias.replace("-", "_"): f.name for f in fields(cls)
+               for alias in f.metadata.get("aliases", ())}
     for key, value in update.items():
+        key = renamed.get(key, key) if key not in known else key  # a file from before a rename
         if key not in known:
             raise UserError(f"unknown field {key!r} in {where}; known: {', '.join(known)}")
         hint = hints[key]
@@ -278,7 +303,10 @@ def write_atomic(path: Path, data: Any) -> None:
             os.fsync(handle.fileno())
         os.replace(tmp, path)
     except BaseException as error:
-        tmp.unlink(missing_ok=True)
+        # The clean-up must not replace the real error (a read-only folder refuses the unlink
+        # too, and its error would hide why the write failed).
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
         if isinstance(error, OSError):
             raise WriteFailed(write_failure(path, error)) from None
         raise

@@ -160,3 +160,10 @@ def test_every_workflow_flag_lists_its_choices_from_the_registries():
     assert f"one of: {', '.join(DATASETS)}" in _help("fewshot", "inspect")
     sweep = _help("formal", "sweep")
     assert ", ".join(LANGUAGES) in sweep and layers in sweep
+
+
+def test_a_renamed_field_is_read_from_an_older_file_under_its_old_name():
+    from fwp.formal.config import from_dict
+
+    config = from_dict({"network": {"options": {"n_beta": 4}}})
+    assert config.network.layer_options == {"n_beta": 4}

@@ -21,7 +21,8 @@ from fwp.fewshot.config import (
     config_from_args,
     file_layers,
 )
-from fwp.fewshot.resume import kept_over_files
+from fwp.runs.folder import check_output_path
+from fwp.runs.policy import kept_over_files
 
 
 def _positive(text: str) -> int:
@@ -211,6 +212,7 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     if out.is_dir():
         raise UserError(f"--out {out} is a folder; pass the picture's file name, e.g. "
                         f"{out / 'episode.png'}")
+    check_output_path(out, folder=False)
     start = time.perf_counter()
     where = f" under {data.data_root}" if data.data_root else ""
     print(f"{data.dataset}{where}")
@@ -247,12 +249,13 @@ def cmd_train(args: argparse.Namespace) -> int:
     from fwp.fewshot.train import train
 
     out = Path(args.out)
+    check_output_path(out)
     base = to_dict(read_config(out)) if args.resume else None
     config = config_from_args(args, base=base)
     if base is not None and int(os.environ.get("RANK", "0")) == 0:
         flags = core.given(args, RunConfig)
         for where, data in file_layers(args):
-            kept = kept_over_files(base, data or {}, flags)
+            kept = kept_over_files(RunConfig, base, data or {}, flags)
             if kept:
                 print(f"fwp: the run keeps its own config over {where}: {', '.join(kept)} "
                       f"(give a flag to change a field)", flush=True)
@@ -277,6 +280,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     run = Path(args.run)
     config = read_config(run)
     _check_eval_flags(args, run, config)
+    check_output_path(run, "the run folder")  # eval_<split>.json goes there
     model, source = load_trained(run, config, args.checkpoint)
     device = torch.device(
         ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
@@ -366,6 +370,7 @@ def _eval_protocol(args: argparse.Namespace, run: Path, config, model, source: d
 def cmd_report(args: argparse.Namespace) -> int:
     from fwp.fewshot.report import write_report
 
+    check_output_path(Path(args.out))
     runs = [Path(r) for r in args.runs]
     seen: dict[Path, Path] = {}
     for run in runs:
@@ -381,9 +386,10 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 def cmd_explain(args: argparse.Namespace) -> int:
     from fwp.fewshot.evaluate import EVAL_SEED
-    from fwp.fewshot.explain import explain_run
+    from fwp.fewshot.explain_run import explain_run
 
     seed = EVAL_SEED if args.episode_seed is None else args.episode_seed
+    check_output_path(args.out)
     result = explain_run(
         Path(args.run), args.out, episode_seed=seed, episode=args.episode, query=args.query,
         split=args.split, data_root=args.data_root, k_shot=args.k_shot,
@@ -407,13 +413,13 @@ def cmd_explain(args: argparse.Namespace) -> int:
 
 def cmd_sweep(args: argparse.Namespace) -> int:
     from fwp.environment import warn_threads
-    from fwp.fewshot.sweep import (
+    from fwp.fewshot.grid import (
         build_grid,
         grid_spec_from_args,
         load_saved_grid,
         read_grid_file,
-        sweep,
     )
+    from fwp.fewshot.sweep import sweep
     from fwp.fewshot.sweep_report import write_report
 
     if args.report_only and (args.jobs or args.threads is not None):
@@ -438,6 +444,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         grid = load_saved_grid(args.dir)
     if args.only:
         grid = grid.restricted(args.only)
+    check_output_path(args.dir, "DIR")
     if args.report_only:
         print(write_report(args.dir, grid).read_text())
         return 0

@@ -47,7 +47,8 @@ class DataConfig:
 
     dataset: str = option("glyphs", "data set (glyphs and cluttered_glyphs are built in)",
                           choices="fwp.data:DATASETS")
-    data_root: str = option("", "folder with the data set's files (\"\" for the built-in sets)")
+    data_root: str = option("", "folder with the data set's files (\"\" for the built-in sets)",
+                            resume="announce")
     data_options: dict[str, Any] = option(
         {}, "a keyword option of the loader, e.g. rotations=true, split_scheme=vinyals, "
         "image_size=28", flag="data-option")
@@ -101,7 +102,7 @@ class NetworkConfig:
         "Lin([f(x_t); onehot(y_{t−1}); f(x_{t−1})]), so an image meets its label in one input")
     core_mode: str = option(
         "auto", "operator path of srwm/deltanet/linear: auto, or one of the operator's modes "
-        "(recurrent, chunk, scan, fused_cpu, triton, ...; README, Operators)")
+        "(recurrent, chunk, scan, fused_cpu, triton, ...; README, Operators)", resume="announce")
     layer_options: dict[str, Any] = option(
         {}, "a keyword option of the core layer's class, e.g. chunk_size=32 (any registered "
         "layer; wins over the named flags above)", flag="layer-option")
@@ -135,14 +136,15 @@ class OptimConfig:
 
     schedule: str = option(
         "cosine", "learning-rate schedule (cosine: linear warm-up, then cosine to 0)",
-        choices=SCHEDULES)
-    lr: float = option(1e-3, "noam: the scale; cosine / constant: the peak learning rate")
-    warmup: int = option(50, "warm-up steps")
-    adam_beta1: float = option(0.9, "Adam's β1")
-    adam_beta2: float = option(0.995, "Adam's β2")
-    adam_eps: float = option(1e-8, "Adam's ε")
-    weight_decay: float = option(0.0, "Adam's weight decay")
-    grad_clip: float = option(1.0, "max gradient norm (0: no clipping)")
+        choices=SCHEDULES, resume="announce")
+    lr: float = option(1e-3, "noam: the scale; cosine / constant: the peak learning rate",
+                       resume="announce")
+    warmup: int = option(50, "warm-up steps", resume="announce")
+    adam_beta1: float = option(0.9, "Adam's β1", resume="announce")
+    adam_beta2: float = option(0.995, "Adam's β2", resume="announce")
+    adam_eps: float = option(1e-8, "Adam's ε", resume="announce")
+    weight_decay: float = option(0.0, "Adam's weight decay", resume="announce")
+    grad_clip: float = option(1.0, "max gradient norm (0: no clipping)", resume="announce")
     batch_size: int = option(16, "episodes per micro-batch and process")
     accumulate: int = option(1, "micro-batches per optimiser step")
 
@@ -177,21 +179,29 @@ class RunConfig:
     optim: OptimConfig = section(OptimConfig)
     protocol: ProtocolConfig = section(ProtocolConfig)
     seed: int = option(1, "initialisation and the stream of training episodes")
-    steps: int = option(1000, "optimiser steps")
-    eval_every: int = option(100, "validate on fixed episodes, keep the best checkpoint")
-    val_episodes: int = option(200, "validation episodes")
-    log_every: int = option(10, "steps between logged losses")
-    device: str = option("auto", "auto | cpu | cuda | cuda:N")
-    amp: bool = option(True, "bf16 autocast on CUDA (ignored on CPU)")
-    threads: int = option(0, "torch CPU threads (0: torch's default)")
-    test_episodes: int = option(1000, "fwp fewshot eval: episodes per K_test and repeat")
+    steps: int = option(1000, "optimiser steps", resume="announce")
+    eval_every: int = option(100, "validate on fixed episodes, keep the best checkpoint",
+                             resume="announce")
+    val_episodes: int = option(200, "validation episodes", resume="announce")
+    log_every: int = option(10, "steps between logged losses", resume="runtime")
+    device: str = option("auto", "auto | cpu | cuda | cuda:N", resume="runtime")
+    amp: bool = option(True, "bf16 autocast on CUDA (ignored on CPU)", resume="runtime")
+    threads: int = option(0, "torch CPU threads (0: torch's default)", resume="runtime")
+    test_episodes: int = option(1000, "fwp fewshot eval: episodes per K_test and repeat",
+                                resume="announce")
     test_repeats: int = option(
-        1, "fwp fewshot eval: repeats of test_episodes (paper ±: std over them)")
+        1, "fwp fewshot eval: repeats of test_episodes (paper ±: std over them)",
+        resume="announce")
 
     @property
     def bootstrapped(self) -> bool:
         """Whether the K′ extra examples are needed (β2 or β3 non-zero)."""
         return self.loss.beta2 > 0 or self.loss.beta3 > 0
+
+    @property
+    def k_extra_used(self) -> int:
+        """K′ of the training episodes: ``data.k_extra`` when bootstrapping, else 0."""
+        return self.data.k_extra if self.bootstrapped else 0
 
     def conv_channels(self) -> int:
         return self.network.conv_channels or CONV_CHANNELS.get(self.data.dataset, 32)
@@ -234,8 +244,12 @@ class RunConfig:
                 f"--d-model {self.network.d_model} is not divisible by --heads "
                 f"{self.network.heads}; pick sizes with d_model % heads == 0"
             )
-        if self.network.n_beta not in (1, 4):
-            raise UserError(f"--n-beta must be 1 or 4 (got {self.network.n_beta})")
+        options = self.network.core_options()  # the named flags the chosen layer takes
+        if "n_beta" in options and options["n_beta"] not in (1, 4):
+            raise UserError(f"--n-beta must be 1 or 4 (got {options['n_beta']})")
+        from fwp.layers import check_layer_options
+
+        check_layer_options(self.network.model, options)
         if self.optim.lr <= 0:
             raise UserError(f"--lr must be positive (got {self.optim.lr})")
         if self.optim.adam_eps <= 0:
@@ -383,7 +397,7 @@ def config_from_args(args: argparse.Namespace, base: dict | None = None) -> RunC
 
     On resume (``base``: the run's saved config): defaults ← ``base`` ← flags given. A preset or
     config file typed again on resume does not reset the run's fields (the flags given when it
-    started live only in its config); :func:`fwp.fewshot.resume.kept_over_files` lists where
+    started live only in its config); :func:`fwp.runs.policy.kept_over_files` lists where
     they differ.
     """
     from fwp.environment import warn_threads

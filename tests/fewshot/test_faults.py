@@ -11,8 +11,8 @@ import pytest
 import torch
 
 from fwp.cli import main
-from fwp.fewshot import train as train_module
 from fwp.fewshot.checkpoint import CHECKPOINT, CONFIG, METRICS, load_checkpoint
+from fwp.fewshot.protocols import episodic as train_module
 from fwp.fewshot.train import lr_factor
 from tests.limits import error_line, fwp
 
@@ -192,7 +192,7 @@ def test_a_full_disk_on_the_first_save_does_not_block_the_rerun(tiny_root, tmp_p
     assert "without --resume (no checkpoint was written yet)" in line
     assert not [p.name for p in run.iterdir() if p.name.endswith(".tmp")]
     assert train_cli(*flags) == 0
-    assert torch.load(run / CHECKPOINT, weights_only=False)["step"] == 2
+    assert torch.load(run / CHECKPOINT, weights_only=True)["step"] == 2
 
 
 def test_eval_checks_every_k_test_before_evaluating_any(tiny_root, tmp_path, capsys):

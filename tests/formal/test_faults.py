@@ -65,8 +65,8 @@ def test_a_finished_run_is_extended_by_more_epochs_as_if_trained_at_once(tmp_pat
     capsys.readouterr()
     assert _train(twice, "--epochs", "2") == 0
     assert "changed on resume: epochs 1 → 2" in capsys.readouterr().out
-    a = torch.load(once / "checkpoint.pt", weights_only=False)
-    b = torch.load(twice / "checkpoint.pt", weights_only=False)
+    a = torch.load(once / "checkpoint.pt", weights_only=True)
+    b = torch.load(twice / "checkpoint.pt", weights_only=True)
     assert a["step"] == b["step"] == 6
     for key in a["model"]:
         assert torch.equal(a["model"][key], b["model"][key]), key
@@ -75,7 +75,7 @@ def test_a_finished_run_is_extended_by_more_epochs_as_if_trained_at_once(tmp_pat
     assert _train(twice, "--epochs", "1") == 2
     assert "at step 6, past the 3 steps" in _one_error_line(capsys)
     assert _train(twice, "--epochs", "2", "--lr", "0.1") == 2
-    assert "changed: lr" in _one_error_line(capsys)
+    assert "cannot change --lr 0.001 → 0.1 on resume" in _one_error_line(capsys)
 
 
 def test_out_naming_a_file_is_one_line(tmp_path, capsys):
@@ -97,7 +97,7 @@ def test_a_full_disk_while_saving_is_one_line_and_the_same_command_resumes(tmp_p
     argv = ["formal", "train", "--language", "parity", "--out", str(out), *TINY,
             "--eval-every", "2"]
     line = error_line(fwp(*argv, max_file_bytes=4096))
-    assert f"cannot write {out / 'checkpoint.pt'} (File too large)" in line
+    assert f"cannot write {out / 'best.pt'} (File too large)" in line
     assert "run the command again" in line
     assert not [p.name for p in out.iterdir() if p.name.endswith(".tmp")]
     assert main(argv) == 0
