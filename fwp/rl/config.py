@@ -51,7 +51,8 @@ class RLConfig:
     network: NetworkConfig = section(NetworkConfig)
     algo: str = option("ppo", "learner: ppo (recurrent PPO) or r2ac (Irie et al. 2024's "
                        "actor-critic with an RTRL cell)", choices=ALGOS)
-    frames: int = option(200_000, "environment frames to train for (agent steps × frame skip)")
+    frames: int = option(200_000, "environment frames to train for (agent steps × frame skip); "
+                         "a re-run with more extends the run", resume="announce")
     n_envs: int = option(8, "parallel environments")
     rollout: int = option(128, "steps per environment per update")
     gamma: float = option(0.99, "discount")
@@ -66,12 +67,15 @@ class RLConfig:
     max_grad_norm: float = option(0.5, "gradient norm clip")
     seed: int = option(1, "seeds the agent, the action sampling and the training episodes")
     checkpoint_every: int = option(
-        50, "updates between checkpoints; every environment restarts there (seeded by seed and "
-        "update), so a resumed run is the same run")
-    eval_episodes: int = option(32, "evaluation episodes at the end (seeded, reproducible)")
-    eval_seed: int = option(10_000, "episode i of an evaluation plays environment seed "
-                            "eval_seed + i")
-    threads: int = option(1, "torch CPU threads (0: torch's default)")
+        50, "updates between validations and checkpoints; every environment restarts there "
+        "(seeded by seed and update), so a resumed run is the same run")
+    val_episodes: int = option(8, "seeded episodes of the validation at every checkpoint (its "
+                               "mean return chooses best.pt)", resume="announce")
+    eval_episodes: int = option(32, "evaluation episodes of the final agent (seeded, "
+                                "reproducible)", resume="announce")
+    eval_seed: int = option(10_000, "episode i of a validation or evaluation plays environment "
+                            "seed eval_seed + i", resume="announce")
+    threads: int = option(1, "torch CPU threads (0: torch's default)", resume="runtime")
 
     def validate(self) -> None:
         check_choices(self)
@@ -79,7 +83,7 @@ class RLConfig:
                     "epochs": self.epochs, "minibatches": self.minibatches,
                     "layers": self.network.layers, "d_model": self.network.d_model,
                     "heads": self.network.heads, "checkpoint_every": self.checkpoint_every,
-                    "eval_episodes": self.eval_episodes}
+                    "val_episodes": self.val_episodes, "eval_episodes": self.eval_episodes}
         for name, value in positive.items():
             if value < 1:
                 raise UserError(f"--{flag_name(name)} must be at least 1 (got {value})")

@@ -1,22 +1,26 @@
-"""Training and evaluation of one ``fwp rl`` run, with a resumable run folder.
+"""Training and evaluation of one ``fwp rl`` run, through the run core (:mod:`fwp.runs`).
 
-``RUN/config.json`` (the resolved config), ``RUN/checkpoint.pt`` (agent, optimiser, update,
-RNG state; rewritten atomically every ``checkpoint_every`` updates, loaded with
-``weights_only=True``), ``RUN/metrics.jsonl`` (one row per update: frames, the returns of the
-episodes finished, losses, frames per second) and, once finished, ``RUN/eval.json`` (seeded
-evaluation episodes).
+A run folder holds what :func:`fwp.runs.fit` writes — ``config.json``, ``checkpoint.pt`` and
+``best.pt`` (the agent with the best validation return) at every ``checkpoint_every`` updates,
+``metrics.jsonl`` (one ``train`` row per update: frames, the returns of the episodes finished,
+per task for ``multi:``, losses, frames per second; a ``val`` row per checkpoint), its lock —
+and, once finished, ``eval.json`` (seeded evaluation episodes of the final agent). One optimiser
+step of the core's loop is one update (a rollout and its PPO epochs, or R2AC's one step).
 
 Exact resume: at every checkpoint every environment restarts (seeded by the run's seed and the
 update) and the agent's state with it, in a run that stops there and in one that does not; the
-checkpoint holds everything else that the rest of the run draws from. So a resumed run is the
-same run, bit for bit on the same machine. The rollout before the restart still bootstraps its
-last value, so the restart costs only the unfinished episodes' statistics.
+checkpoint holds everything else that the rest of the run draws from (weights, optimiser, every
+RNG). So the environments need no state in the checkpoint, and a run resumed from a checkpoint
+is the same run, bit for bit on the same machine. A stop by SIGINT / SIGTERM between
+checkpoints saves there too; its resumed run restarts the environments at that update (the
+unfinished episodes are dropped), so it continues correctly but is no longer bit-identical to
+one that did not stop. The rollout before a restart still bootstraps its last value.
 """
 
 from __future__ import annotations
 
-import json
 import math
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -26,17 +30,16 @@ import numpy as np
 import torch
 
 from fwp.config import read_file, to_dict, write_atomic
-from fwp.errors import UserError, brief
+from fwp.errors import RunStopped, UserError
 from fwp.rl.agent import Agent
 from fwp.rl.config import RLConfig, from_dict
 from fwp.rl.envs import EnvSpec, check_env, make_vector_env
 from fwp.rl.evaluate import run_episodes
 from fwp.rl.ppo import Actor, Episodes, PPOSettings, gae, ppo_update
+from fwp.runs import CONFIG, RunFolder, Training, fit, load_checkpoint
+from fwp.runs.policy import learning_differences, resume_changes
 
-CONFIG, CHECKPOINT, METRICS, EVAL = "config.json", "checkpoint.pt", "metrics.jsonl", "eval.json"
-# How long a run is and how it is executed: a re-run may change these; any other field would
-# mix two runs in one folder.
-EXTENDABLE = {"frames", "threads", "eval_episodes", "eval_seed"}
+EVAL = "eval.json"
 
 
 def build_policy(spec: EnvSpec, config: RLConfig) -> torch.nn.Module:
@@ -56,34 +59,6 @@ def updates_of(config: RLConfig, spec: EnvSpec) -> int:
     return math.ceil(config.frames / (config.n_envs * config.rollout * spec.frame_skip))
 
 
-def check_folder(config: RLConfig, out: Path) -> list[str]:
-    """Before any work: ``[]`` for a new run or the same run, else the extending changes;
-    :class:`UserError` for a file named as the folder or any other change."""
-    if out.exists() and not out.is_dir():
-        raise UserError(f"--out {out} is a file, not a folder; choose another --out")
-    if not (out / CONFIG).is_file() or not (out / CHECKPOINT).is_file():
-        return []
-    saved, now = read_file(out / CONFIG), to_dict(config)
-    changed = [k for k in now if saved.get(k, now[k]) != now[k]]
-    refused = [k for k in changed if k not in EXTENDABLE]
-    if refused:
-        raise UserError(f"{out} holds a run with another config (changed: {', '.join(refused)}); "
-                        f"only {', '.join(sorted(EXTENDABLE))} may change on a re-run; choose "
-                        f"another --out, or delete the folder to start over")
-    return [f"{k} {saved[k]} → {now[k]}" for k in changed]
-
-
-def load_checkpoint(path: Path) -> dict:
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # noqa: BLE001 — damaged or foreign: the same user problem
-        raise UserError(f"cannot read {path} ({brief(error)}); delete it and re-run the same "
-                        f"command to train the run from the start") from None
-    if not isinstance(state, dict) or "agent" not in state:
-        raise UserError(f"{path} is not a checkpoint of fwp rl; delete it and re-run")
-    return state
-
-
 def read_config(run: Path) -> RLConfig:
     if not (Path(run) / CONFIG).is_file():
         raise UserError(f"{run} is not a run folder of fwp rl (no {CONFIG}); train one first")
@@ -94,22 +69,9 @@ def load_policy(run: Path) -> tuple[RLConfig, EnvSpec, torch.nn.Module]:
     config = read_config(run)
     spec = check_env(config.env)
     policy = build_policy(spec, config)
-    policy.load_state_dict(load_checkpoint(Path(run) / CHECKPOINT)["agent"])
+    policy.load_state_dict(load_checkpoint(RunFolder(run).checkpoint, fix=RLTraining.damaged_fix
+                                           )["model"])
     return config, spec, policy
-
-
-def _append_row(path: Path | None, row: dict) -> None:
-    if path is not None:
-        with open(path, "a") as handle:
-            handle.write(json.dumps(row) + "\n")
-
-
-def _truncate_rows(path: Path, update: int) -> None:
-    """Drop the rows logged after the checkpoint (a stop between a row and the next save)."""
-    if path.is_file():
-        rows = [line for line in path.read_text().splitlines()
-                if line.strip() and json.loads(line)["update"] <= update]
-        write_atomic(path, "".join(row + "\n" for row in rows))
 
 
 class PPOLearner:
@@ -135,71 +97,114 @@ def build_learner(policy: torch.nn.Module, config: RLConfig) -> Any:
     return PPOLearner(policy, config)
 
 
-def train(config: RLConfig, out: Path | None = None,
-          log: Callable[[str], None] | None = print) -> dict[str, Any]:
-    """Train ``config`` (into run folder ``out`` if given); returns the final metrics."""
-    config.validate()
-    log = log or (lambda _msg: None)
-    spec = check_env(config.env)  # a missing package or a bad space: one line, before any work
-    extended = check_folder(config, Path(out)) if out is not None else []
-    out = Path(out) if out is not None else None
-    if out is not None and (out / EVAL).is_file() and not extended:
-        log(f"{out}: already finished")
-        return read_file(out / EVAL)
-    if config.threads:
-        torch.set_num_threads(config.threads)
-    torch.manual_seed(config.seed)
-    policy = build_policy(spec, config)
-    learner = build_learner(policy, config)
-    total = updates_of(config, spec)
-    update, seconds = 0, 0.0
-    if out is not None and (out / CHECKPOINT).is_file():
-        state = load_checkpoint(out / CHECKPOINT)
-        policy.load_state_dict(state["agent"])
-        learner.optimizer.load_state_dict(state["optimizer"])
-        torch.set_rng_state(state["torch_rng"])
-        update, seconds = int(state["update"]), float(state["seconds"])
-        log(f"{out}: resuming at update {update}" + (f" ({'; '.join(extended)})"
-                                                      if extended else ""))
-        _truncate_rows(out / METRICS, update)
-    if out is not None:
-        out.mkdir(parents=True, exist_ok=True)
-        write_atomic(out / CONFIG, to_dict(config))
-        (out / EVAL).unlink(missing_ok=True)
-    frames_per_update = config.n_envs * config.rollout * spec.frame_skip
-    n_params = sum(p.numel() for p in policy.parameters())
-    log(f"{config.env} × {_label(config)}: {n_params} parameters, {total} updates of "
-        f"{frames_per_update} frames")
-    envs = make_vector_env(spec, config.n_envs)
-    actor, start = None, time.perf_counter() - seconds
-    while update < total:
-        if actor is None or update % config.checkpoint_every == 0:
-            actor = Actor(envs, spec, seed=_segment_seed(config.seed, update))
-        if config.anneal_lr:
-            for group in learner.optimizer.param_groups:
-                group["lr"] = config.lr * (1.0 - update / total)
+class RLTraining(Training):
+    """One update per step of the core's loop; the validation is a seeded evaluation."""
+
+    score, higher_is_better = "return", True
+    instant = ("lr",)
+    resume_hint = restart_hint = ""  # re-running the same command resumes
+    damaged_fix = "delete it and re-run the same command to train the run from the start"
+    diverged_fix = "lower --lr or --max-grad-norm, and train again into a new --out"
+
+    def __init__(self, config: RLConfig, spec: EnvSpec) -> None:
+        self.config, self.spec = config, spec
+        self.model = build_policy(spec, config)
+        self.learner = build_learner(self.model, config)
+        self.optimizer = self.learner.optimizer
+        self.updates = updates_of(config, spec)
+        self.frames_per_update = config.n_envs * config.rollout * spec.frame_skip
+        self.envs: Any = None
+        self.actor: Actor | None = None
+        self.seconds = 0.0
+        self.started = time.perf_counter()
+
+    def prepare(self) -> None:
+        self.envs = make_vector_env(self.spec, self.config.n_envs)
+        self.started = time.perf_counter() - self.seconds
+
+    def close(self) -> None:
+        if self.envs is not None:
+            self.envs.close()
+
+    def train_step(self) -> dict[str, float]:
+        """One rollout and its update; every environment restarts at a checkpoint's update."""
+        config = self.config
+        if self.actor is None or self.step % config.checkpoint_every == 0:
+            self.actor = Actor(self.envs, self.spec, seed=_segment_seed(config.seed, self.step))
+        lr = config.lr * (1.0 - self.step / self.updates) if config.anneal_lr else config.lr
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
         episodes = Episodes()
         tic, cpu = time.perf_counter(), time.process_time()
-        stats = learner.update(actor, episodes)
-        update += 1
-        row = _row(update, frames_per_update, episodes, spec, stats, time.perf_counter() - tic,
-                   time.process_time() - cpu)
-        _append_row(out / METRICS if out is not None else None, row)
-        if update % 10 == 0 or update == total:
-            log(f"update {update}/{total}: frames {row['frames']}, return "
-                f"{row.get('return', float('nan')):.2f}, {row['fps']:.0f} frames/s")
-        if out is not None and (update % config.checkpoint_every == 0 or update == total):
-            write_atomic(out / CHECKPOINT, {
-                "agent": policy.state_dict(), "optimizer": learner.optimizer.state_dict(),
-                "torch_rng": torch.get_rng_state(), "update": update,
-                "seconds": time.perf_counter() - start})
-    envs.close()
-    result = run_episodes(policy, spec, config.eval_episodes, config.eval_seed)
-    result.update(train_seconds=round(time.perf_counter() - start, 2), updates=update,
-                  frames=update * frames_per_update, parameters=n_params)
-    if out is not None:
-        write_atomic(out / EVAL, result)
-    log(f"evaluation over {config.eval_episodes} seeded episodes: mean return "
+        stats = self.learner.update(self.actor, episodes)
+        return {**_row(self.step + 1, self.frames_per_update, episodes, self.spec, stats,
+                       time.perf_counter() - tic, time.process_time() - cpu), "lr": lr}
+
+    def validate(self) -> dict[str, float]:
+        result = run_episodes(self.model, self.spec, self.config.val_episodes,
+                              self.config.eval_seed)
+        return {"return": result["mean_return"], **_per_task(self.spec, result["per_task"])}
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"seconds": time.perf_counter() - self.started}
+
+    def load_state_dict(self, checkpoint: dict[str, Any]) -> None:
+        self.seconds = checkpoint["seconds"]
+
+    def train_line(self, values: dict[str, float]) -> str:
+        return (f"frames {values.get('frames', 0):.0f}, return "
+                f"{values.get('return', math.nan):.2f}, {values.get('fps', 0):.0f} frames/s")
+
+
+def train(config: RLConfig, out: Path | None = None,
+          log: Callable[[str], None] | None = print) -> dict[str, Any]:
+    """Train ``config`` into run folder ``out`` (a temporary one without it) and evaluate the
+    final agent; returns the evaluation (and writes it to ``out/eval.json``). Re-running the
+    same config resumes, or returns the saved evaluation of a finished run."""
+    config.validate()
+    spec = check_env(config.env)  # a missing package or a bad space: one line, before any work
+    if out is None:
+        with tempfile.TemporaryDirectory(prefix="fwp-rl-") as folder:
+            return _train(config, spec, RunFolder(folder), log, keep=False)
+    return _train(config, spec, RunFolder(out), log, keep=True)
+
+
+def _train(config: RLConfig, spec: EnvSpec, run: RunFolder,
+           log: Callable[[str], None] | None, keep: bool) -> dict[str, Any]:
+    say = log or (lambda _msg: None)
+    with run.locked():
+        if (run / EVAL).is_file():
+            saved = run.read_config()
+            resume_changes(RLConfig, saved, to_dict(config), str(run.path))
+            if not learning_differences(RLConfig, saved, to_dict(config)):
+                say(f"{run.path}: already finished")
+                return read_file(run / EVAL)
+            (run / EVAL).unlink()
+        if config.threads:
+            torch.set_num_threads(config.threads)
+        torch.manual_seed(config.seed)
+        training = RLTraining(config, spec)
+        n_params = sum(p.numel() for p in training.model.parameters())
+        say(f"{config.env} × {_label(config)}: {n_params} parameters, {training.updates} "
+            f"updates of {training.frames_per_update} frames")
+        try:
+            summary = fit(training, run, steps=training.updates,
+                          eval_every=config.checkpoint_every, log_every=1,
+                          progress=log is not None, say=say)
+        finally:
+            training.close()
+        if summary["status"] == "interrupted":
+            raise RunStopped(f"{run.path}: stopped at update {summary['step']} with its "
+                             f"checkpoint saved; the same command resumes it", summary["signal"])
+        seconds = time.perf_counter() - training.started
+        tic = time.perf_counter()
+        result = run_episodes(training.model, spec, config.eval_episodes, config.eval_seed)
+        result.update(train_seconds=round(seconds, 2), eval_seconds=round(
+            time.perf_counter() - tic, 2), updates=training.step,
+            frames=training.step * training.frames_per_update, parameters=n_params)
+        if keep:
+            write_atomic(run / EVAL, result)
+    say(f"evaluation over {config.eval_episodes} seeded episodes: mean return "
         f"{result['mean_return']:.2f}")
     return result
 
@@ -219,7 +224,7 @@ def _row(update: int, frames_per_update: int, episodes: Episodes, spec: EnvSpec,
          stats: dict[str, float], seconds: float, cpu_seconds: float) -> dict[str, Any]:
     """One metrics row; ``fps`` is frames per wall second, ``cpu_fps`` per second of this
     process's CPU time (what the run would reach alone on a core of this machine)."""
-    row: dict[str, Any] = {"update": update, "frames": update * frames_per_update,
+    row: dict[str, Any] = {"frames": update * frames_per_update,
                            "fps": frames_per_update / max(seconds, 1e-9),
                            "cpu_fps": frames_per_update / max(cpu_seconds, 1e-9),
                            **{k: round(v, 6) for k, v in stats.items()}}
@@ -227,9 +232,16 @@ def _row(update: int, frames_per_update: int, episodes: Episodes, spec: EnvSpec,
         row["episodes"] = len(episodes.returns)
         row["return"] = float(np.mean([r for _, r in episodes.returns]))
         row["length"] = float(np.mean(episodes.lengths))
-        if len(spec.tasks) > 1:
-            row["per_task"] = {
-                task: float(np.mean(rs)) for k, task in enumerate(spec.tasks)
-                if (rs := [r for i, r in episodes.returns if i == k])
-            }
+        row.update(_per_task(spec, {
+            task: float(np.mean(rs)) for k, task in enumerate(spec.tasks)
+            if (rs := [r for i, r in episodes.returns if i == k])
+        }))
     return row
+
+
+def _per_task(spec: EnvSpec, returns: dict[str, float]) -> dict[str, float]:
+    """``return/TASK`` scalars of a multi-task run (the log holds flat scalars); ``{}`` for
+    one task."""
+    if len(spec.tasks) == 1:
+        return {}
+    return {f"return/{task}": value for task, value in returns.items()}

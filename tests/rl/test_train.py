@@ -1,16 +1,19 @@
 """fwp rl training: run folders, exact resume, seeded evaluation, refusals (a few updates)."""
 
 import json
+import os
+import signal
 from pathlib import Path
 
 import pytest
 import torch
 
 from fwp.cli import main
-from fwp.errors import UserError
+from fwp.errors import RunStopped, UserError
 from fwp.rl.config import RLConfig
 from fwp.rl.ppo import Rollout, gae
-from fwp.rl.train import CHECKPOINT, EVAL, METRICS, load_checkpoint, train
+from fwp.rl.train import EVAL, PPOLearner, train
+from fwp.runs import CHECKPOINT, METRICS, RunFolder, load_checkpoint, read_metrics
 
 
 def tiny(**fields) -> RLConfig:
@@ -26,22 +29,25 @@ def tiny(**fields) -> RLConfig:
 
 
 def rows(run: Path) -> list[dict]:
-    out = [json.loads(line) for line in (run / METRICS).read_text().splitlines()]
-    for row in out:
-        row.pop("fps"), row.pop("cpu_fps")
-    return out
+    """The logged training and validation rows without the timings."""
+    timing = ("fps", "cpu_fps", "steps_per_s")
+    return [{k: v for k, v in row.items() if k not in timing}
+            for row in read_metrics(run / METRICS) if row["split"] in ("train", "val")]
 
 
-@pytest.mark.parametrize("model", [pytest.param("lstm", marks=pytest.mark.slow), "srwm"])
-def test_resume_is_the_same_run(tmp_path: Path, model: str) -> None:
+@pytest.mark.parametrize("fields", [
+    pytest.param({"model": "lstm"}, marks=pytest.mark.slow), {"model": "srwm"},
+    {"algo": "r2ac", "cell": "fwp_sum", "gradient": "rtrl"}], ids=["lstm", "srwm", "r2ac"])
+def test_resume_is_the_same_run(tmp_path: Path, fields: dict) -> None:
     """Stopped after its first checkpoint and resumed, a run ends where one that never stopped
-    ends: the same weights, the same logged returns and losses."""
-    train(tiny(model=model), tmp_path / "whole", log=None)
-    train(tiny(model=model, frames=2 * 4 * 16), tmp_path / "part", log=None)
-    assert load_checkpoint(tmp_path / "part" / CHECKPOINT)["update"] == 2
-    train(tiny(model=model), tmp_path / "part", log=None)  # extends: frames may change
-    a = load_checkpoint(tmp_path / "whole" / CHECKPOINT)["agent"]
-    b = load_checkpoint(tmp_path / "part" / CHECKPOINT)["agent"]
+    ends: the same weights, the same logged returns, losses and validations (for R2AC also with
+    the RTRL sensitivities, which restart with the environments)."""
+    train(tiny(**fields), tmp_path / "whole", log=None)
+    train(tiny(**fields, frames=2 * 4 * 16), tmp_path / "part", log=None)
+    assert load_checkpoint(tmp_path / "part" / CHECKPOINT)["step"] == 2
+    train(tiny(**fields), tmp_path / "part", log=None)  # extends: frames may change
+    a = load_checkpoint(tmp_path / "whole" / CHECKPOINT)["model"]
+    b = load_checkpoint(tmp_path / "part" / CHECKPOINT)["model"]
     for key in a:
         torch.testing.assert_close(a[key], b[key], rtol=0, atol=0)
     assert rows(tmp_path / "whole") == rows(tmp_path / "part")
@@ -71,8 +77,36 @@ def test_r2ac_trains(tmp_path: Path) -> None:
 
 def test_a_changed_config_is_refused(tmp_path: Path) -> None:
     train(tiny(), tmp_path / "run", log=None)
-    with pytest.raises(UserError, match="changed: gamma"):
+    with pytest.raises(UserError, match="cannot change --gamma 0.99 → 0.9 on resume"):
         train(tiny(gamma=0.9), tmp_path / "run", log=None)
+    again = train(tiny(threads=2), tmp_path / "run", log=None)  # runtime: the same finished run
+    assert again == json.loads((tmp_path / "run" / EVAL).read_text())
+
+
+def test_sigterm_saves_and_the_same_command_resumes(tmp_path: Path,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """SIGTERM during update 3: the update finishes, the checkpoint is saved there, the run
+    stops; the same call resumes it to the end."""
+    update, calls = PPOLearner.update, []
+
+    def signalling(self, actor, episodes):  # noqa: ANN001, ANN202
+        calls.append(1)
+        if len(calls) == 3:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return update(self, actor, episodes)
+
+    monkeypatch.setattr(PPOLearner, "update", signalling)
+    with pytest.raises(RunStopped, match="stopped at update 3"):
+        train(tiny(checkpoint_every=4), tmp_path / "run", log=None)
+    assert load_checkpoint(tmp_path / "run" / CHECKPOINT)["step"] == 3
+    assert not (tmp_path / "run" / EVAL).exists()
+    monkeypatch.setattr(PPOLearner, "update", update)
+    assert train(tiny(checkpoint_every=4), tmp_path / "run", log=None)["updates"] == 4
+
+
+def test_a_second_writer_is_refused(tmp_path: Path) -> None:
+    with RunFolder(tmp_path / "run").locked(), pytest.raises(UserError, match="in use by"):
+        train(tiny(), tmp_path / "run", log=None)
 
 
 def test_cli_refuses_flags_of_the_other_learner(capsys: pytest.CaptureFixture) -> None:
