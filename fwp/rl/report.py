@@ -4,13 +4,18 @@ Runs are grouped by their config without the seed. A run's curve is the mean ret
 episodes finished in each of ``bins`` equal frame intervals; a group's curve is the mean and
 the range (min, max) of its seeds' curves. The table gives, per group, the final return (mean
 over the last fifth of training, per seed), the seeded evaluation's mean return, and frames
-per second.
+per second. Beneath it, paired differences of the seeded evaluation return (:mod:`fwp.stats`):
+each PPO core against the LSTM core of the same config, and R2AC with RTRL against truncated
+BPTT (our choice of references), paired by seed (same training episodes' seeds) and, within
+the seeds, by evaluation episode (episode i plays environment seed ``eval_seed + i`` in every
+run); the verdicts come from Holm-adjusted paired t-tests over all comparisons of the report.
 """
 
 from __future__ import annotations
 
 import json
 import warnings
+from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
@@ -18,14 +23,15 @@ import numpy as np
 
 from fwp.config import read_file, write_atomic
 from fwp.errors import UserError
-from fwp.rl.train import CONFIG, EVAL, METRICS
+from fwp.rl.train import EVAL
+from fwp.runs import CONFIG, METRICS, read_metrics
+from fwp.stats import holm_verdicts, paired_difference
 
 
 def read_run(run: Path) -> dict[str, Any]:
     if not (run / CONFIG).is_file():
         raise UserError(f"{run} is not a run folder of fwp rl (no {CONFIG})")
-    rows = [json.loads(line) for line in (run / METRICS).read_text().splitlines()
-            if line.strip()] if (run / METRICS).is_file() else []
+    rows = read_metrics(run / METRICS, "train")
     config = read_file(run / CONFIG)
     return {"path": run, "config": config, "rows": rows,
             "eval": read_file(run / EVAL) if (run / EVAL).is_file() else None}
@@ -83,7 +89,8 @@ def _mean_range(values: list[float]) -> str:
 
 def write_report(runs: list[Path], out: Path, bins: int = 20) -> str:
     """``out/report.md`` and ``out/returns.png`` for run folders ``runs``; returns the table."""
-    summary = summarise([read_run(Path(r)) for r in runs], bins)
+    groupread = [read_run(Path(r)) for r in runs]
+    summary = summarise(groupread, bins)
     lines = ["| env | core | seeds (finished) | final return, mean [min, max] | eval return | "
              "frames/s |", "|---|---|---|---:|---:|---:|"]
     for label, s in summary.items():
@@ -91,11 +98,66 @@ def write_report(runs: list[Path], out: Path, bins: int = 20) -> str:
         fps = f"{s['fps']:.0f}" if s["fps"] else "–"
         lines.append(f"| {env} | {core} | {len(s['seeds'])} ({s['done']}) | "
                      f"{_mean_range(s['final'])} | {_mean_range(s['eval'])} | {fps} |")
-    table = "\n".join(lines)
+    table = "\n".join(lines + paired_table(groupread))
     out.mkdir(parents=True, exist_ok=True)
     write_atomic(out / "report.md", "# fwp rl report\n\n" + table + "\n")
     _plot(summary, out / "returns.png")
     return table
+
+
+def reference_of(config: dict) -> dict | None:
+    """The config that ``config`` is compared with: a PPO core other than the LSTM against the
+    LSTM core, R2AC with RTRL against truncated BPTT (all else equal); None for a reference."""
+    net = dict(config["network"])
+    if config["algo"] == "ppo" and net["model"] != "lstm":
+        net.update(model="lstm", options={})
+    elif config["algo"] == "r2ac" and net["gradient"] == "rtrl":
+        net["gradient"] = "tbptt"
+    else:
+        return None
+    return {**config, "network": net}
+
+
+def _key(config: dict) -> str:
+    """A config without its seed and threads: the runs that pair up by seed."""
+    return json.dumps({k: v for k, v in config.items() if k not in ("seed", "threads")},
+                      sort_keys=True)
+
+
+def paired_table(runs: list[dict]) -> list[str]:
+    """Evaluation return minus its reference's, per seed and per evaluation episode, with
+    Holm-adjusted verdicts over all rows; no lines when nothing pairs up."""
+    by_key: dict[str, dict[int, dict]] = defaultdict(dict)
+    for run in runs:
+        if run["eval"]:
+            by_key[_key(run["config"])][run["config"]["seed"]] = run
+    rows = []
+    for on in by_key.values():
+        config = next(iter(on.values()))["config"]
+        reference = reference_of(config)
+        off = by_key.get(_key(reference)) if reference else None
+        if not off or not set(off) & set(on):
+            continue
+        mean = {side: {s: r["eval"]["mean_return"] for s, r in group.items()}
+                for side, group in (("off", off), ("on", on))}
+        episodes = {side: {s: r["eval"]["returns"] for s, r in group.items()}
+                    for side, group in (("off", off), ("on", on))}
+        rows.append((label_of(config), label_of(reference).split(" | ")[1],
+                     paired_difference(mean["off"], mean["on"], episodes["off"],
+                                       episodes["on"])))
+    if not rows:
+        return []
+    lines = ["", "Paired differences of the evaluation return (core − reference; 95 % "
+             "intervals over seeds and over evaluation episodes; Holm over all rows):", "",
+             "| env | core | reference | seeds | difference | over seeds | over episodes | "
+             "Holm p | verdict |", "|---|---|---|---:|---:|---|---|---:|---|"]
+    for (label, reference, d), (p, verdict) in zip(rows, holm_verdicts([r[-1] for r in rows])):
+        env, core = label.split(" | ")
+        seeds, episodes = d.over_seeds, d.over_episodes
+        lines.append(f"| {env} | {core} | {reference} | {len(d.seeds)} | {seeds.mean:+.2f} | "
+                     f"[{seeds.low:+.2f}, {seeds.high:+.2f}] | "
+                     f"[{episodes.low:+.2f}, {episodes.high:+.2f}] | {p:.3f} | {verdict} |")
+    return lines
 
 
 def _plot(summary: dict[str, dict], path: Path) -> None:

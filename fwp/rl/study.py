@@ -16,19 +16,19 @@ an unfinished one resumes from its checkpoint, so the same command continues a s
 from __future__ import annotations
 
 import dataclasses
-import sys
 import time
-from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 from typing import Any
 
 from fwp import config as core
 from fwp.config import read_file, to_dict, write_atomic
 from fwp.errors import UserError
-from fwp.rl.config import PRESETS, RLConfig
+from fwp.rl.config import PRESETS, RLConfig, from_dict
 from fwp.rl.envs import check_env
 from fwp.rl.report import write_report
-from fwp.rl.train import EVAL, train
+from fwp.rl.train import EVAL, train, updates_of
+from fwp.runs import RunFolder
+from fwp.runs.sweep import Estimate, check_name, check_run_folders, duration, run_all
 
 GRIDS = Path(__file__).parent / "grids"
 
@@ -40,46 +40,50 @@ def read_grid(path: str | Path) -> tuple[list[int], dict[str, RLConfig]]:
         path = GRIDS / f"{path}.toml"
     data = read_file(path)
     seeds, runs = data.get("seeds", [1]), data.get("runs", {})
-    if not runs or not all(isinstance(s, int) for s in seeds):
+    if not runs or not seeds or not all(isinstance(s, int) for s in seeds):
         raise UserError(f"{path} needs `seeds = [..]` (integers) and at least one [runs.NAME]")
     configs = {}
     for name, entry in runs.items():
         entry = dict(entry)
         base = core.read_preset(PRESETS, entry.pop("base"), RLConfig) if "base" in entry else {}
-        configs[name] = core.resolve(RLConfig, [("preset", base), (f"{path} [{name}]", entry)])
+        configs[check_name(name, "run name")] = core.resolve(
+            RLConfig, [("preset", base), (f"{path} [{name}]", entry)])
         configs[name].validate()
     return seeds, configs
 
 
-def _run(config: RLConfig, out: Path) -> tuple[str, float]:
-    result = train(config, out, log=None)
-    return str(out), float(result["mean_return"])
+def _work(task: tuple[dict, str]) -> tuple[str, dict[str, Any], float]:
+    config, folder = task
+    tic = time.perf_counter()
+    result = train(from_dict(config), Path(folder), log=None)
+    return folder, result, time.perf_counter() - tic
 
 
 def study(grid: str | Path, out: Path, jobs: int = 1, log: Any = print) -> str:
-    """Train every run × seed of ``grid`` into ``out`` (``jobs`` processes), then report."""
-    log = log or (lambda _msg: None)
+    """Train every run × seed of ``grid`` into ``out`` (``jobs`` processes) on the sweep engine
+    of :mod:`fwp.runs.sweep`, then write the report; returns its text."""
+    say = log or (lambda _msg: None)
     seeds, configs = read_grid(grid)
-    for env in sorted({c.env for c in configs.values()}):
-        check_env(env)  # a missing package or a bad space: one line, before any work
-    todo = []
-    for name, config in configs.items():
-        for seed in seeds:
-            config_s = dataclasses.replace(config, seed=seed)
-            folder = out / "runs" / name / f"seed{seed}"
-            if not (folder / EVAL).is_file():
-                todo.append((config_s, folder))
-    out.mkdir(parents=True, exist_ok=True)
-    write_atomic(out / "grid.json", {"seeds": seeds,
-                                     "runs": {n: to_dict(c) for n, c in configs.items()}})
-    log(f"{out}: {len(configs) * len(seeds)} runs, {len(todo)} to train, {jobs} at a time")
-    tic = time.perf_counter()
-    with ProcessPoolExecutor(max_workers=jobs) as pool:
-        futures = [pool.submit(_run, c, f) for c, f in todo]
-        for future in as_completed(futures):
-            folder, mean = future.result()
-            log(f"{folder}: evaluation mean return {mean:.2f} "
-                f"({time.perf_counter() - tic:.0f} s so far)")
-            sys.stdout.flush()
-    runs = sorted(p.parent for p in (out / "runs").glob("*/seed*/config.json"))
-    return write_report(runs, out)
+    specs = {env: check_env(env) for env in sorted({c.env for c in configs.values()})}
+    runs = [(name, out / "runs" / name / f"seed{seed}", dataclasses.replace(config, seed=seed))
+            for name, config in configs.items() for seed in seeds]
+    check_run_folders(runs, "use a new study folder, or delete that run folder to retrain it")
+    with RunFolder(out).locked("study"):
+        write_atomic(out / "grid.json", {"seeds": seeds,
+                                         "runs": {n: to_dict(c) for n, c in configs.items()}})
+        pending = [(to_dict(c), str(f)) for _, f, c in runs if not (f / EVAL).is_file()]
+        say(f"{out}: {len(runs)} runs, {len(runs) - len(pending)} finished, {len(pending)} to "
+            f"train with {jobs} job(s)")
+        steps = {f: updates_of(from_dict(c), specs[c["env"]]) for c, f in pending}
+        estimate = Estimate(steps, jobs)
+
+        def done(result: tuple[str, dict[str, Any], float]) -> None:
+            folder, evaluation, seconds = result
+            evaluating = evaluation.get("eval_seconds", 0.0)
+            left = estimate.finish(folder, steps[folder], seconds - evaluating, seconds)
+            say(f"{folder}: evaluation mean return {evaluation['mean_return']:.2f} in "
+                f"{duration(seconds)}; {left}")
+
+        run_all(pending, _work, jobs, done)  # a stop propagates: the same command resumes
+    return write_report([folder for _, folder, _ in runs if (folder / "config.json").is_file()],
+                        out)

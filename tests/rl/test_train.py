@@ -138,12 +138,39 @@ def test_study_trains_reports_and_resumes(tmp_path: Path) -> None:
     from fwp.rl.study import study
 
     grid = tmp_path / "grid.toml"
-    grid.write_text('seeds = [1, 2]\n[runs.small]\nframes = 128\nn_envs = 4\nrollout = 16\n'
-                    'minibatches = 2\neval_episodes = 1\nnetwork = { model = "deltanet", '
-                    'd_model = 16, heads = 2, d_ff = 32 }\n')
+    small = ('frames = 128\nn_envs = 4\nrollout = 16\nminibatches = 2\nval_episodes = 1\n'
+             'eval_episodes = 2\nnetwork = {{ model = "{}", d_model = 16, heads = 2, '
+             'd_ff = 32 }}\n')
+    grid.write_text("seeds = [1, 2]\n[runs.small]\n" + small.format("deltanet")
+                    + "[runs.base]\n" + small.format("lstm"))
     table = study(grid, tmp_path / "study", log=None)
-    assert "1×deltanet | 2 (2)" in table
+    assert "1×deltanet | 2 (2)" in table and "1×lstm | 2 (2)" in table
+    assert "| cartpole-pomdp | 1×deltanet | 1×lstm | 2 |" in table  # the paired row
     assert (tmp_path / "study" / "returns.png").is_file()
     before = (tmp_path / "study/runs/small/seed1/metrics.jsonl").read_text()
     study(grid, tmp_path / "study", log=None)  # finished runs are skipped
     assert (tmp_path / "study/runs/small/seed1/metrics.jsonl").read_text() == before
+    grid.write_text(grid.read_text().replace("rollout = 16", "rollout = 8", 1))
+    with pytest.raises(UserError, match="trained with another config"):
+        study(grid, tmp_path / "study", log=None)
+
+
+def test_paired_differences_by_seed_and_episode() -> None:
+    """core − reference per seed (+1, +3: mean +2) and per episode; a run without a reference
+    (another env) and an unfinished one add no row; Holm over the rows."""
+    from fwp.config import to_dict
+    from fwp.rl.report import paired_table
+
+    def run(model: str, seed: int, returns: list[float], env: str = "cartpole-pomdp") -> dict:
+        config = to_dict(tiny(model=model, seed=seed, env=env))
+        return {"config": config, "eval": {"mean_return": sum(returns) / len(returns),
+                                           "returns": returns}}
+
+    runs = [run("lstm", 1, [10, 20]), run("lstm", 2, [10, 10]),
+            run("srwm", 1, [11, 21]), run("srwm", 2, [13, 13]),
+            run("srwm", 1, [5, 5], env="MiniGrid-Empty-5x5-v0"),
+            {**run("deltanet", 1, [0, 0]), "eval": None}]
+    lines = paired_table(runs)
+    rows = [line for line in lines if line.startswith("| cartpole")]
+    assert len(rows) == 1 and "| 1×srwm | 1×lstm | 2 | +2.00 |" in rows[0]
+    assert rows[0].endswith("| 0.295 | no detectable difference |")  # t = 2, 1 df
