@@ -37,7 +37,8 @@ def add_eval(subparsers: argparse._SubParsersAction) -> None:
 
 
 def add_report(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser("report", help="returns against frames over seeds: table + plot")
+    p = subparsers.add_parser("report", help="returns against frames over seeds: table, paired "
+                              "differences against the references, plot")
     p.add_argument("runs", nargs="+", metavar="RUN", help="run folders")
     p.add_argument("--out", metavar="DIR", required=True, help="folder for report.md")
     p.set_defaults(func=cmd_report)
@@ -47,7 +48,8 @@ def add_study(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "study", help="a grid of runs × seeds (resumable), then the report",
         description="Train every run × seed of --grid (a TOML file, or a name in fwp/rl/grids/: "
-                    "pomdp, memory, multitask, r2ac, tiny) into DIR/runs/NAME/seedK; the same "
+                    "pomdp, memory, multitask, r2ac, study, tiny) into DIR/runs/NAME/seedK, then "
+                    "write DIR/report.md (with paired differences, Holm-adjusted); the same "
                     "command resumes a stopped study.")
     p.add_argument("dir", metavar="DIR", help="study folder")
     p.add_argument("--grid", required=True, help="grid file or name")

@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from fwp.config import read_file, to_dict, write_atomic
+from fwp.config import read_file, write_atomic
 from fwp.errors import RunStopped, UserError
 from fwp.rl.agent import Agent
 from fwp.rl.config import RLConfig, from_dict
@@ -37,7 +37,6 @@ from fwp.rl.envs import EnvSpec, check_env, make_vector_env
 from fwp.rl.evaluate import run_episodes
 from fwp.rl.ppo import Actor, Episodes, PPOSettings, gae, ppo_update
 from fwp.runs import CONFIG, RunFolder, Training, fit, load_checkpoint
-from fwp.runs.policy import learning_differences, resume_changes
 
 EVAL = "eval.json"
 
@@ -173,13 +172,8 @@ def _train(config: RLConfig, spec: EnvSpec, run: RunFolder,
            log: Callable[[str], None] | None, keep: bool) -> dict[str, Any]:
     say = log or (lambda _msg: None)
     with run.locked():
-        if (run / EVAL).is_file():
-            saved = run.read_config()
-            resume_changes(RLConfig, saved, to_dict(config), str(run.path))
-            if not learning_differences(RLConfig, saved, to_dict(config)):
-                say(f"{run.path}: already finished")
-                return read_file(run / EVAL)
-            (run / EVAL).unlink()
+        if (result := run.finished(EVAL, config, say)) is not None:
+            return result
         if config.threads:
             torch.set_num_threads(config.threads)
         torch.manual_seed(config.seed)
