@@ -14,12 +14,21 @@ import torch
 from torch import nn
 
 from fwp.errors import UserError
-from fwp.layers import LayerStack, map_state
+from fwp.layers import LAYERS, LayerStack, map_state
 from fwp.rl.envs import EnvSpec
 
-# Layers whose state cannot be reset per environment: the softmax attention cache grows with
-# the episode and holds different lengths for different environments.
-UNRESETTABLE = ("transformer",)
+
+def unresettable(name: str) -> str | None:
+    """Why layer ``name``'s state cannot be reset per environment (None when it can)."""
+    from fwp.layers.continuous import ContinuousLayer
+
+    if name == "transformer":
+        return ("its state (a key/value cache) grows with the episode and would hold different "
+                "lengths for different environments")
+    if issubclass(LAYERS[name], ContinuousLayer):
+        return ("its state holds the input path's last point and one time shared by the batch, "
+                "and an environment that restarts has no previous point")
+    return None
 
 
 def fresh_state(layer: nn.Module, state: Any) -> Any:
@@ -103,12 +112,10 @@ class Agent(nn.Module):
                  residual: str = "pre_norm",
                  layer_options: dict[str, dict[str, Any]] | None = None) -> None:
         super().__init__()
-        bad = [name for name in layers if name in UNRESETTABLE]
-        if bad:
-            raise UserError(
-                f"layer {bad[0]!r} cannot be an agent's core: its state (a key/value cache) "
-                f"cannot be reset per environment; choose a recurrent or fast weight layer"
-            )
+        for name in layers:
+            if (why := unresettable(name)) is not None:
+                raise UserError(f"layer {name!r} cannot be an agent's core: {why}; choose a "
+                                f"recurrent or fast weight layer")
         self.encoder = build_encoder(spec, d_model)
         self.core = LayerStack(layers, d_model, heads, d_ff, residual=residual,
                                layer_options=layer_options)

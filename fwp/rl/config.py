@@ -98,6 +98,12 @@ class RLConfig:
         if self.lr <= 0:
             raise UserError(f"--lr must be positive (got {self.lr})")
         self._refuse_other_algo()
+        if self.algo == "ppo":
+            from fwp.rl.agent import unresettable
+
+            if (why := unresettable(self.network.model)) is not None:
+                raise UserError(f"--model {self.network.model} cannot be an agent's core: {why}; "
+                                f"choose a recurrent or fast weight layer")
 
     def _refuse_other_algo(self) -> None:
         """A field of the other learner set away from its default is refused, not ignored."""

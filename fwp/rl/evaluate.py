@@ -44,7 +44,7 @@ def run_episodes(policy: Any, spec: EnvSpec, episodes: int, seed: int,
     for env in envs:
         env.close()
     per_task = {task: float(returns[k::len(spec.tasks)].mean())
-                for k, task in enumerate(spec.tasks)}
+                for k, task in enumerate(spec.tasks[:episodes])}  # tasks that were played
     return {"episodes": episodes, "seed": seed, "greedy": greedy,
             "mean_return": float(returns.mean()), "per_task": per_task,
             "returns": returns.tolist(), "lengths": lengths.tolist()}

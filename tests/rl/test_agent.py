@@ -7,10 +7,10 @@ import torch
 
 from fwp.errors import UserError
 from fwp.layers import LAYERS, LayerStack
-from fwp.rl.agent import UNRESETTABLE, Agent, reset_state
+from fwp.rl.agent import Agent, reset_state, unresettable
 from fwp.rl.envs import EnvSpec
 
-CORES = sorted(name for name in LAYERS if name not in UNRESETTABLE)
+CORES = sorted(name for name in LAYERS if unresettable(name) is None)
 SPEC = EnvSpec("test", ("test",), gym.spaces.Box(-1, 1, (3,), np.float32), 4, 1, False)
 
 
@@ -70,6 +70,9 @@ def test_sequence_equals_step_by_step(name: str) -> None:
     torch.testing.assert_close(torch.cat(steps, 1), whole)
 
 
-def test_transformer_core_is_refused() -> None:
-    with pytest.raises(UserError, match="cannot be an agent's core"):
-        Agent(SPEC, ["transformer"], d_model=16, heads=2, d_ff=32)
+@pytest.mark.parametrize("name", ["transformer", "ct_delta", "ncde"])
+def test_unresettable_cores_are_refused(name: str) -> None:
+    """The softmax cache and the continuous-time layers' path state (both fail the reset test
+    above when let through) are refused with one line."""
+    with pytest.raises(UserError, match=f"layer '{name}' cannot be an agent's core"):
+        Agent(SPEC, [name], d_model=16, heads=2, d_ff=32)
