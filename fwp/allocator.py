@@ -11,12 +11,14 @@ K_test = 10. With ``mmap`` off and trimming at 2 GiB the heap keeps what a step 
 next step reuses it (no page faults after the first steps): the numbers computed are the same,
 the process keeps its peak memory. ``benchmarks/cpu_allocator.py`` measures both settings in one
 process: 1.15–1.4× the demo's training steps, 2.5× its test batches (CPU time, one thread).
+``FWP_KEEP_FREED_MEMORY=0`` leaves glibc's defaults (e.g. beside other programs short of memory).
 """
 
 from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import os
 import sys
 
 M_TRIM_THRESHOLD, M_MMAP_MAX = -1, -4  # mallopt parameters (malloc.h)
@@ -25,7 +27,7 @@ TRIM_AT = 2**31 - 1  # bytes of free memory at the heap's top before glibc retur
 
 def keep_freed_memory() -> bool:
     """Whether glibc now keeps freed memory (False: not glibc, nothing changed)."""
-    if not sys.platform.startswith("linux"):
+    if not sys.platform.startswith("linux") or os.environ.get("FWP_KEEP_FREED_MEMORY") == "0":
         return False
     try:
         libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
