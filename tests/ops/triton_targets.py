@@ -39,12 +39,7 @@ SHARED_LIMIT = {80: 163 * 1024, 90: 227 * 1024}
 
 # Launches that do not fit a target today, each with why: printed as KNOWN, not counted as
 # failures, and a failure again once they compile (then remove them from here).
-KNOWN = {
-    ("_delta_chunk_forward_kernel", "K=128 V=128 chunk=64 state=False float32"): (
-        "237,568 bytes of shared memory, over both targets' limits: the float32 chunked forward "
-        "at K = V = 128 with chunks of 64 cannot launch on an A100 or H100 (bfloat16 fits); "
-        "to fix in fwp/ops/delta_rule/triton.py (smaller chunks or V blocks for float32)"),
-}
+KNOWN: dict[tuple[str, str], str] = {}
 
 
 @dataclass

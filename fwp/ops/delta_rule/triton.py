@@ -24,7 +24,8 @@ backward is the fused recurrent backward above (no chunked backward yet).
 Inputs may be float32, bfloat16 or float16 (state and arithmetic in float32) or float64.
 Products inside a chunk use tl.dot: IEEE float32 for float32 inputs, TF32 for 16-bit inputs.
 The forward kernels split S's V columns over programs (they evolve independently), which gives
-the GPU B·H·⌈V/32⌉ programs and keeps each S tile small.
+the GPU B·H·⌈V/32⌉ programs (⌈V/16⌉ for the chunked float32 forward at K > 64) and keeps each S
+tile small; the WY kernel forms W and U 16 columns at a time for the same reason.
 """
 
 from __future__ import annotations
@@ -127,7 +128,7 @@ def _delta_backward_kernel(
 def _delta_wy_kernel(
     k_ptr, v_ptr, beta_ptr, w_ptr, uwy_ptr,
     T, H, K, V,
-    C: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr, ACC: tl.constexpr,
+    C: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr, BJ: tl.constexpr, ACC: tl.constexpr,
     PRECISION: tl.constexpr,
 ):
     # k: [B, T, H, K], v: [B, T, H, V], beta: [B, T, H] → W: [B, H, T, K], U: [B, H, T, V].
@@ -137,7 +138,6 @@ def _delta_wy_kernel(
     h = pid % H
     rc = tl.arange(0, C)
     rk = tl.arange(0, BK)
-    rv = tl.arange(0, BV)
     t = n * C + rc
     t_ok = t < T
     step = (b * T + t) * H + h
@@ -156,13 +156,21 @@ def _delta_wy_kernel(
         a_i = tl.where(rc < i, beta_i * tl.sum(kc * k_i[None, :], 1), 0.0)
         x_i = tl.where(rc == i, 1.0, 0.0) - tl.sum(a_i[:, None] * X, 0)
         X = tl.where(rc[:, None] == i, x_i[None, :], X)
-    vc = tl.load(v_ptr + step[:, None] * V + rv[None, :],
-                 mask=t_ok[:, None] & (rv < V)[None, :], other=0.0).to(ACC)
-    w = tl.dot(X, kc * beta[:, None], input_precision=PRECISION)
-    u = tl.dot(X, vc * beta[:, None], input_precision=PRECISION)
+    # W = X diag(β) K and U = X diag(β) V a block of BJ columns at a time (each column of a
+    # product depends on that column only; the inputs are reloaded): a C × BK operand and its
+    # product at once spill registers.
     at = (b * H + h) * T + t
-    tl.store(w_ptr + at[:, None] * K + rk[None, :], w, mask=t_ok[:, None] & (rk < K)[None, :])
-    tl.store(uwy_ptr + at[:, None] * V + rv[None, :], u, mask=t_ok[:, None] & (rv < V)[None, :])
+    rj = tl.arange(0, BJ)
+    for j in range(0, BK, BJ):
+        j_ok = t_ok[:, None] & (j + rj < K)[None, :]
+        kj = tl.load(k_ptr + step[:, None] * K + j + rj[None, :], mask=j_ok, other=0.0).to(ACC)
+        w = tl.dot(X, kj * beta[:, None], input_precision=PRECISION)
+        tl.store(w_ptr + at[:, None] * K + j + rj[None, :], w, mask=j_ok)
+    for j in range(0, BV, BJ):
+        j_ok = t_ok[:, None] & (j + rj < V)[None, :]
+        vj = tl.load(v_ptr + step[:, None] * V + j + rj[None, :], mask=j_ok, other=0.0).to(ACC)
+        u = tl.dot(X, vj * beta[:, None], input_precision=PRECISION)
+        tl.store(uwy_ptr + at[:, None] * V + j + rj[None, :], u, mask=j_ok)
 
 
 def _delta_chunk_forward_kernel(
@@ -222,6 +230,21 @@ def _num_warps(K: int, V: int) -> int:
     return 1 if K * V <= 256 else 2 if K * V <= 1024 else 4 if K * V <= 2048 else 8
 
 
+def _chunk_forward_launch(K: int, V: int, element_size: int) -> dict[str, int]:
+    """V block, warps and pipeline stages of the chunked forward for inputs of ``element_size``
+    bytes. Chosen by compiling for sm_80 and sm_90 (``python -m tests.ops.triton_targets``):
+    shared memory must fit an A100's 163 KiB, and of what fits these spilled the fewest registers.
+    The pipeline's copies of the q, k, W chunks fill shared memory (three stages of 64 × 128
+    float32 chunks do not fit); float32 and float64 products (IEEE, not tensor cores) hold whole
+    C × K operands per thread, hence narrower V blocks and fewer stages at K > 64."""
+    BV = min(block(V, 16), 32)
+    if element_size < 4:
+        return dict(BV=BV, num_warps=8, num_stages=2)
+    if K > 64:
+        return dict(BV=16, num_warps=8, num_stages=2 if element_size == 4 else 1)
+    return dict(BV=BV, num_warps=8, num_stages=1)
+
+
 class DeltaRuleTriton(torch.autograd.Function):
     @staticmethod
     def forward(ctx, q, k, v, beta, initial_state, chunk_size):  # noqa: ANN001
@@ -251,12 +274,12 @@ class DeltaRuleTriton(torch.autograd.Function):
             u_wy = torch.empty(B, H, T, V, device=v.device, dtype=dtype)
             _wy[(B * H, n_chunks)](
                 k, v, beta, w, u_wy, T, H, K, V,
-                BV=block(V, 16), num_warps=8 if chunk_size == 64 else 4, **blocks,
+                BV=block(V, 16), BJ=16, num_warps=8 if chunk_size == 64 else 4, **blocks,
             )
-            BV = min(block(V, 16), 32)
-            _chunk_forward[(B * H, -(-V // BV))](
+            launch = _chunk_forward_launch(K, V, q.element_size())
+            _chunk_forward[(B * H, -(-V // launch["BV"]))](
                 q, k, w, u_wy, s0_arg, o, u, S_T, T, H, K, V,
-                HAS_S0=s0 is not None, BV=BV, num_warps=4, **blocks,
+                HAS_S0=s0 is not None, **launch, **blocks,
             )
         ctx.save_for_backward(q, k, v, beta, u, S_T)
         ctx.has_s0 = initial_state is not None
