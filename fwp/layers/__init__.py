@@ -18,6 +18,7 @@ from fwp.layers.recurrent import (
 )
 from fwp.layers.registry import LAYERS, build_layer, register_layer
 from fwp.layers.state import clone_state, detach_state, map_state, repeat_state
+from fwp.layers.test_time import DeltaMLP, Mesa
 
 __all__ = [
     "LAYERS",
@@ -26,6 +27,7 @@ __all__ = [
     "Block",
     "DeltaDelta",
     "DeltaLSTM",
+    "DeltaMLP",
     "DeltaNet",
     "DeltaProduct",
     "DeltaRNN",
@@ -33,6 +35,7 @@ __all__ = [
     "GatedDeltaNet",
     "LayerStack",
     "LinearAttention",
+    "Mesa",
     "RecurrentDeltaNet",
     "SRDelta",
     "SoftmaxAttention",
