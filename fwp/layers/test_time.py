@@ -63,7 +63,7 @@ class DeltaMLP(nn.Module):
         D = self.head_dim
         hidden = 2 * D if hidden is None else hidden
         if not isinstance(hidden, int) or hidden < 1:
-            raise UserError(f"hidden (width of the fast net) must be a positive int, got {hidden!r}")
+            raise UserError(f"hidden (the fast net's width) must be a positive int, got {hidden!r}")
         get_activation(activation)
         self.activation, self.phi = activation, get_feature_map(feature_map)
         if feature_map.startswith("dpfp"):
@@ -84,7 +84,9 @@ class DeltaMLP(nn.Module):
         q, k, v = split_heads(self.qkv(x), self.n_heads).chunk(3, dim=-1)
         return self.phi(q), self.phi(k), v, torch.sigmoid(self.beta(x))
 
-    def forward(self, x: torch.Tensor, state: Tensors | None = None) -> tuple[torch.Tensor, Tensors]:
+    def forward(
+        self, x: torch.Tensor, state: Tensors | None = None
+    ) -> tuple[torch.Tensor, Tensors]:
         weights = tuple(self.W0) if state is None else state
         o, state = delta_mlp(
             *self.read_inputs(x), weights, activation=self.activation,
@@ -152,7 +154,9 @@ class Mesa(nn.Module):
         return (F.normalize(q, dim=-1), F.normalize(k, dim=-1), v, torch.sigmoid(b),
                 F.logsigmoid(a), lamb.to(x.dtype))
 
-    def forward(self, x: torch.Tensor, state: Tensors | None = None) -> tuple[torch.Tensor, Tensors]:
+    def forward(
+        self, x: torch.Tensor, state: Tensors | None = None
+    ) -> tuple[torch.Tensor, Tensors]:
         o, state = mesa(
             *self.read_inputs(x), initial_state=state, output_final_state=True,
             mode="chunk" if self.mode == "auto" else self.mode, cg_steps=self.cg_steps,
