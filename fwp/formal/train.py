@@ -18,7 +18,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch.nn import functional as F
 
 from fwp import environment
 from fwp.config import read_file, to_dict, write_atomic
@@ -27,8 +26,10 @@ from fwp.formal.config import RunConfig, from_dict
 from fwp.formal.data import (
     Bin,
     DataSets,
+    batch_loss,
     batches,
     encode,
+    position_correct,
     published_data,
     sample_test_set,
 )
@@ -39,16 +40,10 @@ CONFIG, CHECKPOINT, METRICS = "config.json", "checkpoint.pt", "metrics.json"
 VALID_KEY = 987_654_321  # offsets data_seed for the stream protocol's validation set
 
 
-def masked_bce(logits: torch.Tensor, batch_targets: torch.Tensor, mask: torch.Tensor):
-    """Mean binary cross-entropy over real positions and all classes."""
-    loss = F.binary_cross_entropy_with_logits(logits, batch_targets, reduction="none")
-    return (loss.sum(-1) * mask).sum() / (mask.sum() * logits.shape[-1])
-
-
 @torch.no_grad()
 def evaluate(model: FormalModel, language: Language, strings: list[str],
              batch_size: int = 100) -> dict[str, float]:
-    """Sequence accuracy (every position's thresholded set exact), position accuracy, loss."""
+    """Sequence accuracy (every scored position right), position accuracy, loss."""
     was_training = model.training
     model.eval()
     seq_ok = pos_ok = positions = 0
@@ -56,11 +51,11 @@ def evaluate(model: FormalModel, language: Language, strings: list[str],
     for chunk in batches(strings, batch_size):
         batch = encode(language, chunk)
         logits = model(batch.tokens)
-        exact = ((logits > 0) == (batch.targets > 0.5)).all(-1) | ~batch.mask
+        exact = position_correct(logits, batch) | ~batch.mask
         seq_ok += int(exact.all(-1).sum())
         pos_ok += int((exact & batch.mask).sum())
         positions += int(batch.mask.sum())
-        loss_sum += float(masked_bce(logits, batch.targets, batch.mask)) * int(batch.mask.sum())
+        loss_sum += float(batch_loss(logits, batch)) * int(batch.mask.sum())
     model.train(was_training)
     return {
         "seq_acc": 100.0 * seq_ok / len(strings),
@@ -377,7 +372,7 @@ def train(config: RunConfig, out: Path | None = None,
 def train_step(model: FormalModel, optimizer: torch.optim.Optimizer, batch, config: RunConfig,
                step: int) -> float:
     """One optimiser step on ``batch``; a non-finite loss is a UserError naming the fix."""
-    loss = masked_bce(model(batch.tokens), batch.targets, batch.mask)
+    loss = batch_loss(model(batch.tokens), batch)
     if not math.isfinite(loss.item()):
         raise UserError(
             f"training loss became {loss.item()} at step {step + 1} "
