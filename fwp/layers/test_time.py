@@ -37,10 +37,13 @@ class DeltaMLP(nn.Module):
     W_l (N(0, 1/D_in) per entry; zeros when ``depth=1``, DeltaNet's empty memory) and take
     one gradient step per token:
 
-        S_{l,t} = S_{l,t−1} − β_t ∂/∂S_l ½‖f_{t−1}(k_t) − v_t‖²,    o_t = f_t(q_t).
+        S_{l,t} = S_{l,t−1} − η_{l,t} ∂/∂S_l ½‖f_{t−1}(k_t) − v_t‖²,    o_t = f_t(q_t),
 
-    With ``depth=1``, ``activation="identity"`` and the same φ this is the ``"deltanet"`` layer
-    (tested). State: the fast weights ``(S_1 [B, H, K, hidden], …, S_L [B, H, hidden, V])``.
+    with η_{l,t} = β_t / max(1, ‖h_{l−1,t}‖²), h_{l−1,t} the layer's input (``normalize``, our
+    choice: the plain step β_t diverged on code execution within one sequence for 2 of 8 random
+    inits at width 16; ``normalize=False`` gives η = β_t). With ``depth=1``,
+    ``activation="identity"`` and unit keys (φ = l2) this is the ``"deltanet"`` layer (tested).
+    State: the fast weights ``(S_1 [B, H, K, hidden], …, S_L [B, H, hidden, V])``.
     ``mode="recurrent"`` runs the reference autograd loop, ``"auto"`` the checkpointed scan.
     """
 
@@ -53,6 +56,7 @@ class DeltaMLP(nn.Module):
         hidden: int | None = None,
         activation: str = "gelu",
         feature_map: str = "l2",
+        normalize: bool = True,
         mode: str = "auto",
         checkpoint_every: int | None = None,
     ) -> None:
@@ -66,6 +70,7 @@ class DeltaMLP(nn.Module):
             raise UserError(f"hidden (the fast net's width) must be a positive int, got {hidden!r}")
         get_activation(activation)
         self.activation, self.phi = activation, get_feature_map(feature_map)
+        self.normalize = normalize
         if feature_map.startswith("dpfp"):
             raise UserError("delta_mlp needs a size-preserving feature map, not dpfp")
         self.mode, self.checkpoint_every = check_mode(mode), checkpoint_every
@@ -89,7 +94,7 @@ class DeltaMLP(nn.Module):
     ) -> tuple[torch.Tensor, Tensors]:
         weights = tuple(self.W0) if state is None else state
         o, state = delta_mlp(
-            *self.read_inputs(x), weights, activation=self.activation,
+            *self.read_inputs(x), weights, activation=self.activation, normalize=self.normalize,
             mode="recurrent" if self.mode == "recurrent" else "scan",
             checkpoint_every=self.checkpoint_every,
         )

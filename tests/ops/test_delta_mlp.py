@@ -21,10 +21,10 @@ def inputs_for(B, T, H, K, V, hidden, batched_weights=False):
     ]
 
 
-def run(mode, activation="gelu", checkpoint_every=None):
+def run(mode, activation="gelu", checkpoint_every=None, normalize=False):
     def fn(q, k, v, beta, *weights):
         o, final = delta_mlp(q, k, v, beta, list(weights), activation=activation, mode=mode,
-                             checkpoint_every=checkpoint_every)
+                             checkpoint_every=checkpoint_every, normalize=normalize)
         return (o, *final)
     return fn
 
@@ -36,8 +36,10 @@ def test_scan_matches_reference(shape, activation):
                                   inputs_for(*shape))
 
 
-def test_batched_initial_weights_match_reference():
-    assert_same_forward_and_grads(run("recurrent"), run("scan"),
+@pytest.mark.parametrize("normalize", [False, True])
+def test_batched_initial_weights_match_reference(normalize):
+    assert_same_forward_and_grads(run("recurrent", normalize=normalize),
+                                  run("scan", normalize=normalize),
                                   inputs_for(2, 9, 2, 3, 4, 5, batched_weights=True))
 
 
@@ -53,10 +55,12 @@ def test_one_identity_layer_is_the_delta_rule(mode):
     torch.testing.assert_close(S, S_T, rtol=0, atol=1e-12)
 
 
+@pytest.mark.parametrize("normalize", [False, True])
 @pytest.mark.parametrize("activation", sorted(ACTIVATIONS))
 @pytest.mark.parametrize("depth", [1, 2, 3])
-def test_step_is_one_gradient_step_on_the_local_loss(activation, depth):
-    """The hand-written backprop equals autograd's gradient of ½‖f(k) − v‖², for every layer."""
+def test_step_is_one_gradient_step_on_the_local_loss(activation, depth, normalize):
+    """The hand-written backprop equals autograd's gradient of ½‖f(k) − v‖², for every layer
+    (rate β, or β / max(1, ‖layer input‖²) when normalised)."""
     torch.manual_seed(depth)
     sizes = [4, 6, 5, 3][: depth] + [3]
     weights = [torch.randn(2, 2, i, o, dtype=torch.float64) / i**0.5
@@ -65,15 +69,17 @@ def test_step_is_one_gradient_step_on_the_local_loss(activation, depth):
     v, beta = torch.randn(2, 2, 3, dtype=torch.float64), torch.rand(2, 2, dtype=torch.float64)
     act = ACTIVATIONS[activation][0]
     leaves = [w.clone().requires_grad_() for w in weights]
-    h = k
+    h, layer_inputs = 2 * k, []  # |k| > 1, so that normalising changes the rate
     for i, S in enumerate(leaves):
+        layer_inputs.append(h.detach())
         h = torch.einsum("bhi,bhio->bho", h, S)
         h = act(h) if i < depth - 1 else h
     loss = 0.5 * (h - v).square().sum()
     grads = torch.autograd.grad(loss, leaves)
-    _, new = delta_mlp_step(q, k, v, beta, tuple(weights), activation)
-    for w, g, n in zip(weights, grads, new):
-        torch.testing.assert_close(n, w - beta[..., None, None] * g)
+    _, new = delta_mlp_step(q, 2 * k, v, beta, tuple(weights), activation, normalize)
+    for w, g, n, x in zip(weights, grads, new, layer_inputs):
+        rate = beta / x.square().sum(-1).clamp_min(1.0) if normalize else beta
+        torch.testing.assert_close(n, w - rate[..., None, None] * g)
 
 
 def test_writes_reduce_the_local_loss():

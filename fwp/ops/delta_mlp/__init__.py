@@ -20,9 +20,10 @@ from fwp.ops.delta_mlp.naive import ACTIVATIONS, delta_mlp_recurrent, get_activa
 from fwp.ops.scan import scan
 
 
-def delta_mlp_scan(q, k, v, beta, weights, activation, checkpoint_every=None):  # noqa: ANN001
+def delta_mlp_scan(q, k, v, beta, weights, activation, normalize,  # noqa: ANN001
+                   checkpoint_every=None):
     """The checkpointed scan: O(T·D + √T·D²) saved numbers instead of a graph per step."""
-    return scan(make_step(activation), (q, k, v, beta), weights, (),
+    return scan(make_step(activation, normalize), (q, k, v, beta), weights, (),
                 checkpoint_every=checkpoint_every)
 
 
@@ -63,6 +64,7 @@ def delta_mlp(
     weights: Sequence[torch.Tensor],
     *,
     activation: str = "gelu",
+    normalize: bool = False,
     mode: str = "auto",
     checkpoint_every: int | None = None,
 ) -> tuple[torch.Tensor, tuple[torch.Tensor, ...]]:
@@ -81,6 +83,8 @@ def delta_mlp(
             the batch, e.g. slow parameters) or ``[B, H, D_in, D_out]`` (a state returned
             before); D_in of the first is K, D_out of the last is V.
         activation: σ of the hidden layers, one of identity, relu, tanh, gelu, silu.
+        normalize: divide layer l's rate by max(1, ‖h_{l−1}‖²), the squared norm of its input
+            (normalised LMS): no layer's own step overshoots; unit keys keep layer 1's β.
         mode: ``"recurrent"`` (autograd loop, the reference), ``"scan"`` (checkpointed scan:
             keeps per-step inputs and the weights every ``checkpoint_every`` steps, default
             ⌈√T⌉, and recomputes in the backward) or ``"auto"`` (scan).
@@ -92,7 +96,7 @@ def delta_mlp(
     get_activation(activation)
     state = _batched_weights(weights, B, H, K, V, q)
     impl = pick_mode("delta_mlp", mode, MODES, AUTO, q)
-    return impl.fn(q, k, v, beta, state, activation, checkpoint_every)
+    return impl.fn(q, k, v, beta, state, activation, normalize, checkpoint_every)
 
 
 __all__ = ["ACTIVATIONS", "delta_mlp"]

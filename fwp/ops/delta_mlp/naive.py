@@ -55,36 +55,40 @@ def forward_mlp(x: torch.Tensor, weights: Tensors, act: Callable) -> list[torch.
 
 
 def delta_mlp_step(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, beta: torch.Tensor,
-                   weights: Tensors, activation: str) -> tuple[torch.Tensor, Tensors]:
-    """S_l ← S_l − β ∂/∂S_l ½‖f(k) − v‖² for every layer (backprop by hand), then f(q).
+                   weights: Tensors, activation: str,
+                   normalize: bool = False) -> tuple[torch.Tensor, Tensors]:
+    """S_l ← S_l − η_l ∂/∂S_l ½‖f(k) − v‖² for every layer (backprop by hand), then f(q).
 
-    q, k ``[B, H, K]``, v ``[B, H, V]``, β ``[B, H]``. Returns ``(f(q) [B, H, V], weights)``.
+    η_l = β, or with ``normalize`` β / max(1, ‖h_{l−1}‖²) where h_{l−1} is the layer's input
+    (the normalised LMS step: a layer's own step never overshoots, whatever the size of its
+    input; with unit keys the first layer's rate stays β). q, k ``[B, H, K]``, v ``[B, H, V]``,
+    β ``[B, H]``. Returns ``(f(q) [B, H, V], weights)``.
     """
     act, act_grad = ACTIVATIONS[activation]
     pre = forward_mlp(k, weights, act)
     inputs = [k] + [act(a) for a in pre[:-1]]
     delta = pre[-1] - v  # ∂/∂a_L of ½‖a_L − v‖²
-    rate = beta[..., None, None]
     new = list(weights)
     for layer in range(len(weights) - 1, -1, -1):
-        S = weights[layer]
-        new[layer] = S - rate * (inputs[layer].unsqueeze(-1) * delta.unsqueeze(-2))
+        S, h = weights[layer], inputs[layer]
+        rate = beta / h.square().sum(-1).clamp_min(1.0) if normalize else beta
+        new[layer] = S - rate[..., None, None] * (h.unsqueeze(-1) * delta.unsqueeze(-2))
         if layer > 0:
             delta = (S @ delta.unsqueeze(-1)).squeeze(-1) * act_grad(pre[layer - 1])
     return forward_mlp(q, new, act)[-1], tuple(new)
 
 
-def make_step(activation: str) -> Callable:
+def make_step(activation: str, normalize: bool) -> Callable:
     """The step ``(x_t, state, params) → (y_t, state)`` of :mod:`fwp.ops.scan`."""
 
     def step(x_t: Tensors, state: Tensors, params: Tensors) -> tuple[torch.Tensor, Tensors]:
-        return delta_mlp_step(*x_t, state, activation)
+        return delta_mlp_step(*x_t, state, activation, normalize)
 
     return step
 
 
 def delta_mlp_recurrent(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, beta: torch.Tensor,
-                        weights: Tensors, activation: str,
+                        weights: Tensors, activation: str, normalize: bool,
                         checkpoint_every: int | None = None) -> tuple[torch.Tensor, Tensors]:
     """Plain autograd loop over time (the reference)."""
-    return scan_reference(make_step(activation), (q, k, v, beta), weights, ())
+    return scan_reference(make_step(activation, normalize), (q, k, v, beta), weights, ())
