@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from fwp.formal.config import ModelConfig
-from fwp.formal.data import batch_loss, encode
+from fwp.formal.data import Batch, batch_loss, encode
 from fwp.formal.languages import get_language
 from fwp.formal.model import FormalModel
 from fwp.formal.sweep import ModelSpec
@@ -24,6 +24,13 @@ from fwp.formal.sweep import ModelSpec
 STUDY_MODELS = ["lstm", "transformer", "linear", "deltanet", "delta_rnn", "rec_deltanet",
                 "deltanet_neg=deltanet:allow_negative_eigenvalues=true,feature_map=l2", "srwm",
                 "delta_mlp", "mesa"]
+
+
+def step(model: FormalModel, optimizer: torch.optim.Optimizer, batch: Batch) -> None:
+    loss = batch_loss(model(batch.tokens), batch)
+    optimizer.zero_grad()
+    loss.backward()
+    optimizer.step()
 
 
 def main() -> None:
@@ -51,16 +58,10 @@ def main() -> None:
         model = FormalModel(task, config)
         optimizer = torch.optim.Adam(model.parameters(), 1e-3)
 
-        def step() -> None:
-            loss = batch_loss(model(batch.tokens), batch)
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-
-        step()
+        step(model, optimizer, batch)
         start = time.process_time()
         for _ in range(args.repeats):
-            step()
+            step(model, optimizer, batch)
         print(f"{spec.label:14s} {(time.process_time() - start) / args.repeats:.3f} s/step",
               flush=True)
 
