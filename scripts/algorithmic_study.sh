@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The algorithmic study (docs/algorithmic.md): the models of Irie et al. (NeurIPS 2021) plus
 # DeltaNet with β ∈ (0, 2), SRWM, delta_mlp and mesa, on code execution (3 and 5 variables) and
-# sequential ListOps (depth 10 and 15), 3 seeds, at a CPU budget (about 3.3 h on 2 cores, estimated).
+# sequential ListOps (depth 10 and 15), 3 seeds, at a CPU budget (2.3–3.5 h on 2 cores, estimated).
 # Three formal sweeps (their bins differ), each resumable: re-run the same command to go on.
 #
 #   scripts/algorithmic_study.sh studies/algorithmic                  # the study
@@ -17,7 +17,7 @@ MODELS=(lstm transformer linear deltanet delta_rnn rec_deltanet
         deltanet_neg=deltanet:allow_negative_eigenvalues=true,feature_map=l2
         srwm delta_mlp mesa)
 COMMON=(--models "${MODELS[@]}" --seeds 1 2 3 --jobs 2 --threads 1
-        --train-size 2000 --valid-size 200 --eval-size 500 --epochs 6 --batch-size 32
+        --train-size 2000 --valid-size 200 --eval-size 500 --epochs 4 --batch-size 32
         --lr 1e-3 --layers 2 --d-model 64 --heads 4 --d-ff 128 --eval-every 63)
 sweep() { nice -n 5 "$PYTHON" -m fwp formal sweep "${COMMON[@]}" "$@"; }
 sweep --languages code-exec-3 code-exec-5 --train-bin 20 --bins 20 --out "$OUT/code" "$@"
