@@ -17,6 +17,7 @@ from fwp.errors import UserError
 WORKFLOWS = {
     "fewshot": ("fwp.fewshot.cli", "sequential N-way K-shot learning"),
     "formal": ("fwp.formal.cli", "formal-language tests of expressivity"),
+    "lm": ("fwp.lm.cli", "language modelling with any layer list: train, eval, generate"),
 }
 
 

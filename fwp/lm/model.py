@@ -103,7 +103,7 @@ class FwpLM(nn.Module):
 
 def parse_layers(text: str | list[str]) -> list[str]:
     """``"deltanet,deltanet,transformer"`` (or ``"deltanet*2,transformer"``) → names."""
-    parts = text if isinstance(text, list) else text.split(",")
+    parts = (",".join(text) if isinstance(text, list) else text).split(",")
     names: list[str] = []
     for part in (p.strip() for p in parts):
         name, _, times = part.partition("*")
