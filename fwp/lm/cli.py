@@ -47,6 +47,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=0, help="seeds the sampling")
     p.set_defaults(func=cmd_generate)
 
+    p = subparsers.add_parser(
+        "export", help="write a run as a Hugging Face model folder (needs fwp[hf])",
+        description="Save the run's best model with save_pretrained, to be loaded with "
+                    "AutoModelForCausalLM.from_pretrained after `import fwp.lm.hf`.")
+    p.add_argument("run", metavar="RUN", help="run folder written by fwp lm train")
+    p.add_argument("--to", metavar="DIR", required=True, help="folder to write")
+    p.set_defaults(func=cmd_export)
+
 
 def cmd_train(args: argparse.Namespace) -> int:
     from fwp.lm.train import train
@@ -103,4 +111,15 @@ def cmd_generate(args: argparse.Namespace) -> int:
         if args.samples > 1:
             print(f"--- sample {i + 1}")
         sys.stdout.write(tokenizer.decode(row) + "\n")
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    try:
+        from fwp.lm.hf import from_run
+    except ImportError:
+        raise UserError("fwp lm export needs transformers: pip install -e '.[hf]'") from None
+    from_run(Path(args.run)).save_pretrained(args.to)
+    print(f"wrote {args.to}; load it with `import fwp.lm.hf` and "
+          f"AutoModelForCausalLM.from_pretrained({args.to!r})")
     return 0
