@@ -73,6 +73,9 @@ class LMConfig:
                                     "carried and with reset state (0: the whole split)")
     eval_streams: int = option(1, "rows the evaluated text is cut into (1: one stream, every "
                                "prediction sees all the text before it)")
+    time_limit: float = option(
+        0.0, "minutes of training after which the run ends as if its steps were done (best "
+        "model evaluated and sampled; 0: no limit)")
     seed: int = option(1, "seeds initialisation")
     threads: int = option(0, "torch CPU threads (0: leave torch's default)")
     sample_tokens: int = option(200, "tokens sampled from the model at the end of training")
@@ -95,7 +98,7 @@ class LMConfig:
             if value < 1:
                 raise UserError(f"--{flag_name(name)} must be at least 1 (got {value})")
         for name in ("attention_window", "warmup_steps", "eval_tokens", "sample_tokens",
-                     "final_eval_tokens", "threads", "grad_clip", "weight_decay"):
+                     "final_eval_tokens", "threads", "time_limit", "grad_clip", "weight_decay"):
             if getattr(self, name) < 0:
                 raise UserError(f"--{flag_name(name)} must be ≥ 0 (got {getattr(self, name)})")
         if self.lr <= 0:

@@ -14,6 +14,7 @@ that a resumed run continues the very same streams). :func:`train` runs it in a 
 
 Re-running the same command resumes from the checkpoint. The first Ctrl-C (or SIGTERM) finishes
 the step, saves and stops; a non-finite loss stops the run with the advice to lower ``--lr``.
+``--time-limit`` ends training early (the demo's bound on a loaded machine).
 """
 
 from __future__ import annotations
@@ -95,9 +96,12 @@ class LMTask:
         self.step_index += 1
         return loss.item()
 
-    def validate(self, max_tokens: int | None = None, modes: tuple[str, ...] = ("carried",),
+    def validate(self, max_tokens: int | None = None, modes: tuple[str, ...] | None = None,
                  split: str = "valid") -> dict[str, dict[str, float]]:
+        """Held-out metrics; by default in the mode the model is trained for (carried state or
+        reset per segment)."""
         c = self.config
+        modes = modes or (("carried",) if c.carry_state else ("reset",))
         return evaluate(self.model, self.corpus.tokens[split], self.corpus.bytes_per_token(split),
                         c.segment_len, c.window if c.carry_state else 0,
                         c.eval_tokens if max_tokens is None else max_tokens, c.eval_streams,
@@ -197,13 +201,17 @@ def train(config: LMConfig, out: Path, say: Any = print) -> dict[str, Any]:
     say(f"{corpus.describe()}; {describe(corpus.tokenizer)}; model {config.network.layers}, "
         f"{task.model.n_parameters():,} parameters")
     start, losses = time.perf_counter(), []
+    limit = config.time_limit * 60 or math.inf
+    timed_out = False
     with Stop() as stop, (out / METRICS).open("a") as log:
-        while task.step_index < config.steps and not stop.requested:
+        while task.step_index < config.steps and not (stop.requested or timed_out):
             losses.append(task.step())
             step = task.step_index
-            if step % config.eval_every and step != config.steps and not stop.requested:
+            timed_out = time.perf_counter() - start > limit
+            if step % config.eval_every and step != config.steps and not (stop.requested
+                                                                          or timed_out):
                 continue
-            bpb = task.validate()["carried"]["bits_per_byte"]
+            bpb = next(iter(task.validate().values()))["bits_per_byte"]
             row = {"step": step, "train_loss": sum(losses) / len(losses), "val_bpb": bpb,
                    "lr": task.scheduler.get_last_lr()[0],
                    "seconds": time.perf_counter() - start}
@@ -216,7 +224,9 @@ def train(config: LMConfig, out: Path, say: Any = print) -> dict[str, Any]:
                 best = bpb
                 save(out / BEST, {"model": task.model.state_dict(), "step": step, "bpb": bpb})
             save(out / CHECKPOINT, {**task.state_dict(), "best": best})
-    if task.step_index < config.steps:
+    if timed_out:
+        say(f"--time-limit {config.time_limit} min reached at step {task.step_index}")
+    elif task.step_index < config.steps:
         say(f"stopped at step {task.step_index}; the same command resumes")
         return {"stopped_at": task.step_index}
     return finish(task, out, say)
