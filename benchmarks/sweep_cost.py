@@ -23,9 +23,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import machine, markdown_table  # noqa: E402
 from fewshot_step import IMAGE_SHAPES, synthetic_episode  # noqa: E402
 
+from fwp.fewshot.grid import build_grid, read_grid_file  # noqa: E402
 from fwp.fewshot.model import FewShotLearner  # noqa: E402
-from fwp.fewshot.sweep import build_grid, read_grid_file  # noqa: E402
-from fwp.fewshot.train import episode_loss  # noqa: E402
+from fwp.fewshot.protocols.episodic import episode_loss  # noqa: E402
 
 
 def cpu_seconds(fn, repeats: int) -> float:

@@ -12,12 +12,13 @@ import importlib
 import importlib.util
 import sys
 
-from fwp.errors import UserError
+from fwp.errors import RunStopped, UserError
 
 WORKFLOWS = {
     "fewshot": ("fwp.fewshot.cli", "sequential N-way K-shot learning"),
     "formal": ("fwp.formal.cli", "formal-language tests of expressivity"),
     "lm": ("fwp.lm.cli", "language modelling with any layer list: train, eval, generate"),
+    "series": ("fwp.series.cli", "time-series classification with continuous-time FWPs"),
 }
 
 
@@ -45,6 +46,9 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as error:
         print(f"fwp: error: {error}", file=sys.stderr)
         return 2
+    except RunStopped as stop:  # SIGINT / SIGTERM: the run saved its checkpoint first
+        print(f"fwp: {stop}", file=sys.stderr)
+        return stop.exit_code
     except KeyboardInterrupt:
         # A Ctrl-C that the command did not turn into a clean stop (during the CPU kernels'
         # build, or a second one while training saves): one line and the shell's 128 + SIGINT.

@@ -16,6 +16,7 @@ A workflow keeps only its schema and its ``validate``; everything else is here.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import copy
 import dataclasses
 import errno
@@ -39,6 +40,8 @@ else:  # pragma: no cover - Python 3.10
 
 # A tuple of names, or "module:NAME" naming a registry (a dict or tuple) imported when needed.
 Choices = tuple[str, ...] | str
+# What a resumed run may do with a field (see option); the run core (fwp.runs) applies them.
+RESUME_POLICIES = ("match", "announce", "runtime")
 
 
 def option(
@@ -48,13 +51,20 @@ def option(
     choices: Choices | None = None,
     flag: str | None = None,
     aliases: tuple[str, ...] = (),
+    resume: str = "match",
 ) -> Any:
     """A leaf field: ``default`` (copied per instance when mutable), its ``--help`` text, and
     ``choices``: a tuple, or ``"module:NAME"``, a registry whose keys are the names (imported
     only when the names are needed, so that a schema imports no heavy module).
     ``flag`` replaces the flag's name (default: the field name with dashes); ``aliases`` are
-    further names of the same flag."""
-    metadata = {"help": help, "choices": choices, "flag": flag, "aliases": aliases}
+    further names of the same flag. ``resume``: what a resumed run may do with the field
+    (:data:`RESUME_POLICIES`): ``match`` the checkpoint's value, ``announce`` a change (it is
+    applied and printed), or change it freely as ``runtime`` (how the run is executed, not what
+    it computes: also ignored when a sweep compares a run folder with its grid)."""
+    if resume not in RESUME_POLICIES:
+        raise ValueError(f"resume policy {resume!r} is not one of {RESUME_POLICIES}")
+    metadata = {"help": help, "choices": choices, "flag": flag, "aliases": aliases,
+                "resume": resume}
     if isinstance(default, (dict, list)):
         return field(default_factory=lambda: copy.deepcopy(default), metadata=metadata)
     return field(default=default, metadata=metadata)
@@ -100,6 +110,18 @@ def leaves(cls: type, prefix: tuple[str, ...] = ()) -> list[tuple[tuple[str, ...
     return out
 
 
+def flat(cls: type, config: Any) -> dict[str, Any]:
+    """Leaf name → value of ``config`` (an instance of schema ``cls``, or its dict)."""
+    data = config if isinstance(config, dict) else to_dict(config)
+    out = {}
+    for path, _, _ in leaves(cls):
+        value = data
+        for key in path:
+            value = value[key]
+        out[path[-1]] = value
+    return out
+
+
 # -- building and layering --------------------------------------------------------------------
 
 
@@ -140,7 +162,16 @@ def _coerce(hint: Any, value: Any, where: str) -> Any:
         return value
     if hint in (str, bool) and isinstance(value, hint):
         return value
-    raise UserError(f"{where} needs a {hint.__name__}, got {value!r}")
+    article = "an" if hint is int else "a"
+    raise UserError(f"{where} needs {article} {hint.__name__}, got {value!r}")
+
+
+def check_types(data: dict, types: dict[str, Any], where: str) -> None:
+    """Raise unless each key of ``types`` that ``data`` has holds a value of that type (a
+    schema-less file's fields, checked by the rules of the config files)."""
+    for key, hint in types.items():
+        if key in data:
+            _coerce(hint, data[key], f"{where}: {key}")
 
 
 def merge(base: dict, update: dict, where: str, cls: type) -> None:
@@ -148,7 +179,10 @@ def merge(base: dict, update: dict, where: str, cls: type) -> None:
     sections recurse, option tables add their keys, other values replace."""
     hints = typing.get_type_hints(cls)
     known = [f.name for f in fields(cls)]
+    renamed = {alias.replace("-", "_"): f.name for f in fields(cls)
+               for alias in f.metadata.get("aliases", ())}
     for key, value in update.items():
+        key = renamed.get(key, key) if key not in known else key  # a file from before a rename
         if key not in known:
             raise UserError(f"unknown field {key!r} in {where}; known: {', '.join(known)}")
         hint = hints[key]
@@ -158,8 +192,25 @@ def merge(base: dict, update: dict, where: str, cls: type) -> None:
             merge(base.setdefault(key, {}), value, f"{where} [{key}]", hint)
         elif (typing.get_origin(hint) is dict or hint is dict) and isinstance(value, dict):
             base[key] = {**(base.get(key) or {}), **value}
-        else:
-            base[key] = value
+        else:  # checked here, so that a wrong type names the file or flag it came from
+            base[key] = _coerce(hint, value, f"{where}: {key}")
+
+
+def refuse_unused(config: Any, flags: dict) -> None:
+    """Raise for the first leaf given in ``flags`` (the command line's partial dict) that
+    ``config.unused()`` (field name → why this run never reads it) names: a flag accepted and
+    then ignored would change nothing while the user believes it did."""
+    unused = config.unused()
+    for path, f, _ in leaves(type(config)):
+        if f.name in unused and path[-1] in _parent(flags, path):
+            raise UserError(f"--{flag_of(f)} does nothing in this run: {unused[f.name]}; "
+                            f"drop --{flag_of(f)}")
+
+
+def _parent(data: dict, path: tuple[str, ...]) -> dict:
+    for key in path[:-1]:
+        data = data.get(key) or {}
+    return data
 
 
 def check_choices(config: Any, skip: tuple[str, ...] = ()) -> None:
@@ -184,14 +235,24 @@ def read_file(path: str | Path, presets: Path | None = None, cls: type | None = 
     """A (partial) config dict from a ``.toml`` or ``.json`` file. With a ``presets`` folder, a
     top-level ``base = "NAME"`` starts from ``presets/NAME.toml`` (merged by schema ``cls``)."""
     path = Path(path)
+    if path.is_dir():
+        raise UserError(f"config file {path} is a folder; pass the .toml or .json file in it")
     try:
-        text = path.read_text()
+        text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise UserError(f"config file {path} does not exist") from None
+    except UnicodeDecodeError:
+        raise UserError(f"config file {path} is not text (not UTF-8); pass a .toml or .json "
+                        "file") from None
+    except OSError as error:
+        raise UserError(f"cannot read config file {path} ({error.strerror})") from None
     try:
         data = json.loads(text) if path.suffix == ".json" else tomllib.loads(text)
     except (json.JSONDecodeError, tomllib.TOMLDecodeError) as error:
         raise UserError(f"config file {path} is not valid {path.suffix[1:]}: {error}") from None
+    if not isinstance(data, dict):
+        raise UserError(f"config file {path} holds a JSON {type(data).__name__}, not an object "
+                        "of config fields")
     if presets is None or "base" not in data:
         return data
     combined = read_preset(presets, data.pop("base"), cls)
@@ -242,7 +303,10 @@ def write_atomic(path: Path, data: Any) -> None:
             os.fsync(handle.fileno())
         os.replace(tmp, path)
     except BaseException as error:
-        tmp.unlink(missing_ok=True)
+        # The clean-up must not replace the real error (a read-only folder refuses the unlink
+        # too, and its error would hide why the write failed).
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
         if isinstance(error, OSError):
             raise WriteFailed(write_failure(path, error)) from None
         raise

@@ -9,6 +9,8 @@ a run drift silently onto another path.
 
 from __future__ import annotations
 
+import os
+import sys
 from typing import Any
 
 import torch
@@ -45,3 +47,21 @@ def changes(before: dict[str, Any] | None, now: dict[str, Any]) -> list[str]:
     out += [f"{op} {old_ops[op]} → {new_ops.get(op)}"
             for op in old_ops if old_ops[op] != new_ops.get(op)]
     return out
+
+
+def usable_cores() -> int:
+    """The CPU cores this process may run on (its affinity mask where the OS has one)."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
+def warn_threads(threads: int, flag: str = "--threads") -> None:
+    """One warning line when ``threads`` exceeds the usable cores: torch's threads then wait
+    for each other at every parallel region, and a run can be many times slower."""
+    cores = usable_cores()
+    if threads > cores:
+        print(f"fwp: warning: {flag} {threads} is more than the {cores} CPU core"
+              f"{'s' * (cores != 1)} this process may use; the threads will wait on each other "
+              f"and training runs slower (use {flag} {cores}, or 0 for torch's default)",
+              file=sys.stderr, flush=True)

@@ -50,7 +50,7 @@ def test_layers_last_one_wins_and_option_tables_merge_by_key():
 @pytest.mark.parametrize("data, message", [
     ({"nope": 1}, "unknown field 'nope' in here; known: inner, rate"),
     ({"inner": 3}, "must be a section"),
-    ({"inner": {"width": "4"}}, "width needs a int"),
+    ({"inner": {"width": "4"}}, "width needs an int"),
     ({"flag": 1}, "flag needs a bool"),
     ({"bins": "1-2"}, "needs a list of str"),
     ({"inner": {"options": [1]}}, "needs a table of options"),
@@ -160,3 +160,10 @@ def test_every_workflow_flag_lists_its_choices_from_the_registries():
     assert f"one of: {', '.join(DATASETS)}" in _help("fewshot", "inspect")
     sweep = _help("formal", "sweep")
     assert ", ".join(LANGUAGES) in sweep and layers in sweep
+
+
+def test_a_renamed_field_is_read_from_an_older_file_under_its_old_name():
+    from fwp.formal.config import from_dict
+
+    config = from_dict({"network": {"options": {"n_beta": 4}}})
+    assert config.network.layer_options == {"n_beta": 4}

@@ -8,9 +8,10 @@ split over a compact uint8 image cache); :class:`EpisodeSampler` draws N-way K-s
 from fwp.data.cache import cache_dir
 from fwp.data.dataset import FewShotDataset
 from fwp.data.episodes import Episode, EpisodeSampler, EpisodeStream
-from fwp.data.loading import DATASETS, SPLITS, load_dataset
+from fwp.data.loading import BUILT_IN, DATASETS, SPLITS, check_options, load_dataset
 
 __all__ = [
+    "BUILT_IN",
     "DATASETS",
     "SPLITS",
     "Episode",
@@ -18,5 +19,6 @@ __all__ = [
     "EpisodeStream",
     "FewShotDataset",
     "cache_dir",
+    "check_options",
     "load_dataset",
 ]

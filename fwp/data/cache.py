@@ -55,15 +55,22 @@ class ImageStore:
 
 
 def _load(path: Path) -> ImageStore | None:
+    """The entry at ``path``; None if it is missing, of another format, or damaged (a cut-off
+    array, unreadable or incomplete meta data, counts that do not add up)."""
     try:
         meta = json.loads((path / "meta.json").read_text())
         images = np.load(path / "images.npy", mmap_mode="r")
-    except (OSError, ValueError):
+        counts = np.asarray(meta["class_counts"], dtype=np.int64)
+        store = ImageStore(images, list(meta["class_names"]), list(meta["class_groups"]), counts,
+                           dict(meta["info"]))
+    except (OSError, ValueError, KeyError, TypeError):
         return None
-    counts = np.asarray(meta["class_counts"], dtype=np.int64)
-    if meta.get("format") != FORMAT_VERSION or counts.sum() != len(images):
+    names, groups = store.class_names, store.class_groups
+    if (meta.get("format") != FORMAT_VERSION or images.dtype != np.uint8 or images.ndim != 4
+            or counts.ndim != 1 or counts.min(initial=0) < 0 or counts.sum() != len(images)
+            or len(names) != len(counts) or len(groups) != len(counts)):
         return None
-    return ImageStore(images, meta["class_names"], meta["class_groups"], counts, meta["info"])
+    return store
 
 
 def _save(path: Path, store: ImageStore) -> None:
@@ -98,10 +105,27 @@ def cached_store(kind: str, key: str, build: Callable[[], ImageStore]) -> ImageS
     path = cache_dir() / kind / key
     store = _load(path)
     if store is None:
+        if path.is_dir() or path.is_file():  # a damaged entry: rebuilt from the sources
+            _remove(path)
         _save(path, build())
         store = _load(path)
         assert store is not None, f"cache entry {path} unreadable right after writing it"
     return store
+
+
+def _remove(path: Path) -> None:
+    try:
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+        else:
+            path.unlink()
+    except FileNotFoundError:  # a concurrent run removed it first
+        pass
+    except OSError as error:
+        raise UserError(
+            f"the data cache entry {path} is damaged and cannot be removed ({error.strerror}); "
+            "delete it, or set FWP_CACHE to a writable folder"
+        ) from None
 
 
 def file_stamp(paths: Sequence[Path]) -> list[tuple[str, int, int]]:

@@ -36,8 +36,9 @@ from fwp.data.dataset import FewShotDataset
 from fwp.data.glyphs import (
     SCRIPTS,
     GlyphClass,
-    _draw,
     glyph_classes,
+    inked,
+    placed,
     render_store,
     renderer_fingerprint,
 )
@@ -58,31 +59,9 @@ def _letter_mask(
 ) -> np.ndarray:
     """float32 ``[out, out]`` in [0, 1]: ``glyph`` in a random face and stroke, scaled so its
     longer side is ``fill · out``, rotated, sheared and centred at ``centre`` (pixels)."""
-    from PIL import Image, ImageFilter
-
-    face = glyph.faces[rng.integers(len(glyph.faces))]
-    thickness = int(rng.integers(-1, 4))  # -1 thins by erosion, 1..3 thickens by a stroke
-    ink = _draw(chr(glyph.codepoint), face, stroke=max(thickness, 0))
-    image = Image.fromarray(ink)
-    if thickness < 0:
-        thinner = image.filter(ImageFilter.MinFilter(3))
-        if thinner.getbbox():
-            image = thinner
-    h, w = ink.shape
-    scale = fill * out / max(h, w, 1)
-    aspect = np.exp(rng.uniform(-0.2, 0.2))
-    angle = np.deg2rad(rng.uniform(-max_angle, max_angle))
-    shear = rng.uniform(-max_shear, max_shear)
-    rotate = np.array([[np.cos(angle), -np.sin(angle)], [np.sin(angle), np.cos(angle)]])
-    forward = rotate @ np.array([[1, shear], [0, 1]]) @ np.diag([scale * aspect, scale / aspect])
-    inverse = np.linalg.inv(forward)
-    offset = np.array([w / 2, h / 2]) - inverse @ centre
-    image = image.transform(
-        (out, out),
-        Image.Transform.AFFINE,
-        (inverse[0, 0], inverse[0, 1], offset[0], inverse[1, 0], inverse[1, 1], offset[1]),
-        resample=Image.Resampling.BILINEAR,
-    )
+    image = inked(glyph, rng)
+    scale = fill * out / max(*image.size, 1)
+    image = placed(image, out, scale, 0.2, max_angle, max_shear, centre, rng)
     return np.asarray(image, np.float32) / 255
 
 

@@ -38,9 +38,8 @@ def load_folder(
     """Split ``split`` of the image folder ``root`` (see the module docstring)."""
     root = Path(root).expanduser()
     if not root.is_dir():
-        raise UserError(
-            f"image folder {root} does not exist; pass --data-root DIR laid out as {EXPECTED}"
-        )
+        state = "is a file, not a folder" if root.exists() else "does not exist"
+        raise UserError(f"image folder {root} {state}; pass --data-root DIR laid out as {EXPECTED}")
     has_split_folders = any((root / s).is_dir() for s in SPLITS)
     if has_split_folders:
         if not (root / split).is_dir():
@@ -91,6 +90,20 @@ def _seeded_split(
     return chosen
 
 
+def _check_typical(files: list[ImageFile], first_size: tuple[int, int]) -> None:
+    """Refuse a default size (the first image's) far above the set's typical size, the median
+    of up to 64 sampled headers: every image would be decoded at it."""
+    sample = files[:: max(1, len(files) // 64)]
+    sizes = [image_mode(Path(f.member))[0] for f in sample]
+    typical = sorted(sizes, key=lambda hw: hw[0] * hw[1])[len(sizes) // 2]
+    if first_size[0] * first_size[1] > 16 * typical[0] * typical[1]:
+        raise UserError(
+            f"the first image {files[0]} is {first_size[0]}×{first_size[1]}, far larger than "
+            f"the set's typical {typical[0]}×{typical[1]}, and sets every image's size by "
+            f"default: pass --data-option image_size={max(typical)} (or resize that file)"
+        )
+
+
 def _build(
     class_dirs: list[Path], image_size: int | tuple[int, int] | None, channels: int | None
 ) -> ImageStore:
@@ -107,6 +120,7 @@ def _build(
     first_size, first_channels = image_mode(Path(files[0].member))
     if image_size is None:
         size = first_size
+        _check_typical(files, first_size)
     elif isinstance(image_size, int):
         size = (image_size, image_size)
     else:

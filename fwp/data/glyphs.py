@@ -24,6 +24,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -216,37 +217,54 @@ def _case_free_name(codepoint: int) -> str:
     return " ".join(w for w in words if w not in ("SMALL", "CAPITAL"))
 
 
-def render_sample(glyph: GlyphClass, index: int, seed: int, image_size: int = 28) -> np.ndarray:
-    """Sample ``index`` of ``glyph``: uint8 ``[image_size, image_size]``, a pure function of its
-    arguments."""
+def inked(glyph: GlyphClass, rng: np.random.Generator) -> Any:
+    """``glyph`` drawn in a random face of its class and a random stroke (a PIL image, white
+    ink on black, cropped to the ink): thinned by erosion, or thickened by 1 to 3 pixels."""
     from PIL import Image, ImageFilter
 
-    rng = np.random.default_rng([seed, glyph.codepoint, index])
     face = glyph.faces[rng.integers(len(glyph.faces))]
     thickness = int(rng.integers(-1, 4))  # -1 thins by erosion, 1..3 thickens by a stroke
-    ink = _draw(chr(glyph.codepoint), face, stroke=max(thickness, 0))
-    image = Image.fromarray(ink)
+    image = Image.fromarray(_draw(chr(glyph.codepoint), face, stroke=max(thickness, 0)))
     if thickness < 0:
         thinner = image.filter(ImageFilter.MinFilter(3))
         if thinner.getbbox():
             image = thinner
-    out = 2 * image_size  # drawn at twice the size, then averaged down: anti-aliasing
-    h, w = ink.shape
-    fill = rng.uniform(0.6, 0.85) * out / max(h, w)
-    aspect = np.exp(rng.uniform(-0.15, 0.15))
-    angle = np.deg2rad(rng.uniform(-12, 12))
-    shear = rng.uniform(-0.2, 0.2)
+    return image
+
+
+def placed(image: Any, out: int, scale: float, max_aspect: float, max_angle: float,
+           max_shear: float, centre: Any, rng: np.random.Generator) -> Any:
+    """``image`` scaled by ``scale`` (times a random aspect ratio e^±max_aspect), rotated by up
+    to ``max_angle`` degrees, sheared by up to ``max_shear``, its centre at ``centre`` (pixels,
+    or a function of ``rng`` giving them, drawn after the other draws) on an ``out``² canvas."""
+    from PIL import Image
+
+    w, h = image.size
+    aspect = np.exp(rng.uniform(-max_aspect, max_aspect))
+    angle = np.deg2rad(rng.uniform(-max_angle, max_angle))
+    shear = rng.uniform(-max_shear, max_shear)
     rotate = np.array([[np.cos(angle), -np.sin(angle)], [np.sin(angle), np.cos(angle)]])
-    forward = rotate @ np.array([[1, shear], [0, 1]]) @ np.diag([fill * aspect, fill / aspect])
-    centre_out = out / 2 + rng.uniform(-0.07, 0.07, size=2) * out
+    forward = rotate @ np.array([[1, shear], [0, 1]]) @ np.diag([scale * aspect, scale / aspect])
+    centre = centre(rng) if callable(centre) else centre
     inverse = np.linalg.inv(forward)
-    offset = np.array([w / 2, h / 2]) - inverse @ centre_out
-    image = image.transform(
+    offset = np.array([w / 2, h / 2]) - inverse @ centre
+    return image.transform(
         (out, out),
         Image.Transform.AFFINE,
         (inverse[0, 0], inverse[0, 1], offset[0], inverse[1, 0], inverse[1, 1], offset[1]),
         resample=Image.Resampling.BILINEAR,
-    ).reduce(2)
+    )
+
+
+def render_sample(glyph: GlyphClass, index: int, seed: int, image_size: int = 28) -> np.ndarray:
+    """Sample ``index`` of ``glyph``: uint8 ``[image_size, image_size]``, a pure function of its
+    arguments."""
+    rng = np.random.default_rng([seed, glyph.codepoint, index])
+    image = inked(glyph, rng)
+    out = 2 * image_size  # drawn at twice the size, then averaged down: anti-aliasing
+    scale = rng.uniform(0.6, 0.85) * out / max(image.size)
+    image = placed(image, out, scale, 0.15, 12, 0.2,
+                   lambda r: out / 2 + r.uniform(-0.07, 0.07, size=2) * out, rng).reduce(2)
     pixels = np.asarray(image, np.float32) * rng.uniform(0.75, 1.0)
     pixels += rng.normal(0, rng.uniform(0, 18), size=pixels.shape)
     return np.clip(np.rint(pixels), 0, 255).astype(np.uint8)

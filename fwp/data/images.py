@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import multiprocessing
 import os
+import warnings
 import zipfile
 import zlib
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -67,17 +69,43 @@ def read_member(archive: zipfile.ZipFile, member: str) -> bytes:
         raise _broken_zip(archive.filename, error, member) from None
 
 
+def _pil_errors() -> tuple[type[Exception], ...]:
+    from PIL import Image
+
+    # A decompression bomb: a small file whose header claims more pixels than PIL's limit
+    # (Image.MAX_IMAGE_PIXELS; twice that is an error, above it a warning made one here).
+    return (OSError, SyntaxError, ValueError, Image.DecompressionBombError,
+            Image.DecompressionBombWarning)
+
+
+@contextlib.contextmanager
+def _bombs_refused() -> Iterator[None]:
+    from PIL import Image
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        yield
+
+
+def unreadable(name: str, error: Exception) -> UserError:
+    """The one line for an image file PIL cannot (or should not) decode."""
+    if "decompression bomb" in str(error):
+        return UserError(f"image {name} is too large to decode ({brief(error)}); replace it "
+                         "with a smaller copy or delete it")
+    return UserError(f"cannot read image {name} ({error}); replace or delete the file")
+
+
 def decode(data: bytes | str, spec: DecodeSpec, name: str) -> np.ndarray:
     """One image -> uint8 ``[H, W, C]``; a file PIL cannot read raises ``UserError`` naming it."""
     from PIL import Image, ImageOps
 
     try:
-        with Image.open(io.BytesIO(data) if isinstance(data, bytes) else data) as image:
+        with _bombs_refused(), Image.open(
+            io.BytesIO(data) if isinstance(data, bytes) else data
+        ) as image:
             image = image.convert("L" if spec.channels == 1 else "RGB")
-    except (OSError, SyntaxError, ValueError) as error:
-        raise UserError(
-            f"cannot read image {name} ({error}); replace or delete the file"
-        ) from error
+    except _pil_errors() as error:  # evaluated only on an error
+        raise unreadable(name, error) from None
     if spec.invert:
         image = ImageOps.invert(image)
     h, w = spec.size
@@ -108,6 +136,7 @@ def decode_files(
     files: Sequence[ImageFile], spec: DecodeSpec, *, parallel_from: int = 2000
 ) -> np.ndarray:
     """uint8 ``[len(files), H, W, C]``, on every core from ``parallel_from`` files on."""
+    check_fits(len(files), spec)
     workers = os.cpu_count() or 1
     if len(files) < parallel_from or workers == 1:
         return _decode_chunk(files, spec)
@@ -116,6 +145,20 @@ def decode_files(
     with process_pool(workers) as pool:
         parts = pool.starmap(_decode_chunk, [(c, spec) for c in chunks])
     return np.concatenate(parts)
+
+
+def check_fits(count: int, spec: DecodeSpec) -> None:
+    """Raise before decoding if ``count`` images of ``spec`` would not fit in half of this
+    machine's memory (the decoded array is held whole while the cache is written)."""
+    h, w = spec.size
+    need = count * h * w * spec.channels
+    memory = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    if need > memory // 2:
+        raise UserError(
+            f"{count} images of {h}×{w}×{spec.channels} would take {need / 2**30:,.1f} GiB "
+            f"decoded, more than half of this machine's {memory / 2**30:.0f} GiB of memory; "
+            "pass a smaller --data-option image_size=N"
+        )
 
 
 def process_pool(workers: int) -> multiprocessing.pool.Pool:
@@ -130,19 +173,16 @@ def image_mode(path: Path | ImageFile) -> tuple[tuple[int, int], int]:
     from PIL import Image
 
     name = str(path)
+    if isinstance(path, ImageFile) and path.archive:
+        with open_zip(path.archive) as archive:
+            source: io.BytesIO | str | Path = io.BytesIO(read_member(archive, path.member))
+    else:
+        source = path.member if isinstance(path, ImageFile) else path
     try:
-        if isinstance(path, ImageFile) and path.archive:
-            with open_zip(path.archive) as archive:
-                data = read_member(archive, path.member)
-            with Image.open(io.BytesIO(data)) as image:
-                size, mode = image.size, image.mode
-        else:
-            with Image.open(path.member if isinstance(path, ImageFile) else path) as image:
-                size, mode = image.size, image.mode
-    except (OSError, SyntaxError, ValueError) as error:
-        raise UserError(
-            f"cannot read image {name} ({error}); replace or delete the file"
-        ) from error
+        with _bombs_refused(), Image.open(source) as image:
+            size, mode = image.size, image.mode
+    except _pil_errors() as error:  # evaluated only on an error
+        raise unreadable(name, error) from None
     return (size[1], size[0]), 1 if mode in GRAY_MODES else 3
 
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import inspect
+import types
+import typing
 from collections.abc import Callable
 from pathlib import Path
 
@@ -40,6 +42,20 @@ def load_dataset(
         raise UserError(f"unknown data set '{name}'; choose from {', '.join(DATASETS)}")
     if split not in SPLITS:
         raise UserError(f"unknown split '{split}'; choose from {', '.join(SPLITS)}")
+    check_options(name, options)
+    if name not in BUILT_IN and root is None:
+        raise UserError(
+            f"data set '{name}' is read from your files; pass --data-root DIR (root=...) "
+            "pointing at them"
+        )
+    return DATASETS[name](root, split, **options)
+
+
+def check_options(name: str, options: dict[str, object], flag: str = "--data-option") -> None:
+    """Raise unless every option is a keyword of data set ``name``'s loader with a value of the
+    type it declares (booleans: true or false only, so that ``rotations=no`` is not on)."""
+    if name not in DATASETS:
+        raise UserError(f"unknown data set '{name}'; choose from {', '.join(DATASETS)}")
     loader = DATASETS[name]
     accepted = [
         p.name for p in inspect.signature(loader).parameters.values() if p.kind == p.KEYWORD_ONLY
@@ -50,9 +66,38 @@ def load_dataset(
             f"data set '{name}' has no option {', '.join(unknown)}; its options are "
             f"{', '.join(accepted)}"
         )
-    if name not in BUILT_IN and root is None:
-        raise UserError(
-            f"data set '{name}' is read from your files; pass --data-root DIR (root=...) "
-            "pointing at them"
-        )
-    return loader(root, split, **options)
+    hints = typing.get_type_hints(loader)
+    for key, value in options.items():
+        if not _matches(value, hints[key]):
+            raise UserError(f"{flag} {key}={value!r} of data set '{name}' needs "
+                            f"{_describe(hints[key])}")
+
+
+def _matches(value: object, hint: object) -> bool:
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        return any(_matches(value, a) for a in args)
+    if origin is tuple:
+        items = args[:1] * len(value) if args[-1:] == (Ellipsis,) else args
+        return (isinstance(value, (list, tuple)) and len(value) == len(items)
+                and all(_matches(v, a) for v, a in zip(value, items)))
+    if hint is type(None):
+        return value is None
+    if hint is bool or isinstance(value, bool):
+        return hint is bool and isinstance(value, bool)
+    if hint is float:
+        return isinstance(value, (int, float))
+    if hint is Path:
+        return isinstance(value, str)
+    return isinstance(value, hint) if isinstance(hint, type) else True
+
+
+def _describe(hint: object) -> str:
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(_describe(a) for a in args if a is not type(None))
+    if origin is tuple:
+        count = "" if args[-1:] == (Ellipsis,) else f"{len(args)} "
+        return f"a list of {count}{_describe(args[0]).split(' ', 1)[1]}s"
+    names = {bool: "true or false", int: "an integer", float: "a number", str: "a string"}
+    return names.get(hint, f"a {getattr(hint, '__name__', hint)}")

@@ -57,10 +57,33 @@ def load_miniimagenet(
     )
 
 
+# What a Mini-ImageNet cache pickle holds: numpy arrays in dicts and lists. Any other global a
+# pickle names would be called while loading (a pickle can run code), so it is refused.
+ARRAY_GLOBALS = {
+    ("numpy", "ndarray"), ("numpy", "dtype"), ("_codecs", "encode"),
+    ("collections", "OrderedDict"),
+    *((f"numpy{core}.multiarray", name) for core in ("._core", ".core")
+      for name in ("_reconstruct", "scalar")),
+    *((f"numpy{core}.numeric", "_frombuffer") for core in ("._core", ".core")),
+}
+
+
+class ArrayUnpickler(pickle.Unpickler):
+    """Loads numpy arrays, numbers, strings and containers; refuses every other global."""
+
+    def find_class(self, module: str, name: str) -> object:
+        if (module, name) in ARRAY_GLOBALS:
+            return super().find_class(module, name)
+        raise pickle.UnpicklingError(
+            f"it names {module}.{name}, which a Mini-ImageNet cache never holds and which "
+            "would run while loading"
+        )
+
+
 def _from_pickle(path: Path, image_size: int) -> ImageStore:
     try:
         with path.open("rb") as f:
-            data = pickle.load(f)  # the user's own file, in the format its authors published
+            data = ArrayUnpickler(f).load()
         images, class_dict = np.asarray(data["image_data"]), data["class_dict"]
     except (OSError, pickle.UnpicklingError, EOFError, KeyError, TypeError) as error:
         raise UserError(

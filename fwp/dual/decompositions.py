@@ -20,7 +20,7 @@ import torch
 
 from fwp.errors import UserError
 from fwp.ops._validation import check_qkv, check_srwm, start_state, state_dtype
-from fwp.ops.srwm.naive import row_rates, split_rows
+from fwp.ops.srwm.naive import srwm_step
 
 
 @dataclass
@@ -157,16 +157,10 @@ def srwm_contributions(
     if input_softmax:
         a = torch.softmax(a, dim=-1)
     W = W0.to(dtype).expand(B, *W0.shape[-3:])
-    R = W.shape[-2]
     initial = torch.einsum("bhrd,bthd->bthr", W[..., :d_out, :], a)
     keys, written = [], []
     for a_t in a.unbind(1):
-        _, k, q, b = split_rows(torch.einsum("bhrd,bhd->bhr", W, a_t), D, n_beta)
-        pk, pq = torch.softmax(k, dim=-1), torch.softmax(q, dim=-1)
-        v = torch.einsum("bhrd,bhd->bhr", W, pq)
-        v_bar = torch.einsum("bhrd,bhd->bhr", W, pk)
-        u = row_rates(rate_scale * torch.sigmoid(b), D, n_beta, R) * (v - v_bar)
-        W = W + u.unsqueeze(-1) * pk.unsqueeze(-2)
+        _, pk, u, W = srwm_step(W, a_t, n_beta, rate_scale)
         keys.append(pk)
         written.append(u[..., :d_out])
     return Decomposition(

@@ -46,7 +46,7 @@ def step_work(
                      if hasattr(block.layer, "W0"))
     data = config.data
     queries = 1 if data.single_query else data.n_way * data.n_query
-    extra = data.n_way * data.k_extra if config.bootstrapped else 0
+    extra = data.n_way * config.k_extra_used
     images = data.n_way * data.k_shot + extra + queries * (
         2 if extra and config.network.separate_backbone_calls else 1)
     tokens = data.n_way * data.k_shot + extra + queries * (2 if extra else 1)

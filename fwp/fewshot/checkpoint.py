@@ -1,11 +1,8 @@
-"""The run folder: its files, and loading a trained model back.
+"""A few-shot run folder (:class:`fwp.runs.RunFolder`) read back: its config and trained model.
 
-``RUN/config.json``   the resolved :class:`RunConfig`
-``RUN/checkpoint.pt`` the last state (model, optimiser, schedule, step, RNG and episode counter)
-``RUN/best.pt``       the model with the best validation accuracy so far
-``RUN/metrics.jsonl`` one JSON object per logged step / validation
-``RUN/tb/``           TensorBoard events
-``RUN/eval_<split>.json`` accuracies per K_test written by ``fwp fewshot eval``
+``RUN/config.json``, ``checkpoint.pt``, ``best.pt``, ``metrics.jsonl``, ``tb/``: see
+:mod:`fwp.runs.folder`; the checkpoints also hold the episode sampler's position and the image
+shape. ``RUN/eval_<split>.json``: accuracies per K_test written by ``fwp fewshot eval``.
 """
 
 from __future__ import annotations
@@ -15,10 +12,13 @@ from pathlib import Path
 import torch
 
 from fwp.config import read_file, to_dict
-from fwp.errors import UserError, brief
+from fwp.errors import UserError
 from fwp.fewshot.config import RunConfig, from_dict
+from fwp.runs import BEST, CHECKPOINT, CONFIG, METRICS, load_checkpoint
+from fwp.runs.policy import policies
 
-CONFIG, CHECKPOINT, BEST, METRICS = "config.json", "checkpoint.pt", "best.pt", "metrics.jsonl"
+__all__ = ["BEST", "CHECKPOINT", "CONFIG", "METRICS", "check_matches", "load_checkpoint",
+           "load_state", "read_config"]
 
 
 def read_config(run: Path) -> RunConfig:
@@ -32,33 +32,20 @@ def read_config(run: Path) -> RunConfig:
     return from_dict(read_file(path), str(path))
 
 
-def load_checkpoint(path: Path) -> dict:
-    if not path.is_file():
-        raise UserError(f"no checkpoint {path}; train (or resume) the run first")
-    try:
-        return torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as error:  # noqa: BLE001 — any unreadable file is the same user problem
-        raise UserError(
-            f"cannot read checkpoint {path} ({brief(error)}): the file is damaged or not a "
-            f"checkpoint; restore it, or train the run again into a new --out"
-        ) from None
-
-
-# Network fields that choose how the same parameters are computed, not what they are.
-RUNTIME_FIELDS = {"core_mode"}
-
-
 def check_matches(checkpoint: dict, config: RunConfig, path: Path) -> None:
-    """Raise unless the checkpoint was trained with the config's model and episode shape."""
+    """Raise unless the checkpoint was trained with the config's model and episode shape: the
+    network fields a resume must match, and N."""
     saved = checkpoint.get("config", {})
     current, defaults = to_dict(config), to_dict(RunConfig())
+    shaping = [p[-1] for p, (rule, _) in policies(RunConfig).items()
+               if p[0] == "network" and rule == "match"]
     # A field the checkpoint's config predates has its default value there.
     differ = [
-        f"{key}: checkpoint {before!r}, config {value!r}"
-        for section in ("network",)
-        for key, value in current[section].items()
-        if section in saved and key not in RUNTIME_FIELDS
-        and (before := saved[section].get(key, defaults[section][key])) != value
+        f"{key}: checkpoint {before!r}, config {current['network'][key]!r}"
+        for key in shaping
+        if "network" in saved
+        and (before := saved["network"].get(key, defaults["network"][key]))
+        != current["network"][key]
     ]
     if saved.get("data", {}).get("n_way") != config.data.n_way:
         differ.append(f"n_way: checkpoint {saved.get('data', {}).get('n_way')!r}, "

@@ -21,7 +21,8 @@ from fwp.fewshot.config import (
     config_from_args,
     file_layers,
 )
-from fwp.fewshot.resume import kept_over_files
+from fwp.runs.folder import check_output_path
+from fwp.runs.policy import kept_over_files
 
 
 def _positive(text: str) -> int:
@@ -48,7 +49,8 @@ def add_inspect(subparsers: argparse._SubParsersAction) -> None:
         description="Check that a data set is read right: prints classes and images per split "
         "and writes a picture of one episode (rows by label: support, extra, then query images).",
     )
-    core.add_flags(p, DataConfig, skip=("val_split",), title="data")
+    # single_query and val_split shape training and validation, not the drawn episode
+    core.add_flags(p, DataConfig, skip=("val_split", "single_query"), title="data")
     p.add_argument("--split", default="train", choices=SPLITS)
     p.add_argument("--seed", type=int, default=0, help="episode seed")
     p.add_argument("--episode", type=int, default=0, help="which episode to draw")
@@ -89,7 +91,7 @@ def add_eval(subparsers: argparse._SubParsersAction) -> None:
         "fixed streams instead, and a plot in the run folder (docs/fewshot_protocols.md).",
     )
     p.add_argument("run", metavar="RUN", help="run folder made by `fwp fewshot train`")
-    p.add_argument("--k-test", type=_positive, nargs="+", default=[1, 5, 10, 15],
+    p.add_argument("--k-test", type=_positive, nargs="+", default=None,
                    metavar="K", help="shots per class before the query (default: 1 5 10 15)")
     p.add_argument("--episodes", type=_positive, default=None,
                    help="fixed test episodes per K_test and repeat (default: the run's "
@@ -100,7 +102,7 @@ def add_eval(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--split", default="test", choices=SPLITS)
     p.add_argument("--data-root", metavar="DIR",
                    help="where the data set lives now (default: the run's --data-root)")
-    p.add_argument("--n-query", type=_positive, default=1,
+    p.add_argument("--n-query", type=_positive, default=None,
                    help="queries per class and episode (default: 1)")
     p.add_argument("--checkpoint", choices=("best", "last"), default="best",
                    help="best validation checkpoint or the last one (default: best)")
@@ -174,9 +176,9 @@ def add_sweep(subparsers: argparse._SubParsersAction) -> None:
                    help="shots per class at test time (default: 1 5 10 15)")
     p.add_argument("--episodes", type=_positive, metavar="E",
                    help="fixed test episodes per K_test (default: 1000)")
-    p.add_argument("--jobs", type=_positive, default=1,
+    p.add_argument("--jobs", type=_positive, default=None,
                    help="runs trained at once, the CPU threads split among them (default: 1)")
-    p.add_argument("--threads", type=int, default=0,
+    p.add_argument("--threads", type=int, default=None,
                    help="CPU threads in all (default 0: every core)")
     p.add_argument("--only", action="append", default=[], metavar="CONFIG",
                    help="train only this config of the grid (repeatable)")
@@ -206,6 +208,11 @@ def cmd_inspect(args: argparse.Namespace) -> int:
 
     data = core.resolve(DataConfig, [("the command line", core.given(args, DataConfig))])
     core.check_choices(data)
+    out = args.out or Path(f"episode-{data.dataset}-{args.split}.png")
+    if out.is_dir():
+        raise UserError(f"--out {out} is a folder; pass the picture's file name, e.g. "
+                        f"{out / 'episode.png'}")
+    check_output_path(out, folder=False)
     start = time.perf_counter()
     where = f" under {data.data_root}" if data.data_root else ""
     print(f"{data.dataset}{where}")
@@ -226,7 +233,6 @@ def cmd_inspect(args: argparse.Namespace) -> int:
         dataset, data.n_way, data.k_shot, n_query=data.n_query, k_extra=data.k_extra, seed=args.seed
     )
     episode = sampler.episode(args.episode)
-    out = args.out or Path(f"episode-{data.dataset}-{args.split}.png")
     draw_episode(episode, [dataset.class_names[c] for c in episode.classes[0].tolist()], out)
     print(
         f"episode {args.episode} (seed {args.seed}) of {args.split}, "
@@ -243,12 +249,13 @@ def cmd_train(args: argparse.Namespace) -> int:
     from fwp.fewshot.train import train
 
     out = Path(args.out)
+    check_output_path(out)
     base = to_dict(read_config(out)) if args.resume else None
     config = config_from_args(args, base=base)
     if base is not None and int(os.environ.get("RANK", "0")) == 0:
         flags = core.given(args, RunConfig)
         for where, data in file_layers(args):
-            kept = kept_over_files(base, data or {}, flags)
+            kept = kept_over_files(RunConfig, base, data or {}, flags)
             if kept:
                 print(f"fwp: the run keeps its own config over {where}: {', '.join(kept)} "
                       f"(give a flag to change a field)", flush=True)
@@ -272,6 +279,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
     run = Path(args.run)
     config = read_config(run)
+    _check_eval_flags(args, run, config)
+    check_output_path(run, "the run folder")  # eval_<split>.json goes there
     model, source = load_trained(run, config, args.checkpoint)
     device = torch.device(
         ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
@@ -280,21 +289,22 @@ def cmd_eval(args: argparse.Namespace) -> int:
     if config.protocol.protocol != "episodic":
         return _eval_protocol(args, run, config, model, source)
     dataset = load_split(config, args.split, args.data_root)
+    k_test, n_query = args.k_test or [1, 5, 10, 15], args.n_query or 1
     episodes = args.episodes or config.test_episodes
     repeats = args.repeats or config.test_repeats
     single = config.data.single_query
-    for k in args.k_test:  # every K_test is checked before the first is evaluated
-        dataset.check_episode(config.data.n_way, k + (1 if single else args.n_query))
+    for k in k_test:  # every K_test is checked before the first is evaluated
+        dataset.check_episode(config.data.n_way, k + (1 if single else n_query))
     results = []
-    queries = "one query" if single else f"{args.n_query} queries per class"
+    queries = "one query" if single else f"{n_query} queries per class"
     print(f"{run}: {source['path']} (step {source['step']}), {config.data.n_way}-way, "
           f"{repeats} × {episodes} {args.split} episodes ({queries} each)")
     print("  accuracy ± 95 % CI over all episodes"
           + ("; mean ± std over the repeats (the seed paper's ±)" if repeats > 1 else ""))
-    for k in args.k_test:
+    for k in k_test:
         start = time.perf_counter()
         result = evaluate(model, dataset, config.data.n_way, k, episodes,
-                          n_query=args.n_query, seed=EVAL_SEED, batch_size=args.batch_size,
+                          n_query=n_query, seed=EVAL_SEED, batch_size=args.batch_size,
                           amp=config.amp, single_query=single, repeats=repeats)
         results.append(result)
         over_repeats = (f"; {result['accuracy']:6.2f} ± {result['repeat_std']:.2f} % over "
@@ -303,10 +313,28 @@ def cmd_eval(args: argparse.Namespace) -> int:
               f"{over_repeats} ({time.perf_counter() - start:.1f} s)")
     write_atomic(run / eval_file(args.split), {
         "split": args.split, "checkpoint": source, "episodes": episodes, "repeats": repeats,
-        "n_query": 1 if single else args.n_query, "single_query": single, "seed": EVAL_SEED,
+        "n_query": 1 if single else n_query, "single_query": single, "seed": EVAL_SEED,
         "results": results,
     })
     return 0
+
+
+def _check_eval_flags(args: argparse.Namespace, run: Path, config: RunConfig) -> None:
+    """Refuse the flags that this run's evaluation would not read, and a K_test given twice."""
+    protocol = config.protocol.protocol
+    given = [f"--{name.replace('_', '-')}" for name in ("k_test", "repeats", "n_query")
+             if getattr(args, name) is not None]
+    if protocol != "episodic" and given:
+        verb, them = ("does", "it") if len(given) == 1 else ("do", "them")
+        raise UserError(f"{' '.join(given)} {verb} nothing for {run}: it is a {protocol} run, "
+                        f"evaluated on --episodes fixed streams of its own shape; drop {them}")
+    if config.data.single_query and args.n_query is not None:
+        raise UserError(f"--n-query does nothing for {run}: it answers one query per episode "
+                        "(single_query, the public protocol); drop it")
+    repeated = sorted({k for k in args.k_test or [] if args.k_test.count(k) > 1})
+    if repeated:
+        raise UserError(f"--k-test names {', '.join(map(str, repeated))} twice; give each K "
+                        "once")
 
 
 def _eval_protocol(args: argparse.Namespace, run: Path, config, model, source: dict) -> int:
@@ -342,7 +370,15 @@ def _eval_protocol(args: argparse.Namespace, run: Path, config, model, source: d
 def cmd_report(args: argparse.Namespace) -> int:
     from fwp.fewshot.report import write_report
 
-    table, figure = write_report([Path(r) for r in args.runs], Path(args.out), args.split)
+    check_output_path(Path(args.out))
+    runs = [Path(r) for r in args.runs]
+    seen: dict[Path, Path] = {}
+    for run in runs:
+        first = seen.setdefault(run.resolve(), run)
+        if first is not run:
+            raise UserError(f"{run} is given twice (also as {first}); a run counted twice would "
+                            "weigh double in its group's mean: give each run once")
+    table, figure = write_report(runs, Path(args.out), args.split)
     print(table.read_text())
     print(f"wrote {table} and {figure}")
     return 0
@@ -350,9 +386,10 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 def cmd_explain(args: argparse.Namespace) -> int:
     from fwp.fewshot.evaluate import EVAL_SEED
-    from fwp.fewshot.explain import explain_run
+    from fwp.fewshot.explain_run import explain_run
 
     seed = EVAL_SEED if args.episode_seed is None else args.episode_seed
+    check_output_path(args.out)
     result = explain_run(
         Path(args.run), args.out, episode_seed=seed, episode=args.episode, query=args.query,
         split=args.split, data_root=args.data_root, k_shot=args.k_shot,
@@ -375,15 +412,25 @@ def cmd_explain(args: argparse.Namespace) -> int:
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
-    from fwp.fewshot.sweep import (
+    from fwp.environment import warn_threads
+    from fwp.fewshot.grid import (
         build_grid,
         grid_spec_from_args,
         load_saved_grid,
         read_grid_file,
-        sweep,
     )
+    from fwp.fewshot.sweep import sweep
     from fwp.fewshot.sweep_report import write_report
 
+    if args.report_only and (args.jobs or args.threads is not None):
+        raise UserError("--jobs and --threads do nothing with --report-only (it trains "
+                        "nothing); drop them")
+    if args.threads is not None and args.threads < 0:
+        raise UserError(f"--threads must be ≥ 0 (got {args.threads}); 0 uses every core")
+    if args.grid and Path(args.grid).is_dir():
+        raise UserError(f"--grid {args.grid} is a folder; pass a grid TOML file (or the name of "
+                        "a shipped grid)")
+    warn_threads(args.threads or 0)
     given = args.grid or args.preset or args.set or args.vary or args.seeds or args.k_test
     if args.grid or args.preset:
         base = read_grid_file(args.grid) if args.grid else None
@@ -391,18 +438,17 @@ def cmd_sweep(args: argparse.Namespace) -> int:
                                    args.episodes, base)
         grid = build_grid(spec, args.grid or "the command line")
     elif given or args.episodes:
-        from fwp.errors import UserError
-
         raise UserError("--set, --vary, --seeds, --k-test and --episodes change a grid: also "
                         "give --grid FILE or --preset NAME")
     else:
         grid = load_saved_grid(args.dir)
     if args.only:
         grid = grid.restricted(args.only)
+    check_output_path(args.dir, "DIR")
     if args.report_only:
         print(write_report(args.dir, grid).read_text())
         return 0
-    sweep(grid, args.dir, jobs=args.jobs, threads=args.threads,
+    sweep(grid, args.dir, jobs=args.jobs or 1, threads=args.threads or 0,
           log=lambda line: print(line, flush=True))
     print(f"wrote {args.dir / 'report.md'}")
     return 0

@@ -47,7 +47,8 @@ class DataConfig:
 
     dataset: str = option("glyphs", "data set (glyphs and cluttered_glyphs are built in)",
                           choices="fwp.data:DATASETS")
-    data_root: str = option("", "folder with the data set's files (\"\" for the built-in sets)")
+    data_root: str = option("", "folder with the data set's files (\"\" for the built-in sets)",
+                            resume="announce")
     data_options: dict[str, Any] = option(
         {}, "a keyword option of the loader, e.g. rotations=true, split_scheme=vinyals, "
         "image_size=28", flag="data-option")
@@ -101,7 +102,7 @@ class NetworkConfig:
         "Lin([f(x_t); onehot(y_{t−1}); f(x_{t−1})]), so an image meets its label in one input")
     core_mode: str = option(
         "auto", "operator path of srwm/deltanet/linear: auto, or one of the operator's modes "
-        "(recurrent, chunk, scan, fused_cpu, triton, ...; README, Operators)")
+        "(recurrent, chunk, scan, fused_cpu, triton, ...; README, Operators)", resume="announce")
     layer_options: dict[str, Any] = option(
         {}, "a keyword option of the core layer's class, e.g. chunk_size=32 (any registered "
         "layer; wins over the named flags above)", flag="layer-option")
@@ -135,14 +136,15 @@ class OptimConfig:
 
     schedule: str = option(
         "cosine", "learning-rate schedule (cosine: linear warm-up, then cosine to 0)",
-        choices=SCHEDULES)
-    lr: float = option(1e-3, "noam: the scale; cosine / constant: the peak learning rate")
-    warmup: int = option(50, "warm-up steps")
-    adam_beta1: float = option(0.9, "Adam's β1")
-    adam_beta2: float = option(0.995, "Adam's β2")
-    adam_eps: float = option(1e-8, "Adam's ε")
-    weight_decay: float = option(0.0, "Adam's weight decay")
-    grad_clip: float = option(1.0, "max gradient norm (0: no clipping)")
+        choices=SCHEDULES, resume="announce")
+    lr: float = option(1e-3, "noam: the scale; cosine / constant: the peak learning rate",
+                       resume="announce")
+    warmup: int = option(50, "warm-up steps", resume="announce")
+    adam_beta1: float = option(0.9, "Adam's β1", resume="announce")
+    adam_beta2: float = option(0.995, "Adam's β2", resume="announce")
+    adam_eps: float = option(1e-8, "Adam's ε", resume="announce")
+    weight_decay: float = option(0.0, "Adam's weight decay", resume="announce")
+    grad_clip: float = option(1.0, "max gradient norm (0: no clipping)", resume="announce")
     batch_size: int = option(16, "episodes per micro-batch and process")
     accumulate: int = option(1, "micro-batches per optimiser step")
 
@@ -177,21 +179,29 @@ class RunConfig:
     optim: OptimConfig = section(OptimConfig)
     protocol: ProtocolConfig = section(ProtocolConfig)
     seed: int = option(1, "initialisation and the stream of training episodes")
-    steps: int = option(1000, "optimiser steps")
-    eval_every: int = option(100, "validate on fixed episodes, keep the best checkpoint")
-    val_episodes: int = option(200, "validation episodes")
-    log_every: int = option(10, "steps between logged losses")
-    device: str = option("auto", "auto | cpu | cuda | cuda:N")
-    amp: bool = option(True, "bf16 autocast on CUDA (ignored on CPU)")
-    threads: int = option(0, "torch CPU threads (0: torch's default)")
-    test_episodes: int = option(1000, "fwp fewshot eval: episodes per K_test and repeat")
+    steps: int = option(1000, "optimiser steps", resume="announce")
+    eval_every: int = option(100, "validate on fixed episodes, keep the best checkpoint",
+                             resume="announce")
+    val_episodes: int = option(200, "validation episodes", resume="announce")
+    log_every: int = option(10, "steps between logged losses", resume="runtime")
+    device: str = option("auto", "auto | cpu | cuda | cuda:N", resume="runtime")
+    amp: bool = option(True, "bf16 autocast on CUDA (ignored on CPU)", resume="runtime")
+    threads: int = option(0, "torch CPU threads (0: torch's default)", resume="runtime")
+    test_episodes: int = option(1000, "fwp fewshot eval: episodes per K_test and repeat",
+                                resume="announce")
     test_repeats: int = option(
-        1, "fwp fewshot eval: repeats of test_episodes (paper ±: std over them)")
+        1, "fwp fewshot eval: repeats of test_episodes (paper ±: std over them)",
+        resume="announce")
 
     @property
     def bootstrapped(self) -> bool:
         """Whether the K′ extra examples are needed (β2 or β3 non-zero)."""
         return self.loss.beta2 > 0 or self.loss.beta3 > 0
+
+    @property
+    def k_extra_used(self) -> int:
+        """K′ of the training episodes: ``data.k_extra`` when bootstrapping, else 0."""
+        return self.data.k_extra if self.bootstrapped else 0
 
     def conv_channels(self) -> int:
         return self.network.conv_channels or CONV_CHANNELS.get(self.data.dataset, 32)
@@ -234,14 +244,24 @@ class RunConfig:
                 f"--d-model {self.network.d_model} is not divisible by --heads "
                 f"{self.network.heads}; pick sizes with d_model % heads == 0"
             )
-        if self.network.n_beta not in (1, 4):
-            raise UserError(f"--n-beta must be 1 or 4 (got {self.network.n_beta})")
+        options = self.network.core_options()  # the named flags the chosen layer takes
+        if "n_beta" in options and options["n_beta"] not in (1, 4):
+            raise UserError(f"--n-beta must be 1 or 4 (got {options['n_beta']})")
+        from fwp.layers import check_layer_options
+
+        check_layer_options(self.network.model, options)
         if self.optim.lr <= 0:
             raise UserError(f"--lr must be positive (got {self.optim.lr})")
         if self.optim.adam_eps <= 0:
             raise UserError(f"--adam-eps must be positive (got {self.optim.adam_eps})")
         if self.optim.grad_clip < 0:
             raise UserError(f"--grad-clip must be ≥ 0 (got {self.optim.grad_clip})")
+        if self.optim.weight_decay < 0:
+            raise UserError(f"--weight-decay must be ≥ 0 (got {self.optim.weight_decay})")
+        for name in ("adam_beta1", "adam_beta2"):
+            if not 0.0 <= getattr(self.optim, name) < 1.0:
+                raise UserError(f"--{flag_name(name)} must be in [0, 1) "
+                                f"(got {getattr(self.optim, name)})")
         if self.optim.schedule == "noam" and self.optim.warmup < 1:
             raise UserError("the noam schedule needs --warmup ≥ 1")
         for name in ("dropout", "conv_dropout"):
@@ -258,6 +278,12 @@ class RunConfig:
         if p.second_dataset and p.second_dataset not in DATASETS:
             raise UserError(f"unknown --second-dataset {p.second_dataset!r}; choose one of "
                             f"{', '.join(DATASETS)}")
+        if p.second_dataset and p.protocol in ("episodic", "delayed"):
+            raise UserError(f"--protocol {p.protocol} reads one data set; drop --second-dataset "
+                            "(or use --protocol sequential / continual)")
+        check_source(self.data.dataset, self.data.data_root, self.data.data_options, "")
+        if p.second_dataset:
+            check_source(p.second_dataset, p.second_data_root, p.second_data_options, "second-")
         for name in ("max_trim", "first_task_weight", "forget_weight"):
             if getattr(p, name) < 0:
                 raise UserError(f"--{flag_name(name)} must be ≥ 0 (got {getattr(p, name)})")
@@ -275,9 +301,57 @@ class RunConfig:
         if p.protocol != "continual" and p.max_trim >= self.data.n_way * self.data.k_shot:
             raise UserError(f"--max-trim {p.max_trim} would drop a whole segment of N·K = "
                             f"{self.data.n_way * self.data.k_shot} images; lower it")
-        if p.protocol == "delayed" and p.second_dataset:
-            raise UserError("--protocol delayed reads one data set; drop --second-dataset (or "
-                            "use --protocol sequential)")
+
+    def unused(self) -> dict[str, str]:
+        """Fields this run never reads, each with why (a flag given for one is refused)."""
+        p, net = self.protocol.protocol, self.network
+        out = {
+            name: f"it is an option of --model {' / '.join(models)}, and --model is {net.model}"
+            for name, (_, models) in NAMED_LAYER_OPTIONS.items() if net.model not in models
+        }
+        if p not in ("sequential", "continual"):
+            out.update(dict.fromkeys(
+                ("second_dataset", "second_data_root", "second_data_options"),
+                f"--protocol {p} reads one data set (the second is for sequential / continual)"))
+        elif not self.protocol.second_dataset:
+            out.update(dict.fromkeys(
+                ("second_data_root", "second_data_options"),
+                "it describes --second-dataset, and none is given (the second task takes other "
+                "classes of --dataset)"))
+        if p not in ("delayed", "sequential"):
+            out["max_trim"] = f"it trims the delayed / sequential streams, and --protocol is {p}"
+        if p != "continual":
+            out.update(dict.fromkeys(("first_task_weight", "forget_weight"),
+                                     f"it weighs the continual loss, and --protocol is {p}"))
+        if p in ("delayed", "sequential"):
+            out["n_query"] = f"the {p} stream has no separate queries (every image is one)"
+        if p != "episodic":
+            why = f"it is for episodic runs, and --protocol is {p}"
+            out.update(dict.fromkeys(("single_query", "separate_backbone_calls", "beta1",
+                                      "test_repeats"), why))
+        if not self.bootstrapped or p != "episodic":
+            out["k_extra"] = "the K′ extra examples feed only the bootstrapped loss (--beta2 " \
+                             "or --beta3 > 0, episodic)"
+        if self.loss.beta2 == 0:
+            out["distill"] = "D is the distillation term's, and --beta2 is 0"
+        if self.optim.schedule == "constant":
+            out["warmup"] = "--schedule constant has no warm-up"
+        return out
+
+
+def check_source(name: str, root: str, options: dict[str, Any], prefix: str) -> None:
+    """A data set's root and loader options (``--{prefix}data-root``, ``--{prefix}data-option``)
+    checked before anything is loaded. The first data set's root may still come later (a
+    preset names the data set, the command line its folder); the second's may not."""
+    from fwp.data import BUILT_IN, check_options
+
+    if name in BUILT_IN and root:
+        raise UserError(f"the {name} data set is built in and takes no --{prefix}data-root; "
+                        "drop it")
+    if prefix and name not in BUILT_IN and not root:
+        raise UserError(f"data set '{name}' is read from your files; pass --{prefix}data-root "
+                        "DIR pointing at them")
+    check_options(name, options, f"--{prefix}data-option")
 
 
 def from_dict(data: dict, where: str = "config") -> RunConfig:
@@ -323,12 +397,16 @@ def config_from_args(args: argparse.Namespace, base: dict | None = None) -> RunC
 
     On resume (``base``: the run's saved config): defaults ← ``base`` ← flags given. A preset or
     config file typed again on resume does not reset the run's fields (the flags given when it
-    started live only in its config); :func:`fwp.fewshot.resume.kept_over_files` lists where
+    started live only in its config); :func:`fwp.runs.policy.kept_over_files` lists where
     they differ.
     """
+    from fwp.environment import warn_threads
+
     flags = ("the command line", core.given(args, RunConfig))
     layers = [("the saved config", base), flags] if base is not None else [*file_layers(args),
                                                                             flags]
     config = core.resolve(RunConfig, layers)
     config.validate()
+    core.refuse_unused(config, flags[1])
+    warn_threads(config.threads)
     return config

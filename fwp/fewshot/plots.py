@@ -139,8 +139,16 @@ def draw_attribution(
     bar.set_label("Δ logit of the predicted class (> 0: pushed towards it)", fontsize=8)
     bar.ax.tick_params(labelsize=7)
 
+    _draw_query(fig.add_subplot(grid[0, 1]), explanation, query_image, class_names)
+    _draw_label_effects(fig.add_subplot(grid[1, 1]), explanation, plt)
+    fig.savefig(path, dpi=150, bbox_inches="tight")
+    plt.close(fig)
+
+
+def _draw_query(ax_query, explanation: Explanation, query_image: torch.Tensor,
+                class_names: list[str]) -> None:
+    """The query image with its true and predicted label (green when right, red when wrong)."""
     true, predicted = explanation.query_label, explanation.predicted
-    ax_query = fig.add_subplot(grid[0, 1])
     ax_query.imshow(_rgb(query_image).numpy(), interpolation="nearest")
     ax_query.set_xticks([])
     ax_query.set_yticks([])
@@ -150,7 +158,10 @@ def draw_attribution(
         fontsize=8, color="darkgreen" if predicted == true else "darkred",
     )
 
-    ax_bars = fig.add_subplot(grid[1, 1])
+
+def _draw_label_effects(ax_bars, explanation: Explanation, plt) -> None:
+    """Per block and from all blocks: the effect of removing each label's writes."""
+    n_way = len(explanation.logits)
     groups = [(f"block {b.index}", b.class_effects) for b in explanation.blocks]
     groups.append(("all", explanation.class_effects))
     width_bar = 0.8 / n_way
@@ -165,8 +176,6 @@ def draw_attribution(
     ax_bars.set_title("writes of one label removed,\nper block and from all blocks", fontsize=8)
     ax_bars.tick_params(labelsize=7)
     ax_bars.legend(fontsize=6, ncols=2)
-    fig.savefig(path, dpi=150, bbox_inches="tight")
-    plt.close(fig)
 
 
 def draw_fast_weights(explanation: Explanation, layer: int, head: int, path: Path) -> None:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from fwp.config import leaves, to_dict
+from fwp.config import flat
 from fwp.errors import UserError
 from fwp.fewshot.checkpoint import read_config
 from fwp.fewshot.config import RunConfig
@@ -57,21 +57,11 @@ def eval_file(split: str) -> str:
     return f"eval_{split}.json"
 
 
-def _flat(config: dict) -> dict[str, object]:
-    out = {}
-    for path, _, _ in leaves(RunConfig):
-        value = config
-        for key in path:
-            value = value[key]
-        out[path[-1]] = value
-    return out
-
-
 def collect(runs: list[Path], split: str = "test") -> list[Group]:
     """Read each run's config and evaluation, group them, and label the groups by what differs."""
     groups: dict[tuple, Group] = {}
     for run in runs:
-        settings = _flat(to_dict(read_config(run)))
+        settings = flat(RunConfig, read_config(run))
         path = run / eval_file(split)
         if not path.is_file():
             raise UserError(

@@ -1,254 +1,31 @@
-"""``fwp fewshot sweep``: a grid of configs × seeds, trained, evaluated and compared.
+"""``fwp fewshot sweep``: a grid of configs × seeds (:mod:`fwp.fewshot.grid`), trained,
+evaluated and compared, through the sweep engine (:mod:`fwp.runs.sweep`).
 
-A grid is a list of named configs (each a preset plus field overrides, all of them with the
-grid's shared overrides, times every combination of the ``vary`` values) and a list of seeds.
 Run ``(config, seed)`` trains in ``DIR/runs/<config>/seed<k>/`` through
 :func:`fwp.fewshot.train.train`, then is evaluated on the same fixed test episodes at every
 K_test of the grid (``DIR/runs/<config>/seed<k>/sweep_eval.json``, with each episode's accuracy
 for paired comparisons). Started again with the same grid, a sweep skips evaluated runs, resumes
 half-trained ones from their checkpoint, and refuses a run folder whose saved config differs from
 the grid's. ``DIR/report.md`` and its plots are rewritten after every finished run
-(:mod:`fwp.fewshot.sweep_report`).
-
-Grid file (TOML)::
-
-    seeds = [1, 2, 3]
-    k_test = [1, 5, 10, 15]
-    test_episodes = 1000
-    compare = [["table2_k5+beta2=0", "k10_kp1+beta2=0"]]  # (off, on) pairs besides the β2 pairs
-    [set]                     # every config: field = value (flag names, - or _)
-    steps = 800
-    dataset = "cluttered_glyphs"
-    [vary]                    # every config × every combination of these values
-    beta2 = [0.0, 5.0]
-    [[configs]]               # one per config: a preset, a name, more fields
-    preset = "table2_k5"
-    [[configs]]
-    name = "k10_kp1"
-    preset = "table1_k10_kp5"
-    k_extra = 1
-
-A grid file may start from another with ``base = "NAME"`` (a grid shipped in
-``fwp/fewshot/sweeps/`` or a path): its ``set`` and ``vary`` entries are updated key by key, every
-other key (``configs`` included) is replaced when given, and ``compare`` goes with the configs:
-a file that gives configs and no ``compare`` has none.
+(:mod:`fwp.fewshot.sweep_report`). One sweep at a time per DIR.
 """
 
 from __future__ import annotations
 
-import itertools
 import json
 import os
 import time
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from fwp import config as core
-from fwp.config import leaves, read_file, to_dict, write_atomic
-from fwp.errors import UserError
-from fwp.fewshot.checkpoint import CHECKPOINT, CONFIG
-from fwp.fewshot.config import RunConfig, from_dict, preset
-
-GRIDS_DIR = Path(__file__).parent / "sweeps"
-EVAL = "sweep_eval.json"
-GRID = "grid.json"
-# Fields that say where or how a run ran, not what it learns: they may differ between a run
-# folder and the grid (e.g. another --jobs gives each run another thread count).
-RUNTIME = ("seed", "threads", "device", "log_every", "amp")
-GRID_KEYS = ("seeds", "k_test", "test_episodes", "split", "set", "vary", "configs", "compare")
-
-
-def _paths() -> dict[str, tuple[str, ...]]:
-    return {path[-1]: path for path, _, _ in leaves(RunConfig)}
-
-
-def _nested(flat: dict[str, Any], where: str) -> dict:
-    """``{"k_shot": 5, "steps": 10}`` → ``{"data": {"k_shot": 5}, "steps": 10}``."""
-    paths, out = _paths(), {}
-    for key, value in flat.items():
-        name = key.replace("-", "_")
-        if name not in paths:
-            raise UserError(f"unknown field {key!r} in {where}; fields are the flags of "
-                            "`fwp fewshot train` (e.g. steps, k_shot, beta2)")
-        node = out
-        for part in paths[name][:-1]:
-            node = node.setdefault(part, {})
-        node[paths[name][-1]] = value
-    return out
-
-
-def flat_config(config: RunConfig | dict) -> dict[str, Any]:
-    """Leaf name → value of a config (the flag names, underscored)."""
-    data = to_dict(config) if isinstance(config, RunConfig) else config
-    out = {}
-    for path, _, _ in leaves(RunConfig):
-        value = data
-        for key in path:
-            value = value[key]
-        out[path[-1]] = value
-    return out
-
-
-def merge(data: dict, update: dict, where: str) -> None:
-    """Write the partial run config ``update`` into ``data`` (see :func:`fwp.config.merge`)."""
-    core.merge(data, update, where, RunConfig)
-
-
-def _label(value: Any) -> str:
-    text = f"{value:g}" if isinstance(value, float) else str(value).lower()
-    return "".join(c if c.isalnum() or c in "._-" else "_" for c in text)
-
-
-@dataclass
-class Grid:
-    """Named configs (resolved, seed aside) × seeds, evaluated at ``k_test`` on
-    ``test_episodes`` fixed episodes of ``split``."""
-
-    configs: dict[str, RunConfig]
-    seeds: list[int]
-    k_test: list[int] = field(default_factory=lambda: [1, 5, 10, 15])
-    test_episodes: int = 1000
-    split: str = "test"
-    compare: list[tuple[str, str]] = field(default_factory=list)
-
-    def runs(self, root: Path) -> list[tuple[str, int, Path]]:
-        """(config, seed, run folder), seed by seed: a sweep cut short has every config's
-        first seeds, so the paired comparisons start early."""
-        return [(name, seed, root / "runs" / name / f"seed{seed}")
-                for seed in self.seeds for name in self.configs]
-
-    def config(self, name: str, seed: int, threads: int) -> RunConfig:
-        data = to_dict(self.configs[name])
-        data["seed"], data["threads"] = seed, threads
-        return from_dict(data)
-
-    def restricted(self, names: list[str]) -> Grid:
-        """The grid with only the configs ``names``."""
-        unknown = [n for n in names if n not in self.configs]
-        if unknown:
-            raise UserError(f"--only {', '.join(unknown)}: no such config in the grid; its "
-                            f"configs are {', '.join(self.configs)}")
-        return Grid({n: c for n, c in self.configs.items() if n in names}, self.seeds,
-                    self.k_test, self.test_episodes, self.split,
-                    [(a, b) for a, b in self.compare if a in names and b in names])
-
-    def to_json(self) -> dict:
-        return {"configs": {n: to_dict(c) for n, c in self.configs.items()},
-                "seeds": self.seeds, "k_test": self.k_test,
-                "test_episodes": self.test_episodes, "split": self.split,
-                "compare": [list(pair) for pair in self.compare]}
-
-    @classmethod
-    def from_json(cls, data: dict) -> Grid:
-        return cls({n: from_dict(c) for n, c in data["configs"].items()}, list(data["seeds"]),
-                   list(data["k_test"]), int(data["test_episodes"]), data["split"],
-                   [tuple(pair) for pair in data.get("compare", [])])
-
-
-def build_grid(spec: dict, where: str = "the grid") -> Grid:
-    """A :class:`Grid` from a spec dict (the TOML file's form; see the module docstring)."""
-    unknown = sorted(set(spec) - set(GRID_KEYS))
-    if unknown:
-        raise UserError(f"unknown key {', '.join(unknown)} in {where}; known: "
-                        f"{', '.join(GRID_KEYS)}")
-    entries = spec.get("configs") or []
-    if not entries:
-        raise UserError(f"{where} has no configs: give --preset NAME (repeatable) or "
-                        "[[configs]] entries")
-    seeds = [int(s) for s in spec.get("seeds", [1, 2, 3])]
-    k_test = [int(k) for k in spec.get("k_test", [1, 5, 10, 15])]
-    if not seeds or len(set(seeds)) != len(seeds):
-        raise UserError(f"{where}: seeds must be a non-empty list of distinct integers")
-    if not k_test or min(k_test) < 1:
-        raise UserError(f"{where}: k_test must be a non-empty list of integers ≥ 1")
-    shared = _nested(spec.get("set", {}), f"{where} [set]")
-    vary = spec.get("vary", {})
-    for key, values in vary.items():
-        if not isinstance(values, list) or not values:
-            raise UserError(f"{where} [vary]: {key} needs a non-empty list of values")
-    _nested({k: None for k in vary}, f"{where} [vary]")
-    configs: dict[str, RunConfig] = {}
-    for entry in entries:
-        entry = dict(entry)
-        name = entry.pop("name", None) or entry.get("preset")
-        if not name:
-            raise UserError(f"{where}: a config without a preset needs a name")
-        data = to_dict(RunConfig())
-        if entry.get("preset"):
-            merge(data, preset(entry.pop("preset")), f"preset of {name}")
-        merge(data, shared, f"{where} [set]")
-        merge(data, _nested(entry, f"config {name}"), f"config {name}")
-        for combination in itertools.product(*vary.values()):
-            chosen = dict(zip(vary, combination))
-            full = json.loads(json.dumps(data))
-            merge(full, _nested(chosen, f"{where} [vary]"), f"{where} [vary]")
-            label = "+".join([name] + [f"{k.replace('-', '_')}={_label(v)}"
-                                       for k, v in chosen.items()])
-            if label in configs:
-                raise UserError(f"{where}: two configs are named {label!r}; give each a name")
-            config = from_dict(full, f"config {label}")
-            config.validate()
-            configs[label] = config
-    compare = []
-    for pair in spec.get("compare", []):
-        if not (isinstance(pair, list) and len(pair) == 2):
-            raise UserError(f"{where}: compare takes pairs of config names, e.g. "
-                            f'compare = [["off", "on"]] (got {pair!r})')
-        unknown = [n for n in pair if n not in configs]
-        if unknown:
-            raise UserError(f"{where}: compare names {', '.join(map(repr, unknown))}, not a "
-                            f"config of the grid; its configs are {', '.join(configs)}")
-        compare.append((pair[0], pair[1]))
-    return Grid(configs, seeds, k_test, int(spec.get("test_episodes", 1000)),
-                spec.get("split", "test"), compare)
-
-
-def read_grid_file(path: str | Path, _seen: tuple[Path, ...] = ()) -> dict:
-    """A grid spec from a TOML file, or from a grid shipped in ``fwp/fewshot/sweeps/``, on top
-    of the grid named by its ``base`` key if it has one."""
-    path = Path(path)
-    if not path.is_file() and (GRIDS_DIR / f"{path}.toml").is_file():
-        path = GRIDS_DIR / f"{path}.toml"
-    if not path.is_file():
-        shipped = ", ".join(sorted(p.stem for p in GRIDS_DIR.glob("*.toml")))
-        raise UserError(f"grid file {path} does not exist (grids shipped with fwp: {shipped})")
-    spec = read_file(path)
-    if "base" not in spec:
-        return spec
-    if path.resolve() in _seen:
-        raise UserError(f"grid file {path}: its base chain comes back to itself; remove a base")
-    parent = read_grid_file(spec.pop("base"), _seen + (path.resolve(),))
-    combined = {**parent, **spec}
-    if "configs" in spec and "compare" not in spec:
-        combined.pop("compare", None)
-    for key in ("set", "vary"):
-        combined[key] = {**parent.get(key, {}), **spec.get(key, {})}
-    return combined
-
-
-# -- run state ---------------------------------------------------------------------------------
-
-
-def differences(saved: dict, wanted: RunConfig) -> list[str]:
-    """``field: saved → wanted`` for each learning-relevant field that differs."""
-    now, before = flat_config(wanted), flat_config(from_dict(saved))
-    return [f"{k}: {before[k]!r} → {now[k]!r}" for k in now
-            if k not in RUNTIME and before[k] != now[k]]
-
-
-def check_runs(grid: Grid, root: Path) -> None:
-    """Raise before any work if a run folder holds a run of another config."""
-    for name, _, run in grid.runs(root):
-        path = run / CONFIG
-        if path.is_file():
-            changed = differences(json.loads(path.read_text()), grid.configs[name])
-            if changed:
-                raise UserError(
-                    f"{run} was trained with another config ({'; '.join(changed)}); the grid's "
-                    f"config {name!r} changed: give it another name, use another sweep folder, "
-                    f"or delete {run} to retrain it"
-                )
+from fwp.config import to_dict, write_atomic
+from fwp.errors import RunStopped
+from fwp.fewshot.config import from_dict
+from fwp.fewshot.grid import EVAL, GRID, Grid
+from fwp.runs import CHECKPOINT, RunFolder, load_checkpoint
+from fwp.runs.sweep import Estimate, check_run_folders, duration, run_all
 
 
 def _evaluated(run: Path, grid: Grid) -> bool:
@@ -264,13 +41,7 @@ def trained_steps(run: Path) -> int:
     """Optimiser steps in the run's checkpoint (0 if none)."""
     if not (run / CHECKPOINT).is_file():
         return 0
-    import torch
-
-    return int(torch.load(run / CHECKPOINT, map_location="cpu", weights_only=False)["step"])
-
-
-class Stopped(Exception):
-    """A run stopped by Ctrl-C after saving its checkpoint: the sweep stops, resumable."""
+    return int(load_checkpoint(run / CHECKPOINT)["step"])
 
 
 @dataclass
@@ -301,8 +72,8 @@ def run_task(task: Task) -> dict[str, Any]:
     start = time.perf_counter()
     summary = train(config, run, resume=start_step > 0, progress=False)
     if summary["status"] != "finished":
-        raise Stopped(f"{task.name}/seed{task.seed} stopped at step {summary['step']} with its "
-                      "checkpoint saved")
+        raise RunStopped(f"{task.name}/seed{task.seed} stopped at step {summary['step']} with "
+                         "its checkpoint saved", summary["signal"])
     trained = time.perf_counter() - start
     model, source = load_trained(run, config, "best")
     dataset = load_split(config, task.split)
@@ -319,29 +90,8 @@ def run_task(task: Task) -> dict[str, Any]:
             "train_s": trained, "total_s": time.perf_counter() - start}
 
 
-def _duration(seconds: float) -> str:
-    seconds = int(round(seconds))
-    h, m, s = seconds // 3600, seconds // 60 % 60, seconds % 60
-    return f"{h}h{m:02d}m" if h else f"{m}m{s:02d}s"
-
-
-def sweep(
-    grid: Grid, root: str | Path, *, jobs: int = 1, threads: int = 0,
-    log=print, report: bool = True,
-) -> list[dict[str, Any]]:
-    """Train and evaluate every run of ``grid`` under ``root`` that is not evaluated yet.
-
-    ``jobs`` runs train at once (in separate processes when > 1), each with
-    ``threads // jobs`` CPU threads (``threads`` 0: all cores). Returns the finished runs'
-    timings.
-    """
-    root = Path(root)
-    if jobs < 1:
-        raise UserError(f"--jobs must be at least 1 (got {jobs})")
-    check_runs(grid, root)
-    root.mkdir(parents=True, exist_ok=True)
-    write_atomic(root / GRID, grid.to_json())
-    per_job = max(1, (threads or os.cpu_count() or 1) // jobs)
+def pending_tasks(grid: Grid, root: Path, per_job: int) -> tuple[list[Task], dict]:
+    """The runs not evaluated yet, and the steps each has left."""
     pending, steps_left = [], {}
     for name, seed, run in grid.runs(root):
         if _evaluated(run, grid):
@@ -350,79 +100,63 @@ def sweep(
         pending.append(Task(name, seed, str(run), to_dict(config), grid.k_test,
                             grid.test_episodes, grid.split, per_job))
         steps_left[(name, seed)] = config.steps - trained_steps(run)
-    total = len(grid.configs) * len(grid.seeds)
-    log(f"sweep {root}: {len(grid.configs)} configs × {len(grid.seeds)} seeds = {total} runs, "
-        f"{total - len(pending)} done, {len(pending)} to run ({sum(steps_left.values())} steps) "
-        f"with {jobs} job(s) × {per_job} thread(s)")
-    done: list[dict[str, Any]] = []
-    started = time.perf_counter()
+    return pending, steps_left
 
-    def finished(result: dict[str, Any]) -> None:
-        done.append(result)
-        steps_left.pop((result["name"], result["seed"]))
-        # training time per step and test time per run apart: a resumed run trains few steps
-        # but is tested in full
-        seconds_per_step = sum(r["train_s"] for r in done) / max(1, sum(r["steps"] for r in done))
-        test_s = sum(r["total_s"] - r["train_s"] for r in done) / len(done)
-        left = ((sum(steps_left.values()) * seconds_per_step + len(steps_left) * test_s)
-                / min(jobs, max(1, len(steps_left))))
-        log(f"[{total - len(steps_left)}/{total}] {result['name']}/seed{result['seed']}: "
-            f"{result['steps']} steps + evaluation in {_duration(result['total_s'])}; "
-            f"{len(steps_left)} run{'' if len(steps_left) == 1 else 's'} left, "
-            f"about {_duration(left)} "
-            f"(elapsed {_duration(time.perf_counter() - started)})")
-        if report:
-            from fwp.fewshot.sweep_report import write_report
 
-            write_report(root, grid)
+def sweep(
+    grid: Grid, root: str | Path, *, jobs: int = 1, threads: int = 0,
+    log: Callable[[str], None] = print, report: bool = True,
+) -> list[dict[str, Any]]:
+    """Train and evaluate every run of ``grid`` under ``root`` that is not evaluated yet.
 
-    try:
-        if jobs == 1:
-            for task in pending:
-                step = trained_steps(Path(task.run))
-                log(f"start {task.name}/seed{task.seed}"
-                    + (f" (resuming at step {step})" if step else ""))
-                finished(run_task(task))
-        else:
-            import multiprocessing
-            from concurrent.futures import ProcessPoolExecutor, as_completed
+    ``jobs`` runs train at once (in separate processes when > 1), each with
+    ``threads // jobs`` CPU threads (``threads`` 0: all cores). Returns the finished runs'
+    timings.
+    """
+    root = Path(root)
+    per_job = max(1, (threads or os.cpu_count() or 1) // max(1, jobs))
+    check_run_folders(
+        [(name, run, grid.config(name, seed, per_job)) for name, seed, run in grid.runs(root)],
+        "give it another name, use another sweep folder, or delete that run folder to retrain "
+        "it")
+    with RunFolder(root).locked("sweep"):
+        write_atomic(root / GRID, grid.to_json())
+        pending, steps_left = pending_tasks(grid, root, per_job)
+        total = len(grid.configs) * len(grid.seeds)
+        log(f"sweep {root}: {len(grid.configs)} configs × {len(grid.seeds)} seeds = {total} "
+            f"runs, {total - len(pending)} done, {len(pending)} to run "
+            f"({sum(steps_left.values())} steps) with {jobs} job(s) × {per_job} thread(s)")
+        done: list[dict[str, Any]] = []
+        estimate = Estimate(steps_left, jobs)
 
-            pool = ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn"))
-            try:
-                futures = [pool.submit(run_task, task) for task in pending]
-                log(f"started {', '.join(f'{t.name}/seed{t.seed}' for t in pending[:jobs])}")
-                for future in as_completed(futures):
-                    finished(future.result())
-            finally:  # on a stop: no new runs; the running ones save their checkpoints
-                pool.shutdown(wait=True, cancel_futures=True)
-    except (Stopped, KeyboardInterrupt) as stop:
-        log(f"sweep stopped ({stop or 'Ctrl-C'}); run the same command to resume")
-    if report and not pending:
-        from fwp.fewshot.sweep_report import write_report
+        def finished(result: dict[str, Any]) -> None:
+            done.append(result)
+            left = estimate.finish((result["name"], result["seed"]), result["steps"],
+                                   result["train_s"], result["total_s"])
+            log(f"[{total - len(estimate.steps_left)}/{total}] {result['name']}/seed"
+                f"{result['seed']}: {result['steps']} steps + evaluation in "
+                f"{duration(result['total_s'])}; {left}")
+            if report:
+                _write_report(root, grid)
 
-        write_report(root, grid)
+        def started(tasks: list[Task]) -> None:
+            if jobs > 1:
+                log(f"started {', '.join(f'{t.name}/seed{t.seed}' for t in tasks)}")
+                return
+            step = trained_steps(Path(tasks[0].run))
+            log(f"start {tasks[0].name}/seed{tasks[0].seed}"
+                + (f" (resuming at step {step})" if step else ""))
+
+        try:
+            run_all(pending, run_task, jobs, finished, started)
+        except (RunStopped, KeyboardInterrupt) as stop:
+            log(f"sweep stopped ({stop or 'Ctrl-C'}); run the same command to resume")
+        if report and not pending:
+            _write_report(root, grid)
     return done
 
 
-def grid_spec_from_args(presets: list[str], sets: list[tuple[str, Any]],
-                        varies: list[tuple[str, list]], seeds: list[int] | None,
-                        k_test: list[int] | None, episodes: int | None,
-                        base: dict | None = None) -> dict:
-    """The grid spec of a command line (on top of a grid file's ``base`` spec)."""
-    spec = json.loads(json.dumps(base or {}))
-    if presets:
-        spec["configs"] = spec.get("configs", []) + [{"preset": p} for p in presets]
-    spec.setdefault("set", {}).update(dict(sets))
-    spec.setdefault("vary", {}).update(dict(varies))
-    for key, value in (("seeds", seeds), ("k_test", k_test), ("test_episodes", episodes)):
-        if value is not None:
-            spec[key] = value
-    return spec
+def _write_report(root: Path, grid: Grid) -> None:
+    from fwp.fewshot.sweep_report import write_report
 
-
-def load_saved_grid(root: Path) -> Grid:
-    path = root / GRID
-    if not path.is_file():
-        raise UserError(f"{root} holds no sweep ({GRID} missing); give --grid FILE or --preset")
-    return Grid.from_json(json.loads(path.read_text()))
-
+    write_report(root, grid)

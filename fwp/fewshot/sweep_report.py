@@ -3,7 +3,9 @@
 Per config and K_test: mean ± std over the seeds evaluated so far. For every pair of configs that
 differ only in β2, one with β2 = 0 (off) and one with β2 > 0 (on), and every pair of the grid's
 ``compare`` list: the paired difference on − off per seed, its 95 % t-interval over seeds, its
-95 % interval over test episodes and the verdict (:mod:`fwp.fewshot.stats`). Per config also
+95 % interval over test episodes and the verdict; beside it the Holm-adjusted p-value and
+verdict over all the report's comparisons, and the seeds that a 3-point difference needs
+(:mod:`fwp.stats`). Per config also
 the validation accuracy during training (from each evaluated run's ``metrics.jsonl``), mean over
 seeds: when a config leaves chance shows there. The computation is :func:`summarise`; writing
 and plotting are apart from it.
@@ -18,8 +20,10 @@ from pathlib import Path
 import numpy as np
 
 from fwp.fewshot.checkpoint import METRICS
-from fwp.fewshot.stats import PairedDifference, paired_difference
-from fwp.fewshot.sweep import EVAL, RUNTIME, Grid, flat_config
+from fwp.fewshot.config import RunConfig
+from fwp.fewshot.grid import EVAL, Grid, flat_config
+from fwp.runs.policy import policies
+from fwp.stats import PairedDifference, holm_verdicts, paired_difference, seeds_needed
 
 SHOWN = ("k_shot", "k_extra", "beta1", "beta2", "beta3", "distill", "model", "steps")
 
@@ -54,10 +58,11 @@ def validation_curve(run: Path) -> dict[int, float]:
 def beta2_pairs(grid: Grid) -> list[tuple[str, str]]:
     """(off, on) config names that differ only in β2, off with β2 = 0 and on with β2 > 0."""
     flat = {name: flat_config(c) for name, c in grid.configs.items()}
+    runtime = {p[-1] for p, (rule, _) in policies(RunConfig).items() if rule == "runtime"}
     pairs = []
     for off, a in flat.items():
         for on, b in flat.items():
-            differing = {k for k in a if k not in RUNTIME and a[k] != b[k]}
+            differing = {k for k in a if k not in runtime | {"seed"} and a[k] != b[k]}
             if differing == {"beta2"} and a["beta2"] == 0 < b["beta2"]:
                 pairs.append((off, on))
     return pairs
@@ -131,6 +136,13 @@ def markdown(grid: Grid, summary: Summary, root: Path) -> str:
         f"{grid.split} episodes per K_test (5 queries per episode), best validation checkpoint."
         + ("" if done == total else " **Partial: runs are missing.**"),
         "",
+    ]
+    return "\n".join(lines + _accuracy_tables(grid, summary) + _pair_tables(grid, summary)
+                     + _curve_table(grid, summary))
+
+
+def _accuracy_tables(grid: Grid, summary: Summary) -> list[str]:
+    lines = [
         "## Accuracy (%): mean ± std over seeds (n seeds)",
         "",
         "| config | " + " | ".join(f"K_test {k}" for k in grid.k_test) + " |",
@@ -153,7 +165,11 @@ def markdown(grid: Grid, summary: Summary, root: Path) -> str:
         flat = flat_config(config)
         lines.append(f"| {name} | " + " | ".join(
             f"{flat[k]:g}" if isinstance(flat[k], float) else str(flat[k]) for k in SHOWN) + " |")
-    lines += [
+    return lines
+
+
+def _pair_tables(grid: Grid, summary: Summary) -> list[str]:
+    lines = [
         "",
         "## Paired differences on − off (points), by seed and by test episode",
         "",
@@ -169,20 +185,41 @@ def markdown(grid: Grid, summary: Summary, root: Path) -> str:
     if not summary.pairs:
         lines.append("No two configs of this grid differ only in β2, and it has no `compare` "
                      "list.")
+        return lines
+    cells = [(off, on, k) for off, on, by_k in summary.pairs for k in grid.k_test if k in by_k]
+    by_cell = {(off, on): by_k for off, on, by_k in summary.pairs}
+    adjusted = dict(zip(cells, holm_verdicts([by_cell[(off, on)][k] for off, on, k in cells])))
+    lines += [
+        f"Holm: the paired t-test's p-value of each of the report's {len(cells)} comparisons, "
+        "adjusted (Holm 1979) so that all of them together keep a 5 % chance of any false gain "
+        "or loss, and the verdict at that level. Seeds for 3 points: how many seeds the measured "
+        "spread of the per-seed differences needs to detect a 3-point difference (two-sided "
+        "α = 0.05, power 0.8, t-based).",
+        "",
+    ]
     for off, on, by_k in summary.pairs:
         lines += [f"### {on} − {off}", "",
-                  "| K_test | per seed | mean | 95 % over seeds | 95 % over episodes | verdict |",
-                  "|---:|---|---:|---|---|---|"]
+                  "| K_test | per seed | mean | 95 % over seeds | 95 % over episodes | verdict "
+                  "| p (Holm) | verdict (Holm) | seeds for 3 points |",
+                  "|---:|---|---:|---|---|---|---:|---|---:|"]
         for k in grid.k_test:
             if k not in by_k:
-                lines.append(f"| {k} | – | – | – | – | no paired runs yet |")
+                lines.append(f"| {k} | – | – | – | – | no paired runs yet | – | – | – |")
                 continue
             d = by_k[k]
             per_seed = ", ".join(f"{s}: {v:+.1f}" for s, v in zip(d.seeds, d.per_seed))
             episodes = _interval(d.over_episodes) if d.over_episodes else "–"
+            p, holm_verdict = adjusted[(off, on, k)]
+            needed = seeds_needed(d.sd)
             lines.append(f"| {k} | {per_seed} | {d.over_seeds.mean:+.2f} | "
-                         f"{_interval(d.over_seeds)} | {episodes} | {d.verdict} |")
+                         f"{_interval(d.over_seeds)} | {episodes} | {d.verdict} | {p:.3g} | "
+                         f"{holm_verdict} | {needed if needed is not None else '–'} |")
         lines.append("")
+    return lines
+
+
+def _curve_table(grid: Grid, summary: Summary) -> list[str]:
+    lines = []
     curves = mean_curves(grid, summary)
     steps = sorted({s for c in curves.values() for s in c[0]})
     if steps:
@@ -199,7 +236,7 @@ def markdown(grid: Grid, summary: Summary, root: Path) -> str:
     lines += ["![accuracy against K_test](accuracy_vs_k.png)", ""]
     if summary.pairs:
         lines += ["![paired differences](bootstrap_differences.png)", ""]
-    return "\n".join(lines)
+    return lines
 
 
 def _save(fig, ax, path: Path, xlabel: str, ylabel: str) -> None:

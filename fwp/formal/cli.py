@@ -10,6 +10,7 @@ from fwp.formal.config import add_config_flags, config_from_args
 from fwp.formal.data import Bin
 from fwp.formal.languages import END, LANGUAGES
 from fwp.layers import LAYERS
+from fwp.runs.folder import check_output_path
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -102,6 +103,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     config = config_from_args(args)
     out = Path(args.out or f"runs/formal/{config.language}-{config.network.model}-s{config.seed}")
+    check_output_path(out)
     metrics = train(config, out)
     print(f"{out}: {metrics['steps_run']} steps in {metrics['train_seconds']:.0f} s")
     _print_bins(metrics["bins"])
@@ -112,6 +114,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from fwp.config import write_atomic
     from fwp.formal.train import evaluate_bins, load_model
 
+    check_output_path(Path(args.run), "the run folder")  # eval.json goes there
     config, model = load_model(Path(args.run))
     if args.eval_size is not None:
         if args.eval_size < 1:
@@ -136,7 +139,14 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     # is ignored by default) still adds its wall time to sweep.json; every run resumes.
     # The handlers are put back afterwards, so a caller in the same process (a test, a notebook)
     # keeps its own Ctrl-C behaviour.
+    specs: dict[str, ModelSpec] = {}
+    for spec in map(ModelSpec.parse, args.models):
+        first = specs.setdefault(spec.label, spec)
+        if (first.layer, first.options) != (spec.layer, spec.options):
+            raise UserError(f"--models names {spec.label!r} twice, as two different models; "
+                            "give each its own LABEL=LAYER:KEY=VALUE,…")
     previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGTERM, signal.SIGINT)}
+    check_output_path(Path(args.out))
     try:
         base = config_from_args(args, language=args.languages[0],
                                 model=ModelSpec.parse(args.models[0]).layer)
@@ -154,6 +164,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 def cmd_report(args: argparse.Namespace) -> int:
     from fwp.formal.report import write_report
 
+    check_output_path(Path(args.dir), "DIR")
     md_path, png_path, text = write_report(Path(args.dir))
     print(text)
     print(f"report: {md_path}, heat map: {png_path}")

@@ -19,6 +19,14 @@ PROTOCOLS = ("published", "stream")
 SELECTIONS = ("validation", "published", "last")
 
 
+PUBLISHED_LAYERS: dict[str, tuple[dict, str]] = {
+    # SRWMlayer of the public code: 4 rates, w_b mean −1, W_q std 0.01/√D (others 1/√D), and
+    # out = LN(h) + Drop(Lin(SRWM(h))) with the SRWM reading the raw h.
+    "srwm": ({"n_beta": 4, "beta_init_mean": -1.0, "query_init_scale": 0.01}, "normed_skip"),
+}
+"""layer → (options, residual) of the public formal-language code (other layers: pre_norm)."""
+
+
 @dataclass
 class ModelConfig:
     """Token embedding → LayerStack of ``layers`` × ``model`` → LayerNorm → multi-label head."""
@@ -31,7 +39,7 @@ class ModelConfig:
     dropout: float = option(0.0, "dropout in the blocks")
     pos_encoding: str = option("none", "none (as Irie et al. 2023) or sinusoidal",
                                choices=("none", "sinusoidal"))
-    options: dict[str, Any] = option(
+    layer_options: dict[str, Any] = option(
         {}, "a keyword option of the layer class, e.g. n_beta=4 for srwm (or a JSON object)",
         flag="layer-option", aliases=("options",))
     layer_defaults: str = option(
@@ -41,6 +49,15 @@ class ModelConfig:
     residual: str = option(
         "published", "block residual: published (the public code's block of the layer) or one "
         "of fwp.layers.Block's", choices="fwp.formal.model:RESIDUALS")
+
+    def layer_settings(self) -> tuple[dict, str]:
+        """The layer options and block residual this model config resolves to."""
+        options, residual = {}, "pre_norm"
+        if self.layer_defaults == "published" and self.model in PUBLISHED_LAYERS:
+            options, residual = PUBLISHED_LAYERS[self.model]
+        if self.residual != "published":
+            residual = self.residual
+        return {**options, **self.layer_options}, residual
 
 
 @dataclass
@@ -70,8 +87,9 @@ class RunConfig:
     eval_size: int = option(500, "test strings per bin")
     data_seed: int = option(1234, "seeds the data sets (the same for every model)")
     seed: int = option(1, "seeds initialisation and the order (or stream) of training strings")
-    epochs: int = option(300, "passes over the training set (published protocol)")
-    steps: int = option(3000, "optimiser steps (stream protocol)")
+    epochs: int = option(300, "passes over the training set (published protocol)",
+                         resume="announce")
+    steps: int = option(3000, "optimiser steps (stream protocol)", resume="announce")
     batch_size: int = option(32, "strings per step")
     lr: float = option(1e-3, "Adam's learning rate")
     adam_betas: list[float] = option([0.9, 0.995], "Adam's β1 β2")
@@ -85,7 +103,7 @@ class RunConfig:
     stop_after_perfect: int = option(
         1, "stop once the selection score has been 100 % this many evaluations in a row "
         "(0: never)")
-    threads: int = option(0, "torch CPU threads (0: leave torch's default)")
+    threads: int = option(0, "torch CPU threads (0: leave torch's default)", resume="runtime")
 
     def validate(self) -> None:
         from fwp.formal.data import Bin
@@ -93,6 +111,9 @@ class RunConfig:
 
         get_language(self.language)  # also takes a few aliases, e.g. dyck1
         check_choices(self, skip=("language",))
+        from fwp.layers import check_layer_options
+
+        check_layer_options(self.network.model, self.network.layer_settings()[0])
         Bin.parse(self.train_bin)
         if not self.bins:
             raise UserError("no test bins given; pass e.g. --bins 1-50 51-100")
@@ -111,6 +132,12 @@ class RunConfig:
         for name, value in positive.items():
             if value < 1:
                 raise UserError(f"--{flag_name(name)} must be at least 1 (got {value})")
+        repeated = sorted({str(Bin.parse(b)) for b in self.bins if self.bins.count(b) > 1})
+        if repeated:
+            raise UserError(f"--bins names {', '.join(repeated)} twice; give each bin once")
+        for name in ("threads", "weight_decay", "grad_clip", "stop_after_perfect"):
+            if getattr(self, name) < 0:
+                raise UserError(f"--{flag_name(name)} must be ≥ 0 (got {getattr(self, name)})")
         if self.lr <= 0:
             raise UserError(f"--lr must be positive (got {self.lr})")
         if self.network.d_model % self.network.heads:
@@ -120,6 +147,16 @@ class RunConfig:
             )
         if not 0.0 <= self.network.dropout < 1.0:
             raise UserError(f"--dropout must be in [0, 1) (got {self.network.dropout})")
+
+    def unused(self) -> dict[str, str]:
+        """Fields this run never reads, each with why (a flag given for one is refused)."""
+        if self.protocol == "published":
+            return {"steps": "it counts the steps of --protocol stream; the published protocol "
+                             "trains --epochs passes over its fixed data sets (or add "
+                             "--protocol stream)"}
+        why = ("it sizes the published protocol's fixed data sets; --protocol stream trains "
+               "--steps steps on fresh strings")
+        return {"epochs": why, "train_size": why}
 
 
 def from_dict(data: dict, where: str = "config") -> RunConfig:
@@ -136,11 +173,15 @@ def add_config_flags(parser: argparse.ArgumentParser, skip: tuple[str, ...] = ()
 
 def config_from_args(args: argparse.Namespace, **fixed: Any) -> RunConfig:
     """Defaults ← ``--config`` file ← flags given ← ``fixed`` (leaf name → value); validated."""
+    from fwp.environment import warn_threads
+
     path = getattr(args, "config", None)
+    flags = core.given(argparse.Namespace(**{**vars(args), **fixed}), RunConfig)
     config = core.resolve(RunConfig, [
         (str(path), core.read_file(path) if path else None),
-        ("the command line", core.given(argparse.Namespace(**{**vars(args), **fixed}),
-                                        RunConfig)),
+        ("the command line", flags),
     ])
     config.validate()
+    core.refuse_unused(config, flags)
+    warn_threads(config.threads)
     return config

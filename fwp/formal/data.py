@@ -159,8 +159,8 @@ def published_data(language_name: str, train_bin: str, bins: list[str], train_si
     if cache_dir is not None:
         digest = hashlib.sha1(json.dumps(key, sort_keys=True).encode()).hexdigest()[:12]
         path = Path(cache_dir) / f"{language.name}-{digest}.json"
-        if path.exists():
-            stored = json.loads(path.read_text())
+        stored = _read_cached(path, key)
+        if stored is not None:
             return DataSets(language, stored["train"], stored["valid"], stored["tests"])
     home = Bin.parse(train_bin)
     rng = np.random.default_rng(bin_seed(seed, language, home))
@@ -190,6 +190,21 @@ def published_data(language_name: str, train_bin: str, bins: list[str], train_si
         path.parent.mkdir(parents=True, exist_ok=True)
         write_atomic(path, {**key, "train": train, "valid": valid, "tests": tests})
     return DataSets(language, train, valid, tests)
+
+
+def _read_cached(path: Path, key: dict) -> dict | None:
+    """The stored data sets of ``key``; None (rebuilt and rewritten) when the file is missing
+    or damaged: cut off, not JSON, or not the sets of ``key``."""
+    try:
+        stored = json.loads(path.read_text())
+        sets = [stored["train"], stored["valid"], *stored["tests"].values()]
+        whole = (all(stored[k] == v for k, v in key.items())
+                 and list(stored["tests"]) == key["bins"]
+                 and all(isinstance(s, list) and all(isinstance(x, str) for x in s)
+                         for s in sets))
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return None
+    return stored if whole else None
 
 
 def batches(strings: list[str], batch_size: int) -> list[list[str]]:

@@ -7,8 +7,9 @@ C = |Σ| + 1 (the alphabet and END); trained with binary cross-entropy per class
 al. 2020). The layer stack is causal, so right padding never changes a real position's output.
 
 With ``layer_defaults="published"`` a layer gets the settings of the public formal-language code
-of Irie, Csordás & Schmidhuber (2023) where it has some (:data:`PUBLISHED_LAYERS`), under any
-option given in ``options``; ``residual="published"`` picks that code's block per layer.
+of Irie, Csordás & Schmidhuber (2023) where it has some
+(:data:`fwp.formal.config.PUBLISHED_LAYERS`), under any
+option given in ``layer_options``; ``residual="published"`` picks that code's block per layer.
 """
 
 from __future__ import annotations
@@ -23,25 +24,13 @@ from fwp.formal.config import ModelConfig
 from fwp.formal.languages import Language
 from fwp.layers.block import RESIDUALS as BLOCK_RESIDUALS
 
-PUBLISHED_LAYERS: dict[str, tuple[dict, str]] = {
-    # SRWMlayer of the public code: 4 rates, w_b mean −1, W_q std 0.01/√D (others 1/√D), and
-    # out = LN(h) + Drop(Lin(SRWM(h))) with the SRWM reading the raw h.
-    "srwm": ({"n_beta": 4, "beta_init_mean": -1.0, "query_init_scale": 0.01}, "normed_skip"),
-}
-"""layer → (options, residual) of the public formal-language code (other layers: pre_norm)."""
-
 RESIDUALS = ("published", *BLOCK_RESIDUALS)
 """``--residual``: ``published`` (the public code's block of the layer) or a block residual."""
 
 
 def layer_settings(config: ModelConfig) -> tuple[dict, str]:
     """The layer options and block residual a model config resolves to."""
-    options, residual = {}, "pre_norm"
-    if config.layer_defaults == "published" and config.model in PUBLISHED_LAYERS:
-        options, residual = PUBLISHED_LAYERS[config.model]
-    if config.residual != "published":
-        residual = config.residual
-    return {**options, **config.options}, residual
+    return config.layer_settings()
 
 
 def available_models() -> list[str]:

@@ -21,9 +21,7 @@ from __future__ import annotations
 import copy
 import itertools
 import json
-import multiprocessing
 import time
-from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -34,7 +32,10 @@ from fwp.errors import UserError
 from fwp.formal.config import RunConfig, from_dict
 from fwp.formal.languages import get_language
 from fwp.formal.report import DATA, RUNS, SWEEP, write_report
-from fwp.formal.train import METRICS, _diff, config_changes, train
+from fwp.formal.train import METRICS, config_changes, train
+from fwp.runs import RunFolder
+from fwp.runs.policy import learning_differences
+from fwp.runs.sweep import check_name, run_all
 
 
 @dataclass(frozen=True)
@@ -58,7 +59,8 @@ class ModelSpec:
                     f"deltanet_neg=deltanet:allow_negative_eigenvalues=true"
                 )
             options[key] = parse_value(value)
-        return cls(label or (text if options else layer), layer, options)
+        return cls(check_name(label or (text if options else layer), "model label"), layer,
+                   options)
 
 
 def run_name(lr: float, layers: int) -> str:
@@ -75,7 +77,7 @@ def run_config(base: RunConfig, language: str, spec: ModelSpec, lr: float, layer
     config = copy.deepcopy(base)
     config.language = language
     config.network.model = spec.layer
-    config.network.options = {**base.network.options, **spec.options}
+    config.network.layer_options = {**base.network.layer_options, **spec.options}
     config.network.layers, config.lr, config.seed = layers, lr, seed
     return config
 
@@ -108,20 +110,15 @@ def valid_key(metrics: dict) -> tuple[float, float]:
     return (metrics["valid"]["seq_acc"], -metrics["valid"]["loss"])
 
 
-def sweep(base: RunConfig, languages: list[str], models: list[str], out: Path,
-          jobs: int = 1, progress: bool = True, seeds: list[int] | None = None,
-          search_lr: list[float] | None = None,
-          search_layers: list[int] | None = None) -> str:
-    """Run every search and seed run not finished yet, then write the report; returns it."""
-    out = Path(out)
-    if not languages or not models:
-        raise UserError("a sweep needs at least one --languages and one --models entry")
-    if jobs < 1:
-        raise UserError(f"--jobs must be at least 1 (got {jobs})")
-    languages = list(dict.fromkeys(get_language(name).name for name in languages))
-    specs = list({s.label: s for s in map(ModelSpec.parse, models)}.values())
+def _rows_and_columns(languages: list[str], models: list[str]) -> tuple[list[str],
+                                                                        list[ModelSpec]]:
+    """The sweep's languages (canonical names) and models, each once; unknown ones refused."""
     from fwp.formal.model import available_models
 
+    if not languages or not models:
+        raise UserError("a sweep needs at least one --languages and one --models entry")
+    languages = list(dict.fromkeys(get_language(name).name for name in languages))
+    specs = list({s.label: s for s in map(ModelSpec.parse, models)}.values())
     registered = available_models()
     unknown = [s.layer for s in specs if s.layer not in registered]
     if unknown:
@@ -129,6 +126,18 @@ def sweep(base: RunConfig, languages: list[str], models: list[str], out: Path,
             f"unknown model(s) {', '.join(unknown)}; registered layers: "
             f"{', '.join(registered) or 'none (fwp.layers missing)'}"
         )
+    return languages, specs
+
+
+def sweep(base: RunConfig, languages: list[str], models: list[str], out: Path,
+          jobs: int = 1, progress: bool = True, seeds: list[int] | None = None,
+          search_lr: list[float] | None = None,
+          search_layers: list[int] | None = None) -> str:
+    """Run every search and seed run not finished yet, then write the report; returns it."""
+    out = Path(out)
+    if jobs < 1:
+        raise UserError(f"--jobs must be at least 1 (got {jobs})")
+    languages, specs = _rows_and_columns(languages, models)
     seeds = list(dict.fromkeys(seeds or [base.seed]))
     grid = list(itertools.product(dict.fromkeys(search_lr or [base.lr]),
                                   dict.fromkeys(search_layers or [base.network.layers])))
@@ -140,7 +149,7 @@ def sweep(base: RunConfig, languages: list[str], models: list[str], out: Path,
     base_dict = to_dict(base)
     del base_dict["language"], base_dict["network"]["model"], base_dict["seed"], base_dict["lr"]
     del base_dict["network"]["layers"], base_dict["threads"]  # threads: see each run's metrics
-    if _diff(info.get("base", base_dict), base_dict):
+    if learning_differences(RunConfig, info.get("base", base_dict), base_dict):
         raise UserError(
             f"{out} already holds a sweep with another base config; repeat the original flags, "
             f"or sweep into a new --out"
@@ -158,39 +167,39 @@ def sweep(base: RunConfig, languages: list[str], models: list[str], out: Path,
             f"{out} already has runs with another config ({len(conflicts)} runs, e.g. "
             f"{conflicts[0]}); repeat the original flags, or sweep into a new --out"
         )
-    out.mkdir(parents=True, exist_ok=True)
-    info["languages"] = list(dict.fromkeys(info.get("languages", []) + languages))
-    info["models"] = {**info.get("models", {}),
-                      **{s.label: {"layer": s.layer, "options": s.options} for s in specs}}
-    info["seeds"], info["search"] = seeds, {"lr": [g[0] for g in grid],
-                                            "layers": [g[1] for g in grid]}
-    info["base"] = base_dict
-    write_atomic(info_path, info)
+    with RunFolder(out).locked("sweep"):
+        info["languages"] = list(dict.fromkeys(info.get("languages", []) + languages))
+        info["models"] = {**info.get("models", {}),
+                          **{s.label: {"layer": s.layer, "options": s.options} for s in specs}}
+        info["seeds"], info["search"] = seeds, {"lr": [g[0] for g in grid],
+                                                "layers": [g[1] for g in grid]}
+        info["base"] = base_dict
+        write_atomic(info_path, info)
 
-    start = time.perf_counter()
-    total = len(search) + len(languages) * len(specs) * (len(seeds) - 1)
-    bar = tqdm(total=total, desc="sweep", unit="run", disable=not progress, dynamic_ncols=True)
-    try:
-        _run_all(base, out, search, jobs, bar)
-        chosen = {}
-        for lang, spec in itertools.product(languages, specs):
-            done = [(valid_key(m), lr, layers) for lr, layers in grid
-                    if (m := _metrics(run_dir(out, lang, spec.label, lr, layers, seeds[0])))]
-            if done:
-                _, lr, layers = max(done, key=lambda d: d[0])
-                chosen[f"{lang}/{spec.label}"] = {"lr": lr, "layers": layers}
-        info["chosen"] = {**info.get("chosen", {}), **chosen}
-        write_atomic(info_path, info)
-        repeats = [(lang, spec, c["lr"], c["layers"], seed)
-                   for seed in seeds[1:] for lang in languages for spec in specs
-                   if (c := chosen.get(f"{lang}/{spec.label}"))]
-        _run_all(base, out, repeats, jobs, bar)
-    finally:
-        bar.close()
-        info = read_file(info_path)
-        info["wall_seconds"] = info.get("wall_seconds", 0.0) + time.perf_counter() - start
-        write_atomic(info_path, info)
-    _, _, text = write_report(out)
+        start = time.perf_counter()
+        total = len(search) + len(languages) * len(specs) * (len(seeds) - 1)
+        bar = tqdm(total=total, desc="sweep", unit="run", disable=not progress, dynamic_ncols=True)
+        try:
+            _run_all(base, out, search, jobs, bar)
+            chosen = {}
+            for lang, spec in itertools.product(languages, specs):
+                done = [(valid_key(m), lr, layers) for lr, layers in grid
+                        if (m := _metrics(run_dir(out, lang, spec.label, lr, layers, seeds[0])))]
+                if done:
+                    _, lr, layers = max(done, key=lambda d: d[0])
+                    chosen[f"{lang}/{spec.label}"] = {"lr": lr, "layers": layers}
+            info["chosen"] = {**info.get("chosen", {}), **chosen}
+            write_atomic(info_path, info)
+            repeats = [(lang, spec, c["lr"], c["layers"], seed)
+                       for seed in seeds[1:] for lang in languages for spec in specs
+                       if (c := chosen.get(f"{lang}/{spec.label}"))]
+            _run_all(base, out, repeats, jobs, bar)
+        finally:
+            bar.close()
+            info = read_file(info_path)
+            info["wall_seconds"] = info.get("wall_seconds", 0.0) + time.perf_counter() - start
+            write_atomic(info_path, info)
+        _, _, text = write_report(out)
     return text
 
 
@@ -210,18 +219,18 @@ def _run_all(base: RunConfig, out: Path, runs: list, jobs: int, bar: tqdm) -> No
         if jobs > 1:
             config.threads = config.threads or 1  # one torch thread per worker by default
         todo.append((to_dict(config), str(folder), str(out / DATA)))
-    if jobs == 1:
-        for args in todo:
-            bar.set_postfix_str(Path(args[1]).relative_to(out / RUNS).as_posix())
-            _report_done(bar, out, _run(*args))
-        return
-    # Spawned workers; the data sets of one language are built by whichever run needs them
-    # first and read back from DIR/data by the others.
-    context = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(max_workers=jobs, mp_context=context) as pool:
-        futures = [pool.submit(_run, *args) for args in todo]
-        for future in as_completed(futures):
-            _report_done(bar, out, future.result())
+
+    def started(tasks: list) -> None:
+        if jobs == 1:
+            bar.set_postfix_str(Path(tasks[0][1]).relative_to(out / RUNS).as_posix())
+
+    # In workers, the data sets of one language are built by whichever run needs them first
+    # and read back from DIR/data by the others.
+    run_all(todo, _run_task, jobs, lambda result: _report_done(bar, out, result), started)
+
+
+def _run_task(args: tuple[dict, str, str]) -> tuple[str, str]:
+    return _run(*args)
 
 
 def _report_done(bar: tqdm, out: Path, result: tuple[str, str]) -> None:

@@ -1,16 +1,18 @@
-"""Training and evaluation of one formal-language run, with a resumable run folder.
+"""Training and evaluation of one formal-language run: its step and its selection rule,
+trained by the run core's loop (:mod:`fwp.runs`).
 
-A run folder holds ``config.json`` (the resolved :class:`RunConfig`), ``checkpoint.pt`` (model,
-optimiser, step, the selected model so far; rewritten atomically every ``eval_every`` steps) and,
-once finished, ``metrics.json`` (per-bin accuracies of the selected model, which rule selected
-it and when, the thread count). Re-running the same config in the same folder resumes from the
-checkpoint, or does nothing when ``metrics.json`` exists.
+A run folder (:mod:`fwp.runs.folder`) holds ``config.json``, ``checkpoint.pt`` (rewritten
+atomically every ``eval_every`` steps), ``best.pt`` (the model selected so far),
+``metrics.jsonl`` and, once finished, ``metrics.json`` (per-bin accuracies of the selected
+model, which rule selected it and when, the thread count). Re-running the same config in the
+same folder resumes from the checkpoint, or does nothing when ``metrics.json`` exists; a re-run
+may change only the fields whose resume policy allows it (``epochs``, ``steps``, ``threads``).
 """
 
 from __future__ import annotations
 
-import copy
 import math
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -20,9 +22,9 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
-from fwp import environment
+from fwp import runs
 from fwp.config import read_file, to_dict, write_atomic
-from fwp.errors import UserError, brief
+from fwp.errors import RunStopped, UserError
 from fwp.formal.config import RunConfig, from_dict
 from fwp.formal.data import (
     Bin,
@@ -34,8 +36,10 @@ from fwp.formal.data import (
 )
 from fwp.formal.languages import Language, get_language
 from fwp.formal.model import FormalModel
+from fwp.runs import BEST, CHECKPOINT, CONFIG, RunFolder, Training, fit
+from fwp.runs.policy import learning_differences, resume_changes
 
-CONFIG, CHECKPOINT, METRICS = "config.json", "checkpoint.pt", "metrics.json"
+METRICS = "metrics.json"  # the finished run's results (metrics.jsonl: the training log)
 VALID_KEY = 987_654_321  # offsets data_seed for the stream protocol's validation set
 
 
@@ -125,12 +129,6 @@ def selection_score(rule: str, model: FormalModel, config: RunConfig,
     return {"score": 0.0, "tiebreak": 0.0}
 
 
-def better(new: dict[str, Any], best: dict[str, Any] | None) -> bool:
-    if best is None:
-        return True
-    return (new["score"], -new["tiebreak"]) > (best["score"], -best["tiebreak"])
-
-
 # -- run folders ------------------------------------------------------------------------------
 
 
@@ -143,93 +141,32 @@ def read_config(run: Path) -> RunConfig:
 
 def load_checkpoint(path: Path) -> dict:
     """A checkpoint written by :func:`train`; a damaged file raises ``UserError`` naming it."""
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as error:  # noqa: BLE001 — truncated or foreign: the same user problem
-        raise UserError(
-            f"cannot read {path} ({brief(error)}): the file "
-            f"is damaged or not a checkpoint; delete it and re-run the same command to train "
-            f"this run from the start"
-        ) from None
-    if not isinstance(state, dict) or "model" not in state:
-        raise UserError(f"{path} is not a checkpoint of fwp formal train; delete it and re-run "
-                        f"the same command to train this run from the start")
-    return state
+    return runs.load_checkpoint(path, fix=FormalTraining.damaged_fix)
 
 
 def load_model(run: Path) -> tuple[RunConfig, FormalModel]:
     """The config and selected model of a run folder (the latest one while it still trains)."""
+    run = Path(run)
     config = read_config(run)
-    if not (Path(run) / CHECKPOINT).exists():
+    if not (run / CHECKPOINT).exists():
         raise UserError(f"{run} has no {CHECKPOINT}; its training never reached a checkpoint")
     model = FormalModel(get_language(config.language), config.network)
-    state = load_checkpoint(Path(run) / CHECKPOINT)
-    done = (Path(run) / METRICS).exists() and state.get("best") is not None
-    model.load_state_dict(state["best"]["model"] if done else state["model"])
+    state = load_checkpoint(run / CHECKPOINT)
+    weights = state["model"]
+    if (run / METRICS).exists() and config.selection != "last":
+        legacy = (state.get("best") or {}).get("model")  # checkpoints before best.pt held it
+        weights = legacy if legacy is not None else load_checkpoint(run / BEST)["model"]
+    model.load_state_dict(weights)
     return config, model
 
 
-RUNTIME_FIELDS = {"threads"}  # how a run is executed, not what it computes
-
-
 def config_changes(config: RunConfig, out: Path) -> list[str]:
-    """Fields in which ``config`` differs from the run already in ``out`` (none if empty)."""
+    """Fields in which ``config`` differs from the run already in ``out`` (but ``runtime``
+    ones; none if empty)."""
     path = Path(out) / CONFIG
     if not path.exists():
         return []
-    return [
-        name for name in _diff(read_file(path), to_dict(config))
-        if name not in RUNTIME_FIELDS
-    ]
-
-
-# Fields a re-run may change in a run that has a checkpoint: they lengthen its training (the
-# schedule is constant, so more epochs or steps simply continue it) or say how it runs. Any other
-# change would mix two runs in one folder.
-EXTENDABLE_FIELDS = {"epochs", "steps", "threads"}
-
-
-def check_folder(config: RunConfig, out: Path) -> list[str]:
-    """What re-running ``config`` in ``out`` does, checked before any work: ``[]`` for a new
-    run, a run that never reached its first checkpoint (its config.json is replaced) or the same
-    run; else the extending changes (``["epochs 300 → 500"]``). Raises ``UserError`` for a file
-    named as the folder or a change of anything but :data:`EXTENDABLE_FIELDS`."""
-    if out.exists() and not out.is_dir():
-        raise UserError(f"--out {out} is a file, not a folder; choose another --out")
-    if not (out / CONFIG).exists() or not (out / CHECKPOINT).exists():
-        return []
-    saved = read_file(out / CONFIG)
-    changed = _diff(saved, to_dict(config))
-    refused = [name for name in changed if name not in EXTENDABLE_FIELDS]
-    if refused:
-        raise UserError(
-            f"{out} holds a run with a different config (changed: {', '.join(refused)}); only "
-            f"{', '.join(sorted(EXTENDABLE_FIELDS))} may change when a run is re-run; pass "
-            f"another --out, or delete the folder to start over"
-        )
-    return [f"{name} {saved[name]} → {getattr(config, name)}" for name in changed
-            if name != "threads"]
-
-
-def _claim_folder(config: RunConfig, out: Path) -> None:
-    """Create ``out`` and write ``config`` there; once every check has passed."""
-    out.mkdir(parents=True, exist_ok=True)
-    if not (out / CONFIG).exists() or config_changes(config, out):
-        write_atomic(out / CONFIG, to_dict(config))
-
-
-def _diff(a: dict, b: dict, prefix: str = "") -> list[str]:
-    """Keys whose values differ; a key that only ``b`` has is a field added to the config
-    since ``a`` was written, read as its default (so older run folders still resume)."""
-    out = []
-    for key in sorted(set(a) | set(b)):
-        if key not in a:
-            continue
-        if isinstance(a.get(key), dict) and isinstance(b.get(key), dict):
-            out += _diff(a[key], b[key], f"{prefix}{key}.")
-        elif a.get(key) != b.get(key):
-            out.append(prefix + key)
-    return out
+    return learning_differences(RunConfig, read_file(path), to_dict(config))
 
 
 # -- training ---------------------------------------------------------------------------------
@@ -265,10 +202,80 @@ def training_batches(config: RunConfig, data: DataSets, step: int,
         epoch, offset = epoch + 1, 0
 
 
+class FormalTraining(Training):
+    """One language × model: AdamW on batches of strings (a permutation per epoch, or a
+    stream), the model selected by ``config.selection``."""
+
+    score, higher_is_better, tiebreak = "score", True, "tiebreak"
+    resume_hint = restart_hint = ""  # re-running the same command resumes
+    damaged_fix = "delete it and re-run the same command to train this run from the start"
+
+    def __init__(self, config: RunConfig, data: DataSets, out: Path | None) -> None:
+        self.config, self.data, self.out = config, data, out
+        self.language = data.language
+        self.model = FormalModel(self.language, config.network)
+        self.optimizer = torch.optim.AdamW(
+            self.model.parameters(), lr=config.lr, betas=tuple(config.adam_betas),
+            eps=config.adam_eps, weight_decay=config.weight_decay)
+        self.stream_rng = np.random.default_rng(config.seed)
+        self.history: list[dict] = []
+        self.perfect_streak, self.seconds, self.last_loss = 0, 0.0, math.nan
+        self.started = time.perf_counter()
+        self.diverged_fix = (f"({config.language}, {config.network.model}) lower --lr (now "
+                             f"{config.lr}) or set --grad-clip (now {config.grad_clip})")
+
+    def prepare(self) -> None:
+        if self.out is not None:
+            (self.out / METRICS).unlink(missing_ok=True)  # an extended run is not finished
+        self.source = training_batches(self.config, self.data, self.step, self.stream_rng)
+        self.started = time.perf_counter() - self.seconds
+
+    def train_step(self) -> dict[str, float]:
+        batch = encode(self.language, next(self.source))
+        loss = masked_bce(self.model(batch.tokens), batch.targets, batch.mask)
+        self.last_loss = loss.item()
+        if not math.isfinite(self.last_loss):  # the loop stops before anything is saved
+            return {"loss": self.last_loss}
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if self.config.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config.grad_clip)
+        self.optimizer.step()
+        return {"loss": self.last_loss}
+
+    def validate(self) -> dict[str, Any]:
+        score = selection_score(self.config.selection, self.model, self.config, self.data)
+        self.perfect_streak = self.perfect_streak + 1 if score["score"] == 100.0 else 0
+        self.history.append({"step": self.step, "train_loss": round(self.last_loss, 6),
+                             **{k: v for k, v in score.items() if k != "tiebreak"},
+                             "seconds": round(time.perf_counter() - self.started, 2)})
+        return score
+
+    def should_stop(self) -> bool:
+        return self.perfect_streak >= self.config.stop_after_perfect > 0
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"data_rng": self.stream_rng.bit_generator.state, "history": self.history,
+                "perfect_streak": self.perfect_streak,
+                "seconds": time.perf_counter() - self.started}
+
+    def load_state_dict(self, checkpoint: dict[str, Any]) -> None:
+        self.stream_rng.bit_generator.state = checkpoint["data_rng"]
+        if "torch_rng" in checkpoint:  # checkpoints before the run core kept torch's alone
+            torch.set_rng_state(checkpoint["torch_rng"])
+        self.history, self.perfect_streak = checkpoint["history"], checkpoint["perfect_streak"]
+        self.seconds = checkpoint["seconds"]
+
+    def validation_line(self, values: dict[str, Any], best: dict[str, Any]) -> str:
+        return f"{self.config.selection} score {values['score']:.1f}%"
+
+
 def train(config: RunConfig, out: Path | None = None,
           log: Callable[[str], None] | None = print,
           data_cache: Path | None = None) -> dict[str, Any]:
-    """Train ``config``; with ``out``, checkpoint there and write config and metrics.
+    """Train ``config``; with ``out``, checkpoint there and write config and metrics (without,
+    in a temporary folder). Re-running the same config in ``out`` resumes from its checkpoint,
+    or returns the metrics when it finished.
 
     Returns the metrics: per-bin ``seq_acc``/``pos_acc``/``loss`` of the selected model under
     ``"bins"``, ``"selection"`` (rule, step, score), the ``history``, ``steps_run``,
@@ -276,117 +283,62 @@ def train(config: RunConfig, out: Path | None = None,
     folder for the fixed data sets.
     """
     config.validate()
-    log = log or (lambda _msg: None)
-    extended: list[str] = []
-    if out is not None:
-        out = Path(out)
-        extended = check_folder(config, out)
-        if (out / METRICS).exists() and not extended:
-            log(f"{out}: already finished")
-            return read_file(out / METRICS)
-    if config.threads:
-        torch.set_num_threads(config.threads)
-    runtime = environment.runtime("cpu")  # compiles the CPU kernels now if not cached
+    say = log or (lambda _msg: None)
+    if out is None:
+        with tempfile.TemporaryDirectory(prefix="fwp-formal-") as folder:
+            return _train(config, Path(folder), None, say, data_cache)
+    return _train(config, Path(out), Path(out), say, data_cache)
 
-    language = get_language(config.language)
-    data = load_data(config, data_cache)
-    torch.manual_seed(config.seed)
-    model = FormalModel(language, config.network)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr,
-                                  betas=tuple(config.adam_betas), eps=config.adam_eps,
-                                  weight_decay=config.weight_decay)
-    stream_rng = np.random.default_rng(config.seed)
-    step, history, perfect_streak, seconds, best = 0, [], 0, 0.0, None
-    if out is not None and (out / CHECKPOINT).exists():
-        state = load_checkpoint(out / CHECKPOINT)
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        stream_rng.bit_generator.state = state["data_rng"]
-        torch.set_rng_state(state["torch_rng"])
-        step, history, best = state["step"], state["history"], state["best"]
-        perfect_streak, seconds = state["perfect_streak"], state["seconds"]
-        log(f"{out}: resuming at step {step}")
-        if total_steps(config) < step:
-            raise UserError(
-                f"{out} is at step {step}, past the {total_steps(config)} steps of this config; "
-                f"raise --epochs / --steps to extend it, or leave them as they were"
-            )
-        changed = environment.changes(state.get("runtime"), runtime) + extended
-        if changed:
-            log(f"changed on resume: {'; '.join(changed)} (the run goes on, but is no longer "
-                f"bit-identical to one that ran without stopping)")
 
-    if out is not None:  # every check has passed: now the folder may be written
-        _claim_folder(config, out)
-        (out / METRICS).unlink(missing_ok=True)  # an extended run is not finished any more
-    n_params = sum(p.numel() for p in model.parameters())
-    last_step = total_steps(config)
-    log(f"{config.language} × {config.network.model}: {n_params} parameters, "
-        f"{last_step} steps, selection: {config.selection}; {environment.describe(runtime)}")
-    model.train()
-    start = time.perf_counter() - seconds
-    stop = perfect_streak >= config.stop_after_perfect > 0
-    source = training_batches(config, data, step, stream_rng)
-    while step < last_step and not stop:
-        loss = train_step(model, optimizer, encode(language, next(source)), config, step)
-        step += 1
-        if step % config.eval_every == 0 or step == last_step:
-            score = selection_score(config.selection, model, config, data)
-            if better(score, best):
-                best = {"step": step, "model": copy.deepcopy(model.state_dict()), **score}
-            perfect_streak = perfect_streak + 1 if score["score"] == 100.0 else 0
-            stop = perfect_streak >= config.stop_after_perfect > 0
-            history.append({"step": step, "train_loss": round(loss, 6),
-                            **{k: v for k, v in score.items() if k != "tiebreak"},
-                            "seconds": round(time.perf_counter() - start, 2)})
-            log(f"step {step}: train loss {loss:.4f}, {config.selection} score "
-                f"{score['score']:.1f}%")
-            if out is not None:
-                state = {
-                    "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                    "data_rng": stream_rng.bit_generator.state,
-                    "torch_rng": torch.get_rng_state(), "step": step, "history": history,
-                    "perfect_streak": perfect_streak, "best": best,
-                    "seconds": time.perf_counter() - start, "runtime": runtime,
-                }
-                write_atomic(out / CHECKPOINT, state)
-
-    train_seconds = time.perf_counter() - start
-    if config.selection != "last" and best is not None:
-        model.load_state_dict(best["model"])
-    selected = {k: v for k, v in (best or {}).items() if k not in ("model", "tiebreak")}
-    metrics = {
-        "language": config.language,
-        "model": config.network.model,
-        "parameters": n_params,
-        "steps_run": step,
-        "train_seconds": round(train_seconds, 2),
-        "runtime": runtime,
-        "protocol": config.protocol,
-        "selection": {"rule": config.selection,
-                      **(selected if config.selection != "last" else {"step": step})},
-        "valid": evaluate(model, language, data.valid),
-        "bins": evaluate_bins(model, config, config.bins, data),
-        "history": history,
-    }
-    if out is not None:
-        write_atomic(out / METRICS, metrics)
+def _train(config: RunConfig, folder: Path, out: Path | None, say: Callable[[str], None],
+           data_cache: Path | None) -> dict[str, Any]:
+    run = RunFolder(folder)
+    with run.locked():
+        if (folder / METRICS).exists():
+            saved = run.read_config()
+            resume_changes(RunConfig, saved, to_dict(config), str(folder))  # refused ones raise
+            if not learning_differences(RunConfig, saved, to_dict(config)):
+                say(f"{folder}: already finished")
+                return read_file(folder / METRICS)
+        if config.threads:
+            torch.set_num_threads(config.threads)
+        data = load_data(config, data_cache)
+        torch.manual_seed(config.seed)
+        training = FormalTraining(config, data, out)
+        n_params = sum(p.numel() for p in training.model.parameters())
+        last_step = total_steps(config)
+        say(f"{config.language} × {config.network.model}: {n_params} parameters, {last_step} "
+            f"steps, selection: {config.selection}")
+        summary = fit(training, run, steps=last_step, eval_every=config.eval_every,
+                      log_every=config.eval_every, progress=False, tensorboard=False, say=say)
+        if summary["status"] == "interrupted":
+            raise RunStopped(f"{folder}: stopped at step {summary['step']} with its checkpoint "
+                             f"saved; the same command resumes it", summary["signal"])
+        metrics = _final_metrics(training, run, summary, n_params)
+        if out is not None:
+            write_atomic(folder / METRICS, metrics)
     return metrics
 
 
-def train_step(model: FormalModel, optimizer: torch.optim.Optimizer, batch, config: RunConfig,
-               step: int) -> float:
-    """One optimiser step on ``batch``; a non-finite loss is a UserError naming the fix."""
-    loss = masked_bce(model(batch.tokens), batch.targets, batch.mask)
-    if not math.isfinite(loss.item()):
-        raise UserError(
-            f"training loss became {loss.item()} at step {step + 1} "
-            f"({config.language}, {config.network.model}); lower --lr (now {config.lr}) "
-            f"or set --grad-clip (now {config.grad_clip})"
-        )
-    optimizer.zero_grad(set_to_none=True)
-    loss.backward()
-    if config.grad_clip > 0:
-        torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
-    optimizer.step()
-    return loss.item()
+def _final_metrics(training: FormalTraining, run: RunFolder, summary: dict,
+                   n_params: int) -> dict[str, Any]:
+    """The selected model's accuracies, how it was selected, and the training's history."""
+    config, model = training.config, training.model
+    best = summary["best"]
+    if config.selection != "last" and run.best.exists():
+        model.load_state_dict(load_checkpoint(run.best)["model"])
+    selected = {k: v for k, v in best.items() if k != "tiebreak"}
+    return {
+        "language": config.language,
+        "model": config.network.model,
+        "parameters": n_params,
+        "steps_run": training.step,
+        "train_seconds": round(time.perf_counter() - training.started, 2),
+        "runtime": summary["runtime"],
+        "protocol": config.protocol,
+        "selection": {"rule": config.selection,
+                      **(selected if config.selection != "last" else {"step": training.step})},
+        "valid": evaluate(model, training.language, training.data.valid),
+        "bins": evaluate_bins(model, config, config.bins, training.data),
+        "history": training.history,
+    }

@@ -6,6 +6,13 @@ and is registered by name in :data:`LAYERS`, so a model is a list of names (:cla
 
 from fwp.layers.baselines import LSTM, SoftmaxAttention
 from fwp.layers.block import Block, FeedForward, LayerStack
+from fwp.layers.continuous import (
+    ContinuousDelta,
+    ContinuousFWP,
+    ContinuousHebb,
+    ContinuousOja,
+    NeuralCDE,
+)
 from fwp.layers.fast_weights import SRWM, DeltaNet, LinearAttention
 from fwp.layers.recurrent import (
     DeltaDelta,
@@ -16,7 +23,13 @@ from fwp.layers.recurrent import (
     RecurrentDeltaNet,
     SRDelta,
 )
-from fwp.layers.registry import LAYERS, build_layer, register_layer
+from fwp.layers.registry import (
+    LAYERS,
+    build_layer,
+    check_layer_options,
+    layer_option_names,
+    register_layer,
+)
 from fwp.layers.state import clone_state, detach_state, map_state, repeat_state
 
 __all__ = [
@@ -24,6 +37,10 @@ __all__ = [
     "LSTM",
     "SRWM",
     "Block",
+    "ContinuousDelta",
+    "ContinuousFWP",
+    "ContinuousHebb",
+    "ContinuousOja",
     "DeltaDelta",
     "DeltaLSTM",
     "DeltaNet",
@@ -33,12 +50,15 @@ __all__ = [
     "GatedDeltaNet",
     "LayerStack",
     "LinearAttention",
+    "NeuralCDE",
     "RecurrentDeltaNet",
     "SRDelta",
     "SoftmaxAttention",
     "build_layer",
+    "check_layer_options",
     "clone_state",
     "detach_state",
+    "layer_option_names",
     "map_state",
     "register_layer",
     "repeat_state",

@@ -6,7 +6,9 @@ Every registered layer is an ``nn.Module`` built as ``cls(d_model, n_heads, **op
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
+from typing import Any
 
 from torch import nn
 
@@ -25,6 +27,27 @@ def register_layer(name: str) -> Callable[[type[nn.Module]], type[nn.Module]]:
         return cls
 
     return add
+
+
+def layer_option_names(name: str) -> tuple[str, ...] | None:
+    """The keyword options of layer ``name``'s constructor (None: it takes any)."""
+    params = list(inspect.signature(LAYERS[name]).parameters.values())[2:]  # d_model, n_heads
+    if any(p.kind is p.VAR_KEYWORD for p in params):
+        return None
+    return tuple(p.name for p in params if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD))
+
+
+def check_layer_options(name: str, options: dict[str, Any], flag: str = "--layer-option"
+                        ) -> None:
+    """Raise :class:`UserError` for an option that layer ``name``'s constructor does not take
+    (before any work: the layer is built only later)."""
+    if name not in LAYERS:
+        raise UserError(f"unknown layer {name!r}; choose one of {', '.join(sorted(LAYERS))}")
+    known = layer_option_names(name)
+    unknown = [key for key in options if known is not None and key not in known]
+    if unknown:
+        raise UserError(f"{flag} {unknown[0]}: layer {name} takes no option {unknown[0]!r}; its "
+                        f"options: {', '.join(known) or 'none'}")
 
 
 def build_layer(name: str, d_model: int, n_heads: int, **options: object) -> nn.Module:

@@ -99,13 +99,13 @@ def test_flags_override_presets_and_config_files(tmp_path):
     path.write_text('base = "demo"\nsteps = 7\n[network]\nlayers = 1\n')
     config = config_from_args(parse(
         "train", "--config", str(path), "--layers", "3", "--beta2", "2", "--distill", "kl",
-        "--data-option", "image_size=32", "--no-amp", "--layer-option", "chunk_size=16",
+        "--data-option", "image_size=32", "--no-amp", "--layer-option", "init_std=0.05",
         "--layer-option", '{"mode": "recurrent"}', "--out", "x",
     ))
     assert (config.steps, config.network.layers, config.loss.beta2) == (7, 3, 2.0)
     assert config.loss.distill == "kl" and config.amp is False
     assert config.data.data_options == {"image_size": 32}
-    assert config.network.layer_options == {"chunk_size": 16, "mode": "recurrent"}
+    assert config.network.layer_options == {"init_std": 0.05, "mode": "recurrent"}
 
 
 @pytest.mark.parametrize("argv, message", [

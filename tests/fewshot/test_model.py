@@ -46,7 +46,7 @@ def test_layer_options_reach_any_layer_and_win_over_named_flags(tiny_root):
     assert layer(model="srwm", n_beta=4, layer_options={"n_beta": 1}).n_beta == 1
     x = torch.randn(3, 8)  # linear gets the config's feature map, not the layer's own default
     torch.testing.assert_close(layer(model="linear").phi(x), get_feature_map("elu+1_sum")(x))
-    with pytest.raises(UserError, match="bad options for layer 'lstm'"):
+    with pytest.raises(UserError, match="layer lstm takes no option 'no_such'"):
         layer(model="lstm", layer_options={"no_such": 1})
 
 
@@ -147,3 +147,18 @@ def test_backbone_feature_sizes(name, shape, channels, features):
     net, out_dim = build_backbone(name, shape, channels)
     assert out_dim == features
     assert net(torch.zeros(2, *shape)).shape == (2, features)
+
+
+def test_srwm_flags_are_checked_only_for_a_layer_that_takes_them():
+    from fwp.errors import UserError
+    from fwp.fewshot.config import RunConfig
+
+    config = RunConfig()
+    config.network.model, config.network.n_beta = "deltanet", 3
+    config.validate()  # --n-beta does not reach a deltanet: nothing to check
+    config.network.model = "srwm"
+    with pytest.raises(UserError, match="--n-beta must be 1 or 4"):
+        config.validate()
+    config.network.n_beta, config.network.layer_options = 1, {"chunk_sise": 8}
+    with pytest.raises(UserError, match="takes no option 'chunk_sise'"):
+        config.validate()

@@ -138,7 +138,7 @@ def test_continual_loss_with_weight_0_is_the_plain_loss_exactly(tiny_root):
 
 # -- the workflow: train, resume, eval, report --------------------------------------------------
 
-TINY = ("--dataset", "folder", "--n-way", "2", "--k-shot", "3", "--n-query", "2",
+TINY = ("--dataset", "folder", "--n-way", "2", "--k-shot", "3",
         "--conv-channels", "8", "--layers", "1", "--d-model", "16", "--heads", "2", "--d-ff",
         "16", "--eval-every", "2", "--val-episodes", "4", "--batch-size", "2", "--threads", "1",
         "--schedule", "constant", "--lr", "3e-3", "--no-progress")
@@ -176,7 +176,8 @@ def test_train_eval_report_for_each_protocol(tiny_root, tmp_path, capsys):
 
     runs = []
     for protocol, extra in (("delayed", ()), ("sequential", ("--max-trim", "2")),
-                            ("continual", ("--forget-weight", "1", "--first-task-weight", "0.1"))):
+                            ("continual", ("--forget-weight", "1", "--first-task-weight", "0.1",
+                                           "--n-query", "2"))):
         run = tmp_path / protocol
         args = parse("train", *TINY, "--data-root", str(tiny_root), "--protocol", protocol,
                      "--steps", "2", "--out", str(run), *extra)

@@ -7,7 +7,8 @@ import torch
 
 from fwp.errors import UserError
 from fwp.fewshot.checkpoint import CHECKPOINT, METRICS
-from fwp.fewshot.sweep import EVAL, Grid, build_grid, grid_spec_from_args, read_grid_file, sweep
+from fwp.fewshot.grid import EVAL, Grid, build_grid, grid_spec_from_args, read_grid_file
+from fwp.fewshot.sweep import sweep
 from fwp.fewshot.sweep_report import (
     beta2_pairs,
     compared_pairs,
@@ -71,8 +72,8 @@ def test_run_killed_midway_is_resumed_and_equals_an_uninterrupted_one(tiny_root,
     sweep(grid, tmp_path / "cut", threads=1, log=lines.append, report=False)
     assert any("resuming at step 3" in line for line in lines)
     whole = tmp_path / "whole" / "runs" / "on" / "seed3"
-    a = torch.load(whole / CHECKPOINT, weights_only=False)
-    b = torch.load(cut / CHECKPOINT, weights_only=False)
+    a = torch.load(whole / CHECKPOINT, weights_only=True)
+    b = torch.load(cut / CHECKPOINT, weights_only=True)
     assert a["step"] == b["step"] == 6
     for key, value in a["model"].items():
         torch.testing.assert_close(b["model"][key], value, rtol=0, atol=0)
@@ -96,9 +97,9 @@ def test_changed_config_is_refused_before_any_work(tiny_root, tmp_path):
     # another thread count (another --jobs) is not a change
     old.steps, old.threads = 4, 7
     (run / "config.json").write_text(json.dumps(to_dict(old)))
-    from fwp.fewshot.sweep import check_runs
+    from fwp.runs.sweep import check_run_folders
 
-    check_runs(grid, tmp_path)
+    check_run_folders([("on", run, grid.config("on", 1, 1))], "")
 
 
 def test_grid_from_presets_and_vary():
@@ -205,7 +206,7 @@ def test_a_stopped_run_stops_the_sweep_with_a_resume_hint(tiny_root, tmp_path, m
     import fwp.fewshot.train as training
 
     monkeypatch.setattr(training, "train",
-                        lambda *args, **kwargs: {"status": "interrupted", "step": 2})
+                        lambda *args, **kwargs: {"status": "interrupted", "step": 2, "signal": 2})
     lines = []
     assert sweep(build_grid(tiny_spec(tiny_root)), tmp_path, log=lines.append) == []
     assert "off/seed1 stopped at step 2" in lines[-1] and "same command to resume" in lines[-1]

@@ -12,7 +12,6 @@ import torch
 from fwp.config import to_dict
 from fwp.data import EpisodeSampler
 from fwp.errors import UserError
-from fwp.fewshot import train as train_module
 from fwp.fewshot.checkpoint import (
     BEST,
     CHECKPOINT,
@@ -23,6 +22,7 @@ from fwp.fewshot.checkpoint import (
     read_config,
 )
 from fwp.fewshot.evaluate import EVAL_SEED, evaluate, load_split, load_trained
+from fwp.fewshot.protocols import episodic as train_module
 from fwp.fewshot.train import TrainingDiverged, lr_factor, train
 
 from .conftest import tiny_config
@@ -169,18 +169,19 @@ def test_schedules():
 KILLED_RUN = """
 import os, signal, sys
 from pathlib import Path
-from fwp.fewshot import train as train_module
+from fwp.fewshot.train import train
+from fwp.runs.metrics import MetricsLog
 from tests.fewshot.conftest import tiny_config
 
-real = train_module.MetricsLog.log
+real = MetricsLog.log
 
 def log_then_die(self, step, split, values):
     real(self, step, split, values)
     if step == 5 and split == "train":  # logged, not yet saved: the checkpoint is at step 4
         os.kill(os.getpid(), signal.SIGKILL)
 
-train_module.MetricsLog.log = log_then_die
-train_module.train(tiny_config(sys.argv[1], steps=8, eval_every=2), Path(sys.argv[2]),
+MetricsLog.log = log_then_die
+train(tiny_config(sys.argv[1], steps=8, eval_every=2), Path(sys.argv[2]),
                    progress=False)
 """
 

@@ -50,8 +50,9 @@ def assert_batch_first(t: torch.Tensor, batch: int) -> torch.Tensor:
     return t
 
 
-@pytest.mark.parametrize("name", CORE_LAYERS)
+@pytest.mark.parametrize("name", sorted(LAYERS))
 def test_layers_are_causal(name):
+    """Every registered layer: a change at step 7 leaves the outputs before it alone."""
     layer = LAYERS[name](16, 2)
     x = torch.randn(1, 12, 16)
     x2 = x.clone()
@@ -153,3 +154,14 @@ def test_read_inputs_are_what_the_operator_reads(name):
     else:
         o, _ = {"deltanet": delta_rule, "deltaproduct": delta_product}[name](*inputs)
     torch.testing.assert_close(layer(x)[0], layer.out(o.flatten(-2)))
+
+
+def test_layer_options_are_checked_against_the_constructor():
+    from fwp.layers import check_layer_options, layer_option_names
+
+    assert "n_beta" in layer_option_names("srwm")
+    check_layer_options("srwm", {"n_beta": 4, "key_identity": 3.0})
+    with pytest.raises(UserError, match="layer deltanet takes no option 'n_beta'; its options:"):
+        check_layer_options("deltanet", {"n_beta": 4})
+    with pytest.raises(UserError, match="unknown layer"):
+        check_layer_options("nope", {})

@@ -1,6 +1,6 @@
-"""In-context learning settings ("protocols") of the few-shot learner. ``episodic`` is the
-training loop's own (:mod:`fwp.fewshot.train`); the stream protocols are a sampler, a loss and an
-evaluation behind one interface (:class:`StreamTask`) that the loop and ``fwp fewshot eval`` call.
+"""In-context learning settings ("protocols") of the few-shot learner, each a task: a sampler,
+the image shape, a loss and an evaluation behind one interface (:class:`EpisodicTask`,
+:class:`StreamTask`) that training (:mod:`fwp.fewshot.train`) and ``fwp fewshot eval`` call.
 
 =============  ==========================================================================
 ``episodic``   N-way K-shot episodes, the query after the support set (seed paper Eq. 5)
@@ -12,12 +12,14 @@ evaluation behind one interface (:class:`StreamTask`) that the loop and ``fwp fe
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from fwp.data import FewShotDataset, load_dataset
-from fwp.errors import UserError
+
+if TYPE_CHECKING:
+    from fwp.fewshot.protocols.episodic import EpisodicTask
 
 PROTOCOLS = ("episodic", "delayed", "sequential", "continual")
 STREAMS = ("delayed", "sequential", "continual")
@@ -61,6 +63,9 @@ class StreamTask:
     def image_shape(self) -> tuple[int, int, int]:
         return self.sampler.image_shape
 
+    def check(self, training: bool) -> None:
+        """Nothing to check here: the stream sampler checked its segments when built."""
+
     def loss(self, model: torch.nn.Module, stream: Any) -> tuple[torch.Tensor, dict, float]:
         # The model's methods are called directly, not its forward: no DDP (train refuses it).
         if self.protocol == "continual":
@@ -90,11 +95,14 @@ class StreamTask:
 
 
 def build_task(config: Any, split: str, seed: int, *, training: bool = False,
-               data_root: str | None = None) -> StreamTask:
-    """The run's stream protocol on split ``split``, its streams seeded by ``seed``;
-    ``training`` turns on the trimming of segments."""
-    if config.protocol.protocol not in STREAMS:
-        raise UserError(f"--protocol {config.protocol.protocol} is not a stream protocol; "
-                        f"choose one of {', '.join(STREAMS)}")
+               data_root: str | None = None) -> EpisodicTask | StreamTask:
+    """The run's protocol on split ``split`` as a task (sampler, image shape, loss, evaluation),
+    its episodes or streams seeded by ``seed``; ``training`` draws training episodes (K′ extra
+    shots when bootstrapping) or turns on the trimming of stream segments."""
+    if config.protocol.protocol == "episodic":
+        from fwp.fewshot.evaluate import load_split
+        from fwp.fewshot.protocols.episodic import EpisodicTask
+
+        return EpisodicTask(config, load_split(config, split, data_root), seed, training)
     domains, names = load_domains(config, split, data_root)
     return StreamTask(config, domains, names, seed, training)

@@ -3,7 +3,7 @@ import math
 import numpy as np
 import pytest
 
-from fwp.fewshot.stats import (
+from fwp.stats import (
     GAIN,
     LOSS,
     NO_DIFFERENCE,
@@ -76,3 +76,40 @@ def test_paired_difference_only_on_shared_seeds_and_over_episodes():
     assert result.over_seeds.low == result.over_seeds.high == pytest.approx(1.0)
     with pytest.raises(ValueError):
         paired_difference({1: 0.0}, {2: 0.0})
+
+
+def test_holm_by_hand():
+    from fwp.stats import holm
+
+    # sorted 0.01, 0.03, 0.04 → 0.03, 0.06, max(0.06, 0.04); back in the given order
+    assert holm([0.01, 0.04, 0.03]) == pytest.approx([0.03, 0.06, 0.06])
+    assert holm([0.5, 0.9]) == pytest.approx([1.0, 1.0])
+    assert holm([]) == []
+
+
+def test_paired_p_value_agrees_with_the_interval_and_holm_verdicts():
+    from fwp.stats import holm_verdicts
+
+    off = {1: 50.0, 2: 55.0, 3: 60.0}
+    gain = paired_difference(off, {1: 52.1, 2: 56.9, 3: 62.0})
+    noise = paired_difference(off, {1: 52.0, 2: 53.0, 3: 60.5})
+    # the 95 % interval excludes 0 exactly when p < 0.05
+    assert gain.p_value < 0.05 and noise.p_value > 0.05
+    # t = 2 / (0.1 / √3) with 2 degrees of freedom
+    assert gain.p_value == pytest.approx(2 * (1 - t_cdf(2.0 / (0.1 / math.sqrt(3)), 2)))
+    # alone, the gain stays a gain; beside 30 noisy comparisons it is adjusted away
+    assert holm_verdicts([gain])[0][1] == GAIN
+    marginal = paired_difference(off, {1: 52.5, 2: 56.5, 3: 62.6})
+    assert marginal.verdict == GAIN
+    verdicts = holm_verdicts([marginal] + [noise] * 30)
+    assert verdicts[0][1] == NO_DIFFERENCE and verdicts[0][0] > marginal.p_value
+
+
+@pytest.mark.parametrize(("sd", "expected"), [(3.0, 10), (6.0, 34), (0.0, 2)])
+def test_seeds_needed_matches_the_power_tables(sd, expected):
+    """One-sample (paired) t-test, α = 0.05 two-sided, power 0.8: effect size 1 needs 10
+    pairs, 0.5 needs 34 (Cohen's tables, G*Power)."""
+    from fwp.stats import seeds_needed
+
+    assert seeds_needed(sd, delta=3.0) == expected
+    assert seeds_needed(math.nan) is None and seeds_needed(1000.0, limit=50) is None

@@ -1,6 +1,7 @@
 """Paired comparisons of two training configs: is the difference a gain, a loss, or noise?
+Shared by every workflow's sweep report.
 
-Two configs that differ only in β2 (bootstrapping off / on) are trained with the same seeds and
+Two configs (e.g. bootstrapping off / on: β2 = 0 and β2 > 0) are trained with the same seeds and
 evaluated on the same fixed test episodes, so their accuracies pair up twice:
 
 - over seeds: d_s = acc_on(s) − acc_off(s), s = 1 … S, and the 95 % Student-t interval
@@ -12,7 +13,14 @@ evaluated on the same fixed test episodes, so their accuracies pair up twice:
   very trained models; narrower, and shown for comparison.
 
 Verdict: "gain" when the seed interval lies above 0, "loss" when below, else "no detectable
-difference".
+difference" (the same as the paired t-test's two-sided p < 0.05).
+
+A report makes many such comparisons (pairs × K_test): :func:`holm` adjusts their p-values
+(Holm 1979, step-down Bonferroni) so that the chance of any false "gain" or "loss" among them
+stays at 5 %; :func:`holm_verdicts` gives the verdicts that follow. :func:`seeds_needed` says how
+many seeds the measured spread of the paired differences needs to detect a given difference
+(two-sided α = 0.05, power 0.8, from the t quantiles:
+n ≥ ((t_{1−α/2, n−1} + t_{power, n−1}) · sd / δ)², the smallest such n).
 """
 
 from __future__ import annotations
@@ -141,6 +149,22 @@ class PairedDifference:
     def verdict(self) -> str:
         return self.over_seeds.verdict()
 
+    @property
+    def sd(self) -> float:
+        """Standard deviation (n − 1) of the per-seed differences (NaN for one seed)."""
+        return float(np.std(self.per_seed, ddof=1)) if len(self.per_seed) > 1 else math.nan
+
+    @property
+    def p_value(self) -> float:
+        """Two-sided p of the paired t-test that the mean difference is 0 (1 for one seed)."""
+        n, mean, sd = len(self.per_seed), self.over_seeds.mean, self.sd
+        if n < 2:
+            return 1.0
+        if sd == 0.0:
+            return 0.0 if mean != 0.0 else 1.0
+        t = abs(mean) / (sd / math.sqrt(n))
+        return min(1.0, 2.0 * (1.0 - t_cdf(t, n - 1)))
+
 
 def paired_difference(
     off: dict[int, float],
@@ -165,3 +189,41 @@ def paired_difference(
         )
         over_episodes = normal_interval(differences)
     return PairedDifference(seeds, per_seed, t_interval(per_seed), over_episodes)
+
+
+def holm(p_values: Sequence[float]) -> list[float]:
+    """Holm-adjusted p-values, in the order given: sorted ascending, p_(i) · (m − i + 1) made
+    non-decreasing and capped at 1 (i = 1 … m)."""
+    order = sorted(range(len(p_values)), key=lambda i: p_values[i])
+    adjusted, running = [1.0] * len(p_values), 0.0
+    for rank, i in enumerate(order):
+        running = max(running, min(1.0, p_values[i] * (len(p_values) - rank)))
+        adjusted[i] = running
+    return adjusted
+
+
+def holm_verdicts(differences: Sequence[PairedDifference], alpha: float = 0.05
+                  ) -> list[tuple[float, str]]:
+    """(Holm-adjusted p, verdict) of each comparison of a report, all of them one family."""
+    adjusted = holm([d.p_value for d in differences])
+    out = []
+    for d, p in zip(differences, adjusted):
+        verdict = NO_DIFFERENCE
+        if p < alpha and len(d.per_seed) > 1:
+            verdict = GAIN if d.over_seeds.mean > 0 else LOSS
+        out.append((p, verdict))
+    return out
+
+
+def seeds_needed(sd: float, delta: float = 3.0, alpha: float = 0.05, power: float = 0.8,
+                 limit: int = 10_000) -> int | None:
+    """Seeds for a paired comparison whose per-seed differences spread by ``sd`` to detect a
+    mean difference of ``delta`` (two-sided ``alpha``, ``power``); None beyond ``limit`` or when
+    ``sd`` is unknown (one seed)."""
+    if not math.isfinite(sd):
+        return None
+    for n in range(2, limit + 1):
+        t_sum = t_quantile(1.0 - alpha / 2, n - 1) + t_quantile(power, n - 1)
+        if n >= (t_sum * sd / delta) ** 2:
+            return n
+    return None

@@ -1,0 +1,118 @@
+"""The sweep engine: many runs (configs × seeds) trained into one folder, resumable.
+
+What every workflow's sweep shares: names that become folder names only when they are plain
+names (:func:`check_name`); one sweep per folder at a time (``RunFolder(DIR).locked("sweep")``);
+the refusal of a run folder that holds a run of another config (:func:`check_run_folders`);
+running the pending runs one after another or in ``jobs`` worker processes (:func:`run_all`)
+with a stop that lets the running ones save; and the time estimate (:class:`Estimate`). A
+workflow supplies the grid, how to train and evaluate one run (a picklable function of one
+picklable task) and what its report shows; the paired statistics are :mod:`fwp.stats`.
+"""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+import time
+from collections.abc import Callable, Iterable
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from pathlib import Path
+from typing import Any
+
+from fwp.config import to_dict
+from fwp.errors import UserError
+from fwp.runs.folder import CONFIG
+from fwp.runs.policy import learning_differences
+
+
+def check_name(name: str, what: str = "config name") -> str:
+    """``name`` if it can be a folder name inside the sweep folder (not empty, no ``/`` or
+    ``\\``, not ``.`` or ``..``, no NUL, valid UTF-8); else one line naming it."""
+    bad = (not name or name in (".", "..") or any(c in name for c in "/\\\0")
+           or name != name.strip())
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        bad = True
+    if bad:
+        raise UserError(f"{what} {name!r} cannot be a folder name inside the sweep folder: give "
+                        f"a plain name (letters, digits, . _ - =, +), without / or ..")
+    return name
+
+
+def check_run_folders(runs: Iterable[tuple[str, Path, Any]], fix: str) -> None:
+    """Raise before any work if a run folder holds a run of another config than the one the
+    sweep would train there (fields of resume policy ``runtime`` aside). ``runs``: (name,
+    folder, config); ``fix``: what to do, for the message."""
+    for name, folder, config in runs:
+        path = Path(folder) / CONFIG
+        if not path.is_file():
+            continue
+        try:
+            saved = json.loads(path.read_text())
+        except ValueError:
+            raise UserError(f"{path} is damaged (not JSON); delete {folder} to retrain that "
+                            f"run") from None
+        changed = learning_differences(type(config), saved, to_dict(config))
+        if changed:
+            raise UserError(f"{folder} was trained with another config ({'; '.join(changed)}); "
+                            f"the grid's config {name!r} changed: {fix}")
+
+
+def duration(seconds: float) -> str:
+    seconds = int(round(seconds))
+    h, m, s = seconds // 3600, seconds // 60 % 60, seconds % 60
+    return f"{h}h{m:02d}m" if h else f"{m}m{s:02d}s"
+
+
+class Estimate:
+    """The time a sweep has left, from the runs finished so far: training time per step and
+    the time per run besides training (evaluation) apart, since a resumed run trains few steps
+    but is evaluated in full."""
+
+    def __init__(self, steps_left: dict[Any, int], jobs: int) -> None:
+        self.steps_left, self.jobs = dict(steps_left), jobs
+        self.total = len(steps_left)
+        self.train_s = self.steps = self.other_s = 0.0
+        self.finished = 0
+        self.started = time.perf_counter()
+
+    def finish(self, key: Any, steps: int, train_s: float, total_s: float) -> str:
+        """Count run ``key`` as done; ``N runs left, about T (elapsed T)``."""
+        self.steps_left.pop(key)
+        self.finished += 1
+        self.train_s += train_s
+        self.steps += steps
+        self.other_s += total_s - train_s
+        per_step = self.train_s / max(1.0, self.steps)
+        left = ((sum(self.steps_left.values()) * per_step
+                 + len(self.steps_left) * self.other_s / self.finished)
+                / min(self.jobs, max(1, len(self.steps_left))))
+        runs = len(self.steps_left)
+        return (f"{runs} run{'' if runs == 1 else 's'} left, about {duration(left)} (elapsed "
+                f"{duration(time.perf_counter() - self.started)})")
+
+
+def run_all(tasks: list[Any], work: Callable[[Any], Any], jobs: int,
+            done: Callable[[Any], None], started: Callable[[list[Any]], None] | None = None
+            ) -> None:
+    """``work(task)`` for every task, in this process (``jobs`` 1) or in ``jobs`` spawned worker
+    processes; ``done(result)`` in this process as each finishes. An exception (a stop) ends the
+    sweep: no new task starts, and the running ones finish (saving their checkpoints)."""
+    if jobs < 1:
+        raise UserError(f"--jobs must be at least 1 (got {jobs})")
+    if jobs == 1:
+        for task in tasks:
+            if started is not None:
+                started([task])
+            done(work(task))
+        return
+    pool = ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn"))
+    try:
+        futures = [pool.submit(work, task) for task in tasks]
+        if started is not None:
+            started(tasks[:jobs])
+        for future in as_completed(futures):
+            done(future.result())
+    finally:  # on a stop: no new runs; the running ones save their checkpoints
+        pool.shutdown(wait=True, cancel_futures=True)
