@@ -60,25 +60,30 @@ class LMConfig:
     attention_window: int = option(
         0, "keys kept from earlier segments by softmax layers when the state is carried "
         "(Transformer-XL memory; 0: one segment)")
-    steps: int = option(2000, "optimiser steps")
-    lr: float = option(2e-3, "peak learning rate (Adam)")
-    warmup_steps: int = option(100, "linear warm-up steps, then cosine decay to 0")
-    adam_betas: list[float] = option([0.9, 0.999], "Adam's β1 β2")
-    weight_decay: float = option(0.0, "decoupled weight decay (AdamW); 0 is Adam")
-    grad_clip: float = option(0.25, "max gradient norm (0: none; the public code: 0.25)")
-    eval_every: int = option(250, "steps between validations (and checkpoints)")
+    steps: int = option(2000, "optimiser steps", resume="announce")
+    lr: float = option(2e-3, "peak learning rate (Adam)", resume="announce")
+    warmup_steps: int = option(100, "linear warm-up steps, then cosine decay to 0",
+                               resume="announce")
+    adam_betas: list[float] = option([0.9, 0.999], "Adam's β1 β2", resume="announce")
+    weight_decay: float = option(0.0, "decoupled weight decay (AdamW); 0 is Adam",
+                                 resume="announce")
+    grad_clip: float = option(0.25, "max gradient norm (0: none; the public code: 0.25)",
+                              resume="announce")
+    eval_every: int = option(250, "steps between validations (and checkpoints)", resume="announce")
     eval_tokens: int = option(100_000, "validation tokens per evaluation during training "
-                              "(0: the whole split)")
+                              "(0: the whole split)", resume="announce")
     final_eval_tokens: int = option(0, "validation tokens scored at the end of training, with "
-                                    "carried and with reset state (0: the whole split)")
+                                    "carried and with reset state (0: the whole split)",
+                                    resume="announce")
     eval_streams: int = option(1, "rows the evaluated text is cut into (1: one stream, every "
-                               "prediction sees all the text before it)")
+                               "prediction sees all the text before it)", resume="announce")
     time_limit: float = option(
         0.0, "minutes of training after which the run ends as if its steps were done (best "
-        "model evaluated and sampled; 0: no limit)")
+        "model evaluated and sampled; 0: no limit)", resume="announce")
     seed: int = option(1, "seeds initialisation")
-    threads: int = option(0, "torch CPU threads (0: leave torch's default)")
-    sample_tokens: int = option(200, "tokens sampled from the model at the end of training")
+    threads: int = option(0, "torch CPU threads (0: leave torch's default)", resume="runtime")
+    sample_tokens: int = option(200, "tokens sampled from the model at the end of training",
+                                resume="announce")
 
     @property
     def window(self) -> int:

@@ -1,37 +1,34 @@
-"""Training a language model with truncated backpropagation through time, in a run folder.
+"""Training a language model with truncated backpropagation through time, on the run core.
 
-:class:`LMTask` is what is particular to language modelling: the model over the corpus'
+:class:`LMTraining` is what is particular to language modelling: the model over the corpus'
 vocabulary, contiguous segments, the state carried (detached) from one segment to the next or
 reset, the loss, validation in bits per byte, and the carried state as part of the checkpoint (so
-that a resumed run continues the very same streams). :func:`train` runs it in a run folder:
+that a resumed run continues the very same streams). :func:`fit` of :mod:`fwp.runs` runs it: the
+run folder (``config.json``, ``checkpoint.pt``, ``best.pt`` of the best validation bits per byte,
+``metrics.jsonl``), resume with each field's policy, SIGINT / SIGTERM, the NaN stop. Besides:
 
-``RUN/config.json``    the resolved config (a changed model or data field is refused on resume)
 ``RUN/tokenizer.json`` the vocabulary (a mismatch with the data on resume is refused)
-``RUN/checkpoint.pt``  model, optimiser, schedule, step, carried state, RNG (atomic)
-``RUN/best.pt``        the model of the best validation bits per byte
-``RUN/metrics.jsonl``  one JSON object per logged step / validation
-``RUN/final.json``     held-out metrics (carried and reset state) of the best model, and samples
+``RUN/final.json``     held-out metrics (carried and reset state) of the best model, the unigram
+                       bar beside them, and a sample
 
-Re-running the same command resumes from the checkpoint. The first Ctrl-C (or SIGTERM) finishes
-the step, saves and stops; a non-finite loss stops the run with the advice to lower ``--lr``.
-``--time-limit`` ends training early (the demo's bound on a loaded machine).
+Re-running the same command resumes from the checkpoint. ``--time-limit`` ends training at the
+first validation past it (the demo's bound on a loaded machine).
 """
 
 from __future__ import annotations
 
 import json
 import math
-import signal
-import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 
-from fwp.config import read_file, to_dict, write_atomic
-from fwp.errors import UserError
+from fwp.config import read_file, write_atomic
+from fwp.errors import RunStopped, UserError
 from fwp.layers import detach_state
 from fwp.lm.config import LMConfig, from_dict
 from fwp.lm.data import Corpus, load_corpus
@@ -40,12 +37,9 @@ from fwp.lm.generate import generate
 from fwp.lm.model import FwpLM
 from fwp.lm.segments import Segments
 from fwp.lm.tokenizer import describe, tokenizer_from_dict
+from fwp.runs import BEST, CHECKPOINT, CONFIG, RunFolder, Training, fit, load_checkpoint
 
-CONFIG, TOKENIZER, CHECKPOINT, BEST = "config.json", "tokenizer.json", "checkpoint.pt", "best.pt"
-METRICS, FINAL = "metrics.jsonl", "final.json"
-# Fields that shape the model, the data or the loss: a resumed run may not change them.
-FIXED = ("data", "tokenizer", "network", "segment_len", "batch_size", "carry_state",
-         "attention_window", "seed")
+TOKENIZER, FINAL = "tokenizer.json", "final.json"
 
 
 def schedule(step: int, warmup: int, total: int) -> float:
@@ -57,11 +51,25 @@ def schedule(step: int, warmup: int, total: int) -> float:
     return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
 
 
-class LMTask:
-    """Model, optimiser and data of one run, stepped one segment batch at a time."""
+def as_tuples(state: Any) -> Any:
+    """A state read back from a checkpoint (which stores tuples as lists) in the layers' form:
+    one list entry per block, tuples inside."""
+    def convert(s: Any) -> Any:
+        return tuple(convert(x) for x in s) if isinstance(s, list) else s
 
-    def __init__(self, config: LMConfig, corpus: Corpus) -> None:
-        self.config, self.corpus = config, corpus
+    return None if state is None else [convert(s) for s in state]
+
+
+class LMTraining(Training):
+    """AdamW with warm-up and cosine decay on contiguous segments; best validation bits/byte."""
+
+    score, higher_is_better = "bits_per_byte", False
+    resume_hint = restart_hint = ""  # re-running the same command resumes
+    damaged_fix = "delete it and re-run the same command to train this run from the start"
+    diverged_fix = "lower --lr or raise --warmup-steps, then re-run the command"
+
+    def __init__(self, config: LMConfig, corpus: Corpus, out: Path) -> None:
+        self.config, self.corpus, self.out = config, corpus, out
         torch.manual_seed(config.seed)
         self.model = FwpLM(config.spec(corpus.tokenizer.vocab_size))
         self.segments = Segments(corpus.tokens["train"], config.batch_size, config.segment_len)
@@ -72,202 +80,138 @@ class LMTask:
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, lambda s: schedule(s, config.warmup_steps, config.steps))
         self.carried: list[Any] | None = None
-        self.step_index = 0
+        self.started = time.perf_counter()
 
-    def step(self) -> float:
-        """One optimiser step on the next segment batch; returns the loss (nats per token)."""
-        i, config = self.step_index, self.config
-        if self.segments.starts_stream(i) or not config.carry_state:
+    def prepare(self) -> None:
+        write_atomic(self.out / TOKENIZER, self.corpus.tokenizer.to_dict())
+        self.started = time.perf_counter()
+
+    def train_step(self) -> dict[str, float]:
+        """One optimiser step on the next segment batch (nats per token)."""
+        config = self.config
+        if self.segments.starts_stream(self.step) or not config.carry_state:
             self.carried = None
-        inputs, targets = self.segments.batch(i)
+        inputs, targets = self.segments.batch(self.step)
         logits, state = self.model(inputs, self.carried)
         loss = F.cross_entropy(logits.flatten(0, 1), targets.flatten())
-        if not torch.isfinite(loss):
-            raise UserError(f"the loss is {loss.item()} at step {i + 1}: training diverged; "
-                            f"lower --lr (now {config.lr}) or raise --warmup-steps")
+        if not math.isfinite(loss.item()):  # the loop stops before anything is saved
+            return {"loss": loss.item()}
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if config.grad_clip > 0:
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), config.grad_clip)
         self.optimizer.step()
+        lr = self.scheduler.get_last_lr()[0]
         self.scheduler.step()
         if config.carry_state:
             self.carried = self.model.trim_cache(detach_state(state), config.window)
-        self.step_index += 1
-        return loss.item()
+        return {"loss": loss.item(), "lr": lr}
 
-    def validate(self, max_tokens: int | None = None, modes: tuple[str, ...] | None = None,
+    def evaluate(self, max_tokens: int, modes: tuple[str, ...],
                  split: str = "valid") -> dict[str, dict[str, float]]:
-        """Held-out metrics; by default in the mode the model is trained for (carried state or
-        reset per segment)."""
         c = self.config
-        modes = modes or (("carried",) if c.carry_state else ("reset",))
         return evaluate(self.model, self.corpus.tokens[split], self.corpus.bytes_per_token(split),
-                        c.segment_len, c.window if c.carry_state else 0,
-                        c.eval_tokens if max_tokens is None else max_tokens, c.eval_streams,
-                        modes)
+                        c.segment_len, c.window if c.carry_state else 0, max_tokens,
+                        c.eval_streams, modes)
+
+    def validate(self) -> dict[str, float]:
+        """Bits per byte of ``eval_tokens`` validation tokens, read as the model is trained
+        (state carried through the text, or reset per segment)."""
+        mode = "carried" if self.config.carry_state else "reset"
+        m = self.evaluate(self.config.eval_tokens, (mode,))[mode]
+        return {"bits_per_byte": m["bits_per_byte"], "perplexity": m["perplexity"]}
+
+    def should_stop(self) -> bool:
+        limit = self.config.time_limit * 60
+        return bool(limit) and time.perf_counter() - self.started > limit
 
     def state_dict(self) -> dict[str, Any]:
-        return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
-                "scheduler": self.scheduler.state_dict(), "step": self.step_index,
-                "carried": self.carried, "rng": torch.get_rng_state()}
+        return {"carried": self.carried}
 
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.model.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.scheduler.load_state_dict(state["scheduler"])
-        self.step_index = state["step"]
-        self.carried = state["carried"]
-        torch.set_rng_state(state["rng"])
+    def load_state_dict(self, checkpoint: dict[str, Any]) -> None:
+        self.carried = as_tuples(checkpoint["carried"])
 
+    def train_line(self, values: dict[str, float]) -> str:
+        return f"train {values.get('loss', math.nan):.3f} nats/token"
 
-def save(path: Path, state: dict[str, Any]) -> None:
-    """Atomic; tensors, numbers, strings and containers only (loadable with weights_only)."""
-    write_atomic(path, state)
+    def validation_line(self, values: dict[str, float], best: dict[str, Any]) -> str:
+        return (f"valid {values['bits_per_byte']:.3f} bits/byte (best "
+                f"{best.get('bits_per_byte', math.nan):.3f} at step {best['step']})")
 
 
-def load(path: Path) -> dict[str, Any]:
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # noqa: BLE001 — any unreadable file is the same user problem
-        raise UserError(f"cannot read {path} ({type(error).__name__}): the file is damaged or "
-                        f"not an fwp checkpoint; delete it to restart the run") from None
-
-
-def check_resume(config: LMConfig, out: Path, corpus: Corpus) -> bool:
-    """Whether ``out`` holds a run to resume; refuses a changed model/data field and a
-    vocabulary that differs from the run's."""
-    if not (out / CHECKPOINT).is_file():
-        return False
-    saved, now = read_file(out / CONFIG), to_dict(config)
-    changed = [f"--{k.replace('_', '-')} {saved.get(k)!r} → {now[k]!r}" for k in FIXED
-               if k in saved and saved[k] != now[k]]
-    if changed:
-        raise UserError(f"cannot change {', '.join(changed)} on resume: {out} was trained with "
-                        f"the old values; drop the flags, or train a new run with another --out")
-    saved_tok = json.loads((out / TOKENIZER).read_text())
-    if saved_tok != corpus.tokenizer.to_dict():
+def check_vocabulary(out: Path, corpus: Corpus) -> None:
+    """Refuse to resume a run whose vocabulary differs from the one the data gives now."""
+    if not (out / CHECKPOINT).is_file() or not (out / TOKENIZER).is_file():
+        return
+    saved = json.loads((out / TOKENIZER).read_text())
+    if saved != corpus.tokenizer.to_dict():
         raise UserError(
-            f"vocabulary mismatch: {out} was trained with "
-            f"{describe(tokenizer_from_dict(saved_tok))}, the data now gives "
-            f"{describe(corpus.tokenizer)}; resume with the run's data, or use another --out")
-    return True
+            f"vocabulary mismatch: {out} was trained with {describe(tokenizer_from_dict(saved))}, "
+            f"the data now gives {describe(corpus.tokenizer)}; resume with the run's data, or "
+            f"use another --out")
 
 
-class Stop:
-    """The first SIGINT/SIGTERM asks the loop to save and stop; the second aborts."""
-
-    def __init__(self) -> None:
-        self.requested, self.previous = False, {}
-
-    def __enter__(self) -> Stop:
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            try:
-                self.previous[sig] = signal.signal(sig, self.handle)
-            except ValueError:  # not the main thread
-                break
-        return self
-
-    def handle(self, signum: int, frame: object) -> None:
-        if self.requested:
-            raise KeyboardInterrupt
-        self.requested = True
-        print("\nfwp: stopping after this step and saving (again to abort)", file=sys.stderr)
-
-    def __exit__(self, *exc: object) -> None:
-        for sig, handler in self.previous.items():
-            signal.signal(sig, handler)
-
-
-def train(config: LMConfig, out: Path, say: Any = print) -> dict[str, Any]:
-    """Train (or resume) the run in ``out``; returns ``final.json``'s content (or, when stopped
-    early, ``{"stopped_at": step}``)."""
+def train(config: LMConfig, out: Path, say: Callable[[str], None] = print) -> dict[str, Any]:
+    """Train (or resume) the run in ``out``; returns ``final.json``'s content. A stop by
+    SIGINT / SIGTERM raises :class:`RunStopped` (the checkpoint is saved)."""
     if config.threads:
         torch.set_num_threads(config.threads)
     corpus = load_corpus(config.data, config.tokenizer)
-    task = LMTask(config, corpus)
-    resumed = check_resume(config, out, corpus)
-    out.mkdir(parents=True, exist_ok=True)
-    best = math.inf
-    if resumed:
-        state = load(out / CHECKPOINT)
-        task.load_state_dict(state)
-        best = state["best"]
-        say(f"resuming {out} at step {task.step_index}")
-    else:
-        write_atomic(out / CONFIG, to_dict(config))
-        write_atomic(out / TOKENIZER, corpus.tokenizer.to_dict())
-        (out / METRICS).unlink(missing_ok=True)
-    say(f"{corpus.describe()}; {describe(corpus.tokenizer)}; model {config.network.layers}, "
-        f"{task.model.n_parameters():,} parameters")
-    start, losses = time.perf_counter(), []
-    limit = config.time_limit * 60 or math.inf
-    timed_out = False
-    with Stop() as stop, (out / METRICS).open("a") as log:
-        while task.step_index < config.steps and not (stop.requested or timed_out):
-            losses.append(task.step())
-            step = task.step_index
-            timed_out = time.perf_counter() - start > limit
-            if step % config.eval_every and step != config.steps and not (stop.requested
-                                                                          or timed_out):
-                continue
-            bpb = next(iter(task.validate().values()))["bits_per_byte"]
-            row = {"step": step, "train_loss": sum(losses) / len(losses), "val_bpb": bpb,
-                   "lr": task.scheduler.get_last_lr()[0],
-                   "seconds": time.perf_counter() - start}
-            log.write(json.dumps(row) + "\n")
-            log.flush()
-            losses = []
-            say(f"step {step}/{config.steps}: train {row['train_loss']:.3f} nats/token, "
-                f"valid {bpb:.3f} bits/byte ({row['seconds']:.0f} s)")
-            if bpb < best:
-                best = bpb
-                save(out / BEST, {"model": task.model.state_dict(), "step": step, "bpb": bpb})
-            save(out / CHECKPOINT, {**task.state_dict(), "best": best})
-    if timed_out:
-        say(f"--time-limit {config.time_limit} min reached at step {task.step_index}")
-    elif task.step_index < config.steps:
-        say(f"stopped at step {task.step_index}; the same command resumes")
-        return {"stopped_at": task.step_index}
-    return finish(task, out, say)
+    training = LMTraining(config, corpus, out)  # refuses a context longer than the data
+    run = RunFolder(out)
+    with run.locked():
+        check_vocabulary(out, corpus)
+        say(f"{corpus.describe()}; {describe(corpus.tokenizer)}; model {config.network.layers}, "
+            f"{training.model.n_parameters():,} parameters")
+        summary = fit(training, run, steps=config.steps, eval_every=config.eval_every,
+                      progress=False, tensorboard=False, say=say)
+        if summary["status"] == "interrupted":
+            raise RunStopped(f"{out}: stopped at step {summary['step']} with its checkpoint "
+                             f"saved; the same command resumes it", summary["signal"])
+        if training.should_stop() and training.step < config.steps:
+            say(f"--time-limit {config.time_limit} min reached at step {training.step}")
+        return finish(training, out, say)
 
 
-def finish(task: LMTask, out: Path, say: Any) -> dict[str, Any]:
+def finish(training: LMTraining, out: Path, say: Callable[[str], None]) -> dict[str, Any]:
     """Held-out metrics of the best model (``final_eval_tokens``, carried and reset state), the
     unigram bar beside them, and a sample continuing the validation text's first 16 tokens."""
-    task.model.load_state_dict(load(out / BEST)["model"])
-    result = {"valid": task.validate(task.config.final_eval_tokens, ("carried", "reset")),
-              "unigram_bits_per_byte": task.corpus.unigram_bits_per_byte("valid"),
-              "parameters": task.model.n_parameters()}
+    training.model.load_state_dict(load_checkpoint(out / BEST)["model"])
+    config, corpus = training.config, training.corpus
+    result = {"valid": training.evaluate(config.final_eval_tokens, ("carried", "reset")),
+              "unigram_bits_per_byte": corpus.unigram_bits_per_byte("valid"),
+              "parameters": training.model.n_parameters(), "steps": training.step,
+              "train_seconds": round(time.perf_counter() - training.started, 1)}
     for mode, m in result["valid"].items():
         say(f"valid ({mode} state): {m['bits_per_byte']:.3f} bits/byte, perplexity "
             f"{m['perplexity']:.2f} per token")
     say(f"unigram bar (training byte frequencies): {result['unigram_bits_per_byte']:.3f} "
         f"bits/byte")
-    if task.config.sample_tokens:
-        prompt = task.corpus.tokenizer.decode(task.corpus.tokens["valid"][:16])
-        result["sample"] = sample_text(task, prompt, task.config.sample_tokens)
+    if config.sample_tokens:
+        prompt = corpus.tokenizer.decode(corpus.tokens["valid"][:16])
+        result["sample"] = sample_text(training.model, corpus, prompt, config.sample_tokens)
         say(f"sample (temperature 0.8, top-p 0.95):\n{result['sample']}")
     write_atomic(out / FINAL, result)
     return result
 
 
-def sample_text(task: LMTask, prompt: str, n: int, seed: int = 0) -> str:
-    tok = task.corpus.tokenizer
+def sample_text(model: FwpLM, corpus: Corpus, prompt: str, n: int, seed: int = 0) -> str:
+    tok = corpus.tokenizer
     ids = torch.as_tensor(tok.encode(prompt).astype("int64"))[None]
-    out, _ = generate(task.model.eval(), ids, n, temperature=0.8, top_p=0.95,
+    out, _ = generate(model.eval(), ids, n, temperature=0.8, top_p=0.95,
                       generator=torch.Generator().manual_seed(seed))
     return tok.decode(out[0].tolist())
 
 
 def load_run(run: Path, which: str = BEST) -> tuple[LMConfig, FwpLM, dict]:
     """A trained run's config, model (eval mode) and saved tokenizer dict."""
-    if not (run / CONFIG).is_file():
-        raise UserError(f"{run} is not an fwp lm run folder (no {CONFIG}); train one with "
-                        f"fwp lm train --out {run}")
+    if not (run / CONFIG).is_file() or not (run / TOKENIZER).is_file():
+        raise UserError(f"{run} is not an fwp lm run folder (no {CONFIG} and {TOKENIZER}); "
+                        f"train one with fwp lm train --out {run}")
     config = from_dict(read_file(run / CONFIG), str(run / CONFIG))
+    config.validate()
     tokenizer = json.loads((run / TOKENIZER).read_text())
     model = FwpLM(config.spec(tokenizer_from_dict(tokenizer).vocab_size))
     path = run / which if (run / which).is_file() else run / CHECKPOINT
-    model.load_state_dict(load(path)["model"])
+    model.load_state_dict(load_checkpoint(path)["model"])
     return config, model.eval(), tokenizer

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from fwp.cli import main
-from fwp.errors import UserError
+from fwp.errors import RunStopped, UserError
 from fwp.lm.config import LMConfig, ModelConfig
 from fwp.lm.train import load_run, schedule, train
 
@@ -42,8 +42,9 @@ def test_train_writes_the_run_and_learns(corpus, tmp_path):
     assert {"config.json", "tokenizer.json", "checkpoint.pt", "best.pt", "metrics.jsonl",
             "final.json"} <= names
     rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").open()]
-    assert [r["step"] for r in rows] == [10, 20, 30]
-    assert rows[-1]["val_bpb"] < rows[0]["val_bpb"]
+    val = [r for r in rows if r.get("split") == "val"]
+    assert [r["step"] for r in val] == [10, 20, 30]
+    assert val[-1]["bits_per_byte"] < val[0]["bits_per_byte"]
     assert set(result["valid"]) == {"carried", "reset"}
     assert len(result["sample"]) > 0
 
@@ -52,13 +53,14 @@ def test_a_stopped_run_resumes_exactly(corpus, tmp_path):
     straight = train(tiny(corpus), tmp_path / "a", say=lambda s: None)
 
     def interrupt(line: str) -> None:
-        if line.startswith("step 3/"):
+        if "valid" in line and "best" in line:  # at step 3: the loop stops after step 4
             os.kill(os.getpid(), signal.SIGINT)
 
-    assert train(tiny(corpus), tmp_path / "b", say=interrupt) == {"stopped_at": 3}
+    with pytest.raises(RunStopped, match="stopped at step 4"):
+        train(tiny(corpus), tmp_path / "b", say=interrupt)
     lines = []
     resumed = train(tiny(corpus), tmp_path / "b", say=lines.append)
-    assert lines[0].startswith("resuming") and "step 3" in lines[0]
+    assert any("resuming at step 4" in line for line in lines)
     assert resumed["valid"] == straight["valid"]
     _, a, _ = load_run(tmp_path / "a", "checkpoint.pt")
     _, b, _ = load_run(tmp_path / "b", "checkpoint.pt")
@@ -68,7 +70,7 @@ def test_a_stopped_run_resumes_exactly(corpus, tmp_path):
 
 def test_resume_refuses_other_models_and_vocabularies(corpus, tmp_path):
     train(tiny(corpus, steps=3, tokenizer="chars"), tmp_path / "run", say=lambda s: None)
-    with pytest.raises(UserError, match="cannot change --network"):
+    with pytest.raises(UserError, match="cannot change --layers"):
         train(tiny(corpus, steps=6, tokenizer="chars", network=ModelConfig(
             layers=["lstm"], d_model=16, heads=2, d_ff=32)), tmp_path / "run")
     corpus.write_text("ωψ new characters\n" + TEXT)
