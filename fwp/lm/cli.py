@@ -1,4 +1,4 @@
-"""``fwp lm {train,eval,generate}``."""
+"""``fwp lm {train,eval,generate,sweep,report,export}``."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ SPLITS = ("valid", "test", "train")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    """Add ``fwp lm train``, ``eval`` and ``generate``."""
+    """Add the ``fwp lm`` commands."""
     p = subparsers.add_parser(
         "train", help="train a language model (re-running the command resumes)",
         description="Train a decoder-only model over --layers on --data (the built-in stdlib "
@@ -46,6 +46,25 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--samples", type=int, default=1, help="independent samples")
     p.add_argument("--seed", type=int, default=0, help="seeds the sampling")
     p.set_defaults(func=cmd_generate)
+
+    p = subparsers.add_parser(
+        "sweep", help="models of equal parameter count × seeds, resumable, then the report",
+        description="Train every [models.NAME] × seed of a grid file into DIR/runs/NAME/seedK "
+                    "(finished runs are skipped, stopped ones resume: the same command "
+                    "continues), each model widened to the grid's parameter count (the table "
+                    "is printed first), then write DIR/report.md.")
+    p.add_argument("dir", metavar="DIR", help="sweep folder")
+    p.add_argument("--grid", default="layers", help="grid name in fwp/lm/grids or a .toml path")
+    p.add_argument("--jobs", type=int, default=1, help="runs trained in parallel processes")
+    p.add_argument("--seeds", type=int, nargs="+", default=None, help="override the grid's")
+    p.add_argument("--parameters", type=int, default=None, help="override the grid's size")
+    p.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
+                   help="override a field of the grid's [set] table (repeatable)")
+    p.set_defaults(func=cmd_sweep)
+
+    p = subparsers.add_parser("report", help="(re)write a sweep's report.md")
+    p.add_argument("dir", metavar="DIR", help="sweep folder")
+    p.set_defaults(func=cmd_report)
 
     p = subparsers.add_parser(
         "export", help="write a run as a Hugging Face model folder (needs fwp[hf])",
@@ -122,4 +141,31 @@ def cmd_export(args: argparse.Namespace) -> int:
     from_run(Path(args.run)).save_pretrained(args.to)
     print(f"wrote {args.to}; load it with `import fwp.lm.hf` and "
           f"AutoModelForCausalLM.from_pretrained({args.to!r})")
+    return 0
+
+
+def cmd_sweep(args: argparse.Namespace) -> int:
+    from fwp.config import parse_value
+    from fwp.lm.sweep import read_grid, sweep
+
+    if args.jobs < 1:
+        raise UserError(f"--jobs must be at least 1 (got {args.jobs})")
+    grid = read_grid(args.grid)
+    for text in args.set:
+        key, sep, value = text.partition("=")
+        if not sep:
+            raise UserError(f"--set needs FIELD=VALUE, got {text!r}")
+        grid.setdefault("set", {})[key] = parse_value(value)
+    if args.seeds is not None:
+        grid["seeds"] = args.seeds
+    if args.parameters is not None:
+        grid["parameters"] = args.parameters
+    print(sweep(Path(args.dir), grid, args.jobs))
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from fwp.lm.report import write_report
+
+    print(write_report(Path(args.dir)))
     return 0
