@@ -77,5 +77,10 @@ def test_a_trained_run_becomes_a_model(tmp_path, monkeypatch):
     train(config, tmp_path / "run", say=lambda s: None)
     model = from_run(tmp_path / "run")
     assert model.config.fwp_tokenizer == {"kind": "bytes"} and model.config.vocab_size == 256
-    model.save_pretrained(tmp_path / "hf")
-    assert AutoModelForCausalLM.from_pretrained(tmp_path / "hf").config.layers == ["deltanet"]
+    from fwp.cli import main
+
+    assert main(["lm", "export", str(tmp_path / "run"), "--to", str(tmp_path / "hf")]) == 0
+    loaded = AutoModelForCausalLM.from_pretrained(tmp_path / "hf")
+    assert loaded.config.layers == ["deltanet"]
+    for a, b in zip(model.state_dict().values(), loaded.state_dict().values()):
+        assert torch.equal(a, b)
