@@ -1,9 +1,14 @@
 """Mini-ImageNet (Vinyals et al. 2016; Ravi & Larochelle 2017 split) from the files a user has.
 
-Either layout, per split, under one root:
+Any of three layouts, per split, under one root:
 
 - the pickles ``mini-imagenet-cache-{train,val,test}.pkl``: a dict with ``image_data`` (uint8
   ``[n, 84, 84, 3]``) and ``class_dict`` (class -> list of indices into ``image_data``);
+- what the public few-shot SRWM code (IDSIA/modern-srwm, through its copy of torchmeta's
+  ``MiniImagenet``) makes of those pickles, then deletes them: ``{split}_data.hdf5`` with one
+  uint8 ``[n, 84, 84, 3]`` data set per class in its group ``datasets``, and
+  ``{split}_labels.json``, the sorted class names; in ``root`` or in ``root/miniimagenet/``
+  (that code's ``--data_dir``). Needs ``h5py`` (the ``hdf5`` extra);
 - Ravi & Larochelle's ``{train,val,test}.csv`` (columns ``filename,label``) with an ``images/``
   folder.
 
@@ -13,6 +18,7 @@ Either layout, per split, under one root:
 from __future__ import annotations
 
 import csv
+import json
 import pickle
 from pathlib import Path
 
@@ -27,7 +33,7 @@ from fwp.errors import UserError
 def load_miniimagenet(
     root: str | Path, split: str = "train", *, image_size: int = 84
 ) -> FewShotDataset:
-    """Split ``split`` of Mini-ImageNet under ``root`` (pickle or CSV layout)."""
+    """Split ``split`` of Mini-ImageNet under ``root`` (pickle, HDF5 or CSV layout)."""
     root = Path(root).expanduser()
     if not root.is_dir():
         raise UserError(
@@ -36,7 +42,15 @@ def load_miniimagenet(
         )
     pickle_path = root / f"mini-imagenet-cache-{split}.pkl"
     csv_path = root / f"{split}.csv"
-    if pickle_path.is_file():
+    hdf5_path = next((folder / f"{split}_data.hdf5" for folder in (root, root / "miniimagenet")
+                      if (folder / f"{split}_data.hdf5").is_file()), None)
+    if hdf5_path is not None:
+        labels_path = hdf5_path.with_name(f"{split}_labels.json")
+        sources = [p.resolve() for p in (hdf5_path, labels_path) if p.is_file()]
+        key = cache_key(source=file_stamp(sources), image_size=image_size)
+        store = cached_store("miniimagenet", key,
+                             lambda: _from_hdf5(hdf5_path, labels_path, image_size))
+    elif pickle_path.is_file():
         key = cache_key(source=file_stamp([pickle_path.resolve()]), image_size=image_size)
         store = cached_store("miniimagenet", key, lambda: _from_pickle(pickle_path, image_size))
     elif csv_path.is_file() and (root / "images").is_dir():
@@ -48,7 +62,8 @@ def load_miniimagenet(
     else:
         found = sorted(p.name for p in root.iterdir())[:12]
         raise UserError(
-            f"no Mini-ImageNet '{split}' split in {root}: expected {pickle_path.name}, or "
+            f"no Mini-ImageNet '{split}' split in {root}: expected {pickle_path.name}, "
+            f"{split}_data.hdf5 (the public SRWM code's, also under miniimagenet/), or "
             f"{csv_path.name} with an images/ folder (Ravi & Larochelle); "
             f"found {found or 'nothing'}"
         )
@@ -104,6 +119,41 @@ def _from_pickle(path: Path, image_size: int) -> ImageStore:
     if images.shape[1:3] != (image_size, image_size):
         images = _resize(images, image_size)
     counts = np.asarray([len(class_dict[n]) for n in names])
+    return ImageStore(images, names, names, counts, {"source": str(path)})
+
+
+def _from_hdf5(path: Path, labels_path: Path, image_size: int) -> ImageStore:
+    """torchmeta's layout: group ``datasets`` of ``path``, one data set per class, in the order
+    of ``labels_path`` (its sorted names; sorted keys when the file is absent)."""
+    try:
+        import h5py
+    except ImportError:
+        raise UserError(f"reading {path} needs h5py: pip install h5py (or the fwp[hdf5] "
+                        "extra)") from None
+    try:
+        with h5py.File(path, "r") as f:
+            group = f["datasets"]
+            names = (json.loads(labels_path.read_text()) if labels_path.is_file()
+                     else sorted(group))
+            absent = [n for n in names if n not in group]
+            if absent:
+                raise UserError(f"{labels_path.name} lists classes that {path} does not hold: "
+                                f"{', '.join(absent[:5])}; regenerate both files")
+            per_class = [np.asarray(group[n]) for n in names]
+    except (OSError, KeyError, ValueError) as error:
+        raise UserError(
+            f"cannot read {path} as a Mini-ImageNet HDF5 file (a group 'datasets' with one "
+            f"data set per class): {error}; regenerate it from the pickles"
+        ) from None
+    for name, images in zip(names, per_class):
+        if images.dtype != np.uint8 or images.ndim != 4 or images.shape[-1] != 3 or not len(
+                images):
+            raise UserError(f"{path}: class '{name}' should be uint8 [n ≥ 1, H, W, 3], got "
+                            f"{images.dtype} {list(images.shape)}; regenerate the file")
+    images = np.concatenate(per_class)
+    if images.shape[1:3] != (image_size, image_size):
+        images = _resize(images, image_size)
+    counts = np.asarray([len(c) for c in per_class])
     return ImageStore(images, names, names, counts, {"source": str(path)})
 
 

@@ -1,6 +1,7 @@
-"""``fwp fewshot {inspect,train,eval,report,explain,sweep}``: argparse glue around
+"""``fwp fewshot {inspect,train,eval,report,explain,sweep,import}``: argparse glue around
 :mod:`fwp.fewshot.train`, :mod:`fwp.fewshot.evaluate`, :mod:`fwp.fewshot.report`,
-:mod:`fwp.fewshot.explain`, :mod:`fwp.fewshot.plots` and :mod:`fwp.fewshot.sweep`. Heavy
+:mod:`fwp.fewshot.explain`, :mod:`fwp.fewshot.plots`, :mod:`fwp.fewshot.sweep` and
+:mod:`fwp.fewshot.public`. Heavy
 imports (data sets, matplotlib) happen inside the commands."""
 
 from __future__ import annotations
@@ -38,7 +39,8 @@ def _positive(text: str) -> int:
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the few-shot commands to ``fwp fewshot``: ``add_<command>`` adds one command's parser,
     ``cmd_<command>`` runs it."""
-    for add in (add_inspect, add_train, add_eval, add_report, add_explain, add_sweep):
+    for add in (add_inspect, add_train, add_eval, add_report, add_explain, add_sweep,
+                add_import):
         add(subparsers)
 
 
@@ -186,6 +188,21 @@ def add_sweep(subparsers: argparse._SubParsersAction) -> None:
                    help="only rewrite DIR/report.md from the runs evaluated so far")
     p.set_defaults(func=cmd_sweep)
 
+
+def add_import(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "import", help="a checkpoint of the public few-shot SRWM code as a run folder",
+        description="Read a checkpoint saved by the public few-shot SRWM code "
+        "(IDSIA/modern-srwm, supervised_learning/: --model_type stateful_srwm or srwm) into a "
+        "new run folder, so that `fwp fewshot eval RUN` evaluates it. The network comes from "
+        "--preset / --config / flags (a paper preset, e.g. table2_k10_boot for the public "
+        "pretrained_miniimagenet_10shot_5bootstrap_srwm_conv4.pt) and is checked against the "
+        "file; the query gets the public code's label input (class 0's one-hot).",
+    )
+    p.add_argument("checkpoint", type=Path, metavar="FILE.pt", help="the public checkpoint")
+    p.add_argument("--out", required=True, type=Path, metavar="RUN", help="run folder to create")
+    add_config_flags(p)
+    p.set_defaults(func=cmd_import)
 
 
 def _field_value(text: str) -> tuple[str, object]:
@@ -451,4 +468,26 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     sweep(grid, args.dir, jobs=args.jobs or 1, threads=args.threads or 0,
           log=lambda line: print(line, flush=True))
     print(f"wrote {args.dir / 'report.md'}")
+    return 0
+
+
+def cmd_import(args: argparse.Namespace) -> int:
+    from fwp.fewshot.evaluate import load_split
+    from fwp.fewshot.public import import_public
+
+    if not (args.preset or args.config):
+        raise UserError("give the network of the checkpoint: --preset NAME (a paper preset, e.g. "
+                        "table2_k10_boot) or --config FILE, with flags for what its script changed")
+    config = config_from_args(args)
+    if "query_input" not in core.given(args, RunConfig).get("network", {}):
+        config.network.query_input = "class0"
+    elif config.network.query_input != "class0":
+        print("fwp: the public code trained this model with class 0's one-hot as the query's "
+              f"label input; evaluating with --query-input {config.network.query_input}")
+    image_shape = load_split(config, "test").image_shape
+    done = import_public(args.checkpoint, args.out, config, image_shape)
+    recorded = ("" if done["valid_accuracy"] is None
+                else f", validation accuracy {done['valid_accuracy']:.2f} % in the file")
+    print(f"{args.out}: imported {args.checkpoint} ({done['layout']} layout, step {done['step']}"
+          f"{recorded}); evaluate it with `fwp fewshot eval {args.out}`")
     return 0

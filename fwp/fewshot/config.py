@@ -26,6 +26,7 @@ from fwp.errors import UserError
 PRESETS_DIR = Path(__file__).parent / "presets"
 DISTILL = ("ce", "kl", "weights")
 SCHEDULES = ("noam", "cosine", "constant")
+QUERY_INPUTS = ("zeros", "class0")
 # Conv-4 width when --conv-channels is 0: 64 for the 28×28 character data sets (Omniglot, as
 # Vinyals et al. 2016 and the SRWM paper), 32 for every other (Mini-ImageNet, as Ravi & Larochelle
 # 2017 and the SRWM paper; cluttered_glyphs, our choice).
@@ -82,6 +83,10 @@ class NetworkConfig:
         choices="fwp.layers.block:RESIDUALS")
     final_norm: bool = option(
         True, "LayerNorm before the classifier (the public code has none)")
+    query_input: str = option(
+        "zeros", "label input of the query: zeros (a dedicated \"no label\" input, our choice) or "
+        "class0 (the one-hot of class 0, the public code's; `fwp fewshot import` sets it)",
+        choices=QUERY_INPUTS)
     separate_backbone_calls: bool = option(
         False, "in training, one backbone call (so one BatchNorm batch) each for support, query "
         "and extra images (public bootstrapping code)")

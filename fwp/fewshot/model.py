@@ -3,8 +3,9 @@
 An episode is a sequence of labelled examples (x_t, y_t), t = 1 … N·K, then a query x with no
 label (seed paper Sec. 1). Each example enters the core as Lin([features(x_t); onehot(y_t)]);
 the query's label input is all zeros, the paper's ∅ = 0 read as a zero vector: a dedicated "no
-label" input. (The public code feeds label index 0, i.e. class 0's one-hot, so its query looks
-like an example of class 0; we keep the zero vector in every configuration.)
+label" input. The public code feeds label index 0 instead, i.e. class 0's one-hot, so its query
+looks like an example of class 0: ``query_input = "class0"`` does the same, for checkpoints of
+that code (``fwp fewshot import``) and to measure what the choice changes (docs/fewshot.md).
 
 The core's state after the support set is the learner's "trained model" W_{N·K}
 (seed paper Fig. 1): :meth:`FewShotLearner.observe` continues it with more examples and
@@ -78,15 +79,19 @@ class FewShotLearner(nn.Module):
         self.norm = nn.LayerNorm(net.d_model) if net.final_norm else nn.Identity()
         self.head = nn.Linear(net.d_model, self.n_way)
         self.separate_backbone_calls = net.separate_backbone_calls
+        self.query_class0 = net.query_input == "class0"
 
     def features(self, images: torch.Tensor) -> torch.Tensor:
         """``[B, T, C, H, W]`` → ``[B, T, F]`` backbone features."""
         return self.backbone(images.flatten(0, 1)).unflatten(0, images.shape[:2])
 
     def embed(self, features: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
-        """``[B, T, F]`` features and ``[B, T]`` labels (None: no label) → ``[B, T, d_model]``."""
+        """``[B, T, F]`` features and ``[B, T]`` labels (None: no label) → ``[B, T, d_model]``.
+        No label is a zero vector, or class 0's one-hot with ``query_input = "class0"``."""
         if labels is None:
             label_input = features.new_zeros(*features.shape[:-1], self.n_way)
+            if self.query_class0:
+                label_input[..., 0] = 1
         else:
             label_input = F.one_hot(labels, self.n_way).to(features.dtype)
         return self.input(torch.cat([features, label_input], dim=-1))

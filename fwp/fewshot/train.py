@@ -49,6 +49,22 @@ def lr_factor(config: RunConfig, step: int) -> float:
     return 1.0
 
 
+def episodes_per_step(config: RunConfig, processes: int) -> str:
+    """Under torchrun, what ``--batch-size`` means: episodes per micro-batch and process, so an
+    optimiser step averages ``batch_size · accumulate · processes`` of them (the public scripts
+    train on one GPU: 16 per step). Announced, since more processes silently mean a larger
+    batch; "" in one process."""
+    optim = config.optim
+    if processes == 1:
+        return ""
+    total = optim.batch_size * optim.accumulate * processes
+    keep = (f"; for {optim.batch_size * optim.accumulate} per step as in one process, give "
+            f"--batch-size {optim.batch_size // processes}"
+            if optim.batch_size % processes == 0 and optim.batch_size >= processes else "")
+    return (f"fwp: {processes} processes × --batch-size {optim.batch_size} × --accumulate "
+            f"{optim.accumulate} = {total} episodes per optimiser step{keep}")
+
+
 class FewShotTraining(Training):
     """The learner, its optimiser and schedule, and the training and validation tasks (the
     run's protocol: episodes or streams); ``net`` is ``model`` or its DDP wrapper."""
@@ -70,8 +86,9 @@ class FewShotTraining(Training):
         self.model = FewShotLearner(config, self.task.image_shape)
         if announce:
             notice = gpu_notice(config, self.task.image_shape, self.model)
-            if notice:
-                print(notice, flush=True)
+            for line in (notice, episodes_per_step(config, world.size)):
+                if line:
+                    print(line, flush=True)
         self.model = self.net = self.model.to(world.device)
         optim = config.optim
         self.optimizer = torch.optim.Adam(

@@ -37,7 +37,7 @@ from fwp.formal.data import (
 from fwp.formal.languages import Language, get_language
 from fwp.formal.model import FormalModel
 from fwp.runs import BEST, CHECKPOINT, CONFIG, RunFolder, Training, fit
-from fwp.runs.policy import learning_differences, resume_changes
+from fwp.runs.policy import learning_differences
 
 METRICS = "metrics.json"  # the finished run's results (metrics.jsonl: the training log)
 VALID_KEY = 987_654_321  # offsets data_seed for the stream protocol's validation set
@@ -294,12 +294,8 @@ def _train(config: RunConfig, folder: Path, out: Path | None, say: Callable[[str
            data_cache: Path | None) -> dict[str, Any]:
     run = RunFolder(folder)
     with run.locked():
-        if (folder / METRICS).exists():
-            saved = run.read_config()
-            resume_changes(RunConfig, saved, to_dict(config), str(folder))  # refused ones raise
-            if not learning_differences(RunConfig, saved, to_dict(config)):
-                say(f"{folder}: already finished")
-                return read_file(folder / METRICS)
+        if (finished := run.finished(METRICS, config, say)) is not None:
+            return finished
         if config.threads:
             torch.set_num_threads(config.threads)
         data = load_data(config, data_cache)

@@ -19,7 +19,7 @@ import json
 import os
 import shutil
 import socket
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -157,6 +157,25 @@ class RunFolder:
         if self._lock is not None:
             os.close(self._lock)  # closing drops the flock
             self._lock = None
+
+    def finished(self, result: str, config: Any, say: Callable[[str], None]) -> Any:
+        """The saved result file ``result`` (e.g. ``metrics.json``) of a run that finished with
+        ``config`` (fields of resume policy ``runtime`` aside), or None: no result yet, or a
+        config that goes on learning (more steps), whose old result is deleted so that nothing
+        reads it as finished. A refused change raises :class:`UserError` before any work."""
+        from fwp.config import to_dict
+        from fwp.runs.policy import learning_differences, resume_changes
+
+        path = self.path / result
+        if not path.is_file():
+            return None
+        saved = self.read_config()
+        resume_changes(type(config), saved, to_dict(config), str(self.path))
+        if not learning_differences(type(config), saved, to_dict(config)):
+            say(f"{self.path}: already finished")
+            return read_file(path)
+        path.unlink()
+        return None
 
     def claim(self, config: dict[str, Any], fresh: bool) -> None:
         """Write ``config.json`` once every check has passed; a ``fresh`` run first clears what a

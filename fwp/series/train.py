@@ -19,10 +19,9 @@ from typing import Any
 import torch
 from torch.nn import functional as F
 
-from fwp.config import read_file, to_dict, write_atomic
+from fwp.config import write_atomic
 from fwp.errors import RunStopped
 from fwp.runs import RunFolder, Training, fit, load_checkpoint
-from fwp.runs.policy import learning_differences, resume_changes
 from fwp.series.config import RunConfig
 from fwp.series.data import Prepared, load, prepare
 from fwp.series.model import SeriesClassifier
@@ -138,13 +137,8 @@ def _train(config: RunConfig, folder: Path, say: Callable[[str], None],
            keep: bool) -> dict[str, Any]:
     run = RunFolder(folder)
     with run.locked():
-        if (folder / METRICS).exists():
-            saved = run.read_config()
-            resume_changes(RunConfig, saved, to_dict(config), str(folder))
-            if not learning_differences(RunConfig, saved, to_dict(config)):
-                say(f"{folder}: already finished")
-                return read_file(folder / METRICS)
-            (folder / METRICS).unlink()
+        if (finished := run.finished(METRICS, config, say)) is not None:
+            return finished
         if config.threads:
             torch.set_num_threads(config.threads)
         data = prepared_data(config)

@@ -3,7 +3,12 @@ import pytest
 
 from fwp.data import load_dataset
 from fwp.errors import UserError
-from tests.data.trees import make_csv_layout, make_folder, make_miniimagenet_pickle
+from tests.data.trees import (
+    make_csv_layout,
+    make_folder,
+    make_miniimagenet_hdf5,
+    make_miniimagenet_pickle,
+)
 
 
 def test_pickle_layout(tmp_path):
@@ -20,6 +25,33 @@ def test_pickle_layout(tmp_path):
     assert np.array_equal(train.gather_uint8(np.array([1, 1]), np.array([0, 2])), raw[[1, 9]])
     with pytest.raises(UserError, match="no Mini-ImageNet 'val' split.*mini-imagenet-cache-val"):
         load_dataset("miniimagenet", tmp_path, "val")
+
+
+@pytest.mark.parametrize("nested", [False, True])
+def test_hdf5_layout_of_the_public_code(tmp_path, nested):
+    pytest.importorskip("h5py")
+    folder = tmp_path / "miniimagenet" if nested else tmp_path
+    images = make_miniimagenet_hdf5(folder, "test", classes=3, per_class=4)
+    test = load_dataset("miniimagenet", tmp_path, "test")
+    assert (test.num_classes, test.num_images, test.image_shape) == (3, 12, (3, 84, 84))
+    assert test.class_names == ["n00000000", "n00000001", "n00000002"]
+    assert np.array_equal(test.gather_uint8(np.array([2, 0]), np.array([3, 1])),
+                          images[[2, 0], [3, 1]])
+    small = load_dataset("miniimagenet", tmp_path, "test", image_size=20)
+    assert small.image_shape == (3, 20, 20)
+    with pytest.raises(UserError, match="expected .*val_data.hdf5"):
+        load_dataset("miniimagenet", tmp_path, "val")
+
+
+def test_bad_hdf5_is_named(tmp_path):
+    pytest.importorskip("h5py")
+    make_miniimagenet_hdf5(tmp_path, "train", classes=2, per_class=2, size=8)
+    (tmp_path / "train_labels.json").write_text('["n00000000", "n99999999"]')
+    with pytest.raises(UserError, match="lists classes that .* does not hold: n99999999"):
+        load_dataset("miniimagenet", tmp_path, "train")
+    (tmp_path / "train_data.hdf5").write_bytes(b"garbage")
+    with pytest.raises(UserError, match="cannot read .*train_data.hdf5 as a Mini-ImageNet HDF5"):
+        load_dataset("miniimagenet", tmp_path, "train")
 
 
 def test_bad_pickle_is_named(tmp_path):

@@ -1,10 +1,12 @@
 """Writers of fixture trees in the layouts users have: Omniglot as in Lake et al.'s repository
-(``images_background/<Alphabet>/<character>/``), Mini-ImageNet as the pickled caches or as Ravi &
-Larochelle's CSV files beside ``images/``."""
+(``images_background/<Alphabet>/<character>/``), Mini-ImageNet as the pickled caches, as the
+HDF5 files the public SRWM code makes of them, or as Ravi & Larochelle's CSV files beside
+``images/``."""
 
 from __future__ import annotations
 
 import csv
+import json
 import pickle
 import zipfile
 from pathlib import Path
@@ -60,6 +62,25 @@ def make_miniimagenet_pickle(
     root.mkdir(parents=True, exist_ok=True)
     with open(root / f"mini-imagenet-cache-{split}.pkl", "wb") as f:
         pickle.dump(data, f)
+
+
+def make_miniimagenet_hdf5(root: Path, split: str, classes: int, per_class: int,
+                           size: int = 84) -> np.ndarray:
+    """torchmeta's layout, as the public SRWM code leaves it: ``{split}_data.hdf5`` (group
+    ``datasets``, one data set per class) and ``{split}_labels.json``. Returns the images
+    ``[classes, per_class, size, size, 3]`` in label order."""
+    import h5py
+
+    rng = np.random.default_rng(len(split))
+    images = rng.integers(0, 256, (classes, per_class, size, size, 3), dtype=np.uint8)
+    names = [f"n{c:08d}" for c in range(classes)]
+    root.mkdir(parents=True, exist_ok=True)
+    with h5py.File(root / f"{split}_data.hdf5", "w") as f:
+        group = f.create_group("datasets")
+        for c in reversed(range(classes)):  # stored out of order: the labels file gives it
+            group.create_dataset(names[c], data=images[c])
+    (root / f"{split}_labels.json").write_text(json.dumps(names))
+    return images
 
 
 def make_csv_layout(root: Path, split: str, classes: int, per_class: int, size: int = 12) -> None:

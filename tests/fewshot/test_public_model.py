@@ -6,8 +6,10 @@ The public learner (IDSIA/modern-srwm, ``supervised_learning/``: ``model_few_sho
 ``main_few_shot_sync_bootstrapping.py``) is written out below in float64 from its equations, in
 its own layout: time-major sequences, per head four matrices W_y, W_q, W_k ``[D_in, D_out]``
 and w_b ``[D_in, 4]`` (rates 0…3 for the blocks y, q, k, β), a state that stores the shift
-W − W0, a per-step loop. It reads fwp's parameters through that layout, so one backward pass of
-each gives gradients with respect to the same leaves.
+W − W0, a per-step loop. It reads a state dict under the public code's names
+(``StatefulConvSRWMModel.state_dict()``); :func:`public_state_dict` gives fwp's parameters under
+those names as views, so one backward pass of each gives gradients with respect to the same
+leaves. ``test_import.py`` writes such a state dict as a public checkpoint.
 """
 
 from __future__ import annotations
@@ -35,6 +37,32 @@ def public_weights(layer) -> tuple[torch.Tensor, ...]:
             W0[:, D:2 * D].transpose(1, 2), rates.transpose(1, 2))
 
 
+def public_state_dict(model) -> dict[str, torch.Tensor]:
+    """fwp's parameters and buffers under the names and in the layout of the public
+    ``StatefulConvSRWMModel.state_dict()`` (views: gradients reach fwp's parameters)."""
+    P: dict[str, torch.Tensor] = {}
+    net = list(model.backbone.net)
+    for i in range(4):
+        conv, bn = net[5 * i], net[5 * i + 1]
+        P.update({f"conv_layers.{i}.0.weight": conv.weight, f"conv_layers.{i}.0.bias": conv.bias})
+        for name in ("weight", "bias", "running_mean", "running_var", "num_batches_tracked"):
+            P[f"conv_layers.{i}.1.{name}"] = getattr(bn, name)
+    P.update({"input_proj.weight": model.input.weight, "input_proj.bias": model.input.bias,
+              "out_layer.weight": model.head.weight, "out_layer.bias": model.head.bias})
+    for b, block in enumerate(model.core.blocks):
+        srwm, ff = f"fw_layers.{b}", f"ff_layers.{b}"
+        for name, w in zip(("W_y", "W_q", "W_k", "w_b"), public_weights(block.layer)):
+            P[f"{srwm}.{name}"] = w.unsqueeze(0)
+        P[f"{srwm}.out_linear.weight"] = block.layer.out.weight
+        norm, first, _, _, second, _ = block.ff.net
+        for name in ("weight", "bias"):
+            P[f"{srwm}.layer_norm.{name}"] = getattr(block.norm, name)
+            P[f"{ff}.layer_norm.{name}"] = getattr(norm, name)
+            P[f"{ff}.ff_layers.0.{name}"] = getattr(first, name)
+            P[f"{ff}.ff_layers.3.{name}"] = getattr(second, name)
+    return P
+
+
 def public_srwm(x: torch.Tensor, weights: list[torch.Tensor]) -> tuple[torch.Tensor, list]:
     """The kernel's recurrence. x ``[B, H, L, D]``; weights W_y, W_q, W_k ``[B, H, D, D]`` and
     w_b ``[B, H, D, 4]`` indexed [input e, output m]. Returns y ``[B, H, L, D]`` (read with the
@@ -57,54 +85,61 @@ def public_srwm(x: torch.Tensor, weights: list[torch.Tensor]) -> tuple[torch.Ten
     return torch.stack(ys, 2), [Wy, Wq, Wk, wb]
 
 
-def public_srwm_layer(block, h: torch.Tensor, shift: list | None) -> tuple[torch.Tensor, list]:
+def public_srwm_layer(P: dict, name: str, h: torch.Tensor,
+                      shift: list | None) -> tuple[torch.Tensor, list]:
     """``SRWMlayer.forward(h, state, get_state=True)`` with use_ln: raw h into the SRWM,
     LN(h) + Drop(out_linear(y)); the state in and out is the shift from the base weights."""
-    layer = block.layer
     L, B, _ = h.shape
-    x = h.reshape(L, B, layer.n_heads, layer.head_dim).permute(1, 2, 0, 3)
-    base = [w.unsqueeze(0).expand(B, -1, -1, -1) for w in public_weights(layer)]
+    _, H, D, _ = P[f"{name}.W_y"].shape
+    x = h.reshape(L, B, H, D).permute(1, 2, 0, 3)
+    base = [P[f"{name}.{w}"].expand(B, -1, -1, -1) for w in ("W_y", "W_q", "W_k", "w_b")]
     start = base if shift is None else [s + w for s, w in zip(shift, base)]
     y, final = public_srwm(x, start)
     y = y.transpose(1, 2).reshape(B, L, -1).transpose(0, 1)
-    out = F.layer_norm(h, h.shape[-1:], block.norm.weight, block.norm.bias) + F.linear(
-        y, layer.out.weight)
+    out = F.layer_norm(h, h.shape[-1:], P[f"{name}.layer_norm.weight"],
+                       P[f"{name}.layer_norm.bias"]) + F.linear(y, P[f"{name}.out_linear.weight"])
     return out, [w - b for w, b in zip(final, base)]
 
 
-def public_feed_forward(ff, x: torch.Tensor) -> torch.Tensor:
+def public_feed_forward(P: dict, name: str, x: torch.Tensor) -> torch.Tensor:
     """``TransformerFFlayers``: x + Drop(Lin(Drop(ReLU(Lin(LN x)))))."""
-    norm, first, _, _, second, _ = ff.net
-    inner = F.relu(F.linear(F.layer_norm(x, x.shape[-1:], norm.weight, norm.bias),
-                            first.weight, first.bias))
-    return x + F.linear(inner, second.weight, second.bias)
+    normed = F.layer_norm(x, x.shape[-1:], P[f"{name}.layer_norm.weight"],
+                          P[f"{name}.layer_norm.bias"])
+    inner = F.relu(F.linear(normed, P[f"{name}.ff_layers.0.weight"],
+                            P[f"{name}.ff_layers.0.bias"]))
+    return x + F.linear(inner, P[f"{name}.ff_layers.3.weight"], P[f"{name}.ff_layers.3.bias"])
 
 
-def public_conv4(backbone, images: torch.Tensor) -> torch.Tensor:
-    """4 × [conv 3×3 → BatchNorm (batch statistics, training mode) → MaxPool 2 → ReLU]."""
+def public_conv4(P: dict, images: torch.Tensor, training: bool) -> torch.Tensor:
+    """4 × [conv 3×3 → BatchNorm → MaxPool 2 → ReLU]; BatchNorm with the batch's statistics in
+    training mode, the running ones in eval mode."""
     x = images
-    layers = list(backbone.net)
     for i in range(4):
-        conv, bn = layers[5 * i], layers[5 * i + 1]
-        x = F.conv2d(x, conv.weight, conv.bias, padding=1)
-        x = F.batch_norm(x, None, None, bn.weight, bn.bias, training=True, eps=bn.eps)
+        x = F.conv2d(x, P[f"conv_layers.{i}.0.weight"], P[f"conv_layers.{i}.0.bias"], padding=1)
+        bn = {name: P[f"conv_layers.{i}.1.{name}"] for name in ("weight", "bias")}
+        stats = [None, None] if training else [P[f"conv_layers.{i}.1.running_{s}"]
+                                               for s in ("mean", "var")]
+        x = F.batch_norm(x, *stats, **bn, training=training, eps=1e-5)
         x = F.relu(F.max_pool2d(x, 2))
     return x.flatten(1)
 
 
-def public_model(model, images: torch.Tensor, label_inputs: torch.Tensor,
-                 state: list | None = None) -> tuple[torch.Tensor, list]:
-    """``StatefulConvSRWMModel.forward``: images ``[L, B, C, H, W]`` and label inputs ``[L, B, N]``
-    (the one-hot feedback) → logits ``[L, B, N]`` and the per-layer shifts."""
+def public_model(P: dict, images: torch.Tensor, label_inputs: torch.Tensor,
+                 state: list | None = None, training: bool = True) -> tuple[torch.Tensor, list]:
+    """``StatefulConvSRWMModel.forward`` of the state dict ``P``: images ``[L, B, C, H, W]`` and
+    label inputs ``[L, B, N]`` (the one-hot feedback) → logits ``[L, B, N]`` and the per-layer
+    shifts."""
     L, B = images.shape[:2]
-    features = public_conv4(model.backbone, images.flatten(0, 1)).reshape(L, B, -1)
-    out = F.linear(torch.cat([features, label_inputs], -1), model.input.weight, model.input.bias)
+    features = public_conv4(P, images.flatten(0, 1), training).reshape(L, B, -1)
+    out = F.linear(torch.cat([features, label_inputs], -1), P["input_proj.weight"],
+                   P["input_proj.bias"])
     shifts = []
-    for i, block in enumerate(model.core.blocks):
-        out, shift = public_srwm_layer(block, out, None if state is None else state[i])
+    for i in range(sum(k.endswith(".W_y") for k in P)):
+        out, shift = public_srwm_layer(P, f"fw_layers.{i}", out,
+                                       None if state is None else state[i])
         shifts.append(shift)
-        out = public_feed_forward(block.ff, out)
-    return F.linear(out, model.head.weight, model.head.bias), shifts
+        out = public_feed_forward(P, f"ff_layers.{i}", out)
+    return F.linear(out, P["out_layer.weight"], P["out_layer.bias"]), shifts
 
 
 def public_bootstrap_step(model, e, n_way: int, beta2: float, kl: bool):
@@ -116,10 +151,11 @@ def public_bootstrap_step(model, e, n_way: int, beta2: float, kl: bool):
     support, query = e.support_images.transpose(0, 1), e.query_images[:, :1].transpose(0, 1)
     extra = e.extra_images.transpose(0, 1)
     no_label = torch.zeros(1, query.shape[1], n_way, dtype=torch.float64)
-    _, support_state = public_model(model, support, onehot(e.support_labels))
-    logits, _ = public_model(model, query, no_label, support_state)
-    _, extra_state = public_model(model, extra, onehot(e.extra_labels), support_state)
-    extra_logits, _ = public_model(model, query, no_label, extra_state)
+    P = public_state_dict(model)
+    _, support_state = public_model(P, support, onehot(e.support_labels))
+    logits, _ = public_model(P, query, no_label, support_state)
+    _, extra_state = public_model(P, extra, onehot(e.extra_labels), support_state)
+    extra_logits, _ = public_model(P, query, no_label, extra_state)
     targets = e.query_labels[:, 0]
     logits, extra_logits = logits[0], extra_logits[0]
     if kl:
@@ -184,7 +220,7 @@ def test_plain_step_equals_public_sync_script(tiny_root, episodes):
     images = torch.cat([support, query], 1).transpose(0, 1)
     labels = torch.cat([F.one_hot(e.support_labels, 3).double(),
                         torch.zeros(len(e), 1, 3, dtype=torch.float64)], 1).transpose(0, 1)
-    logits, _ = public_model(model, images, labels)
+    logits, _ = public_model(public_state_dict(model), images, labels)
     F.cross_entropy(logits[-1], e.query_labels[:, 0]).backward()
     expected = _grads(model)
 

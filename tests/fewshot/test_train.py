@@ -243,3 +243,14 @@ def test_resume_announces_a_changed_thread_count_and_operator_path(
     assert out.count("threads 1 → 2") == 1  # a config field that is also runtime: said once
     if first["operators"]["srwm"] == "fused_cpu":
         assert "srwm fused_cpu → scan (fused_cpu unavailable: no C++ compiler found)" in out
+
+
+def test_the_batch_under_torchrun_is_announced(tiny_root):
+    from fwp.fewshot.train import episodes_per_step
+
+    config = tiny_config(tiny_root, batch_size=16)
+    assert episodes_per_step(config, 1) == ""
+    assert episodes_per_step(config, 4) == (
+        "fwp: 4 processes × --batch-size 16 × --accumulate 1 = 64 episodes per optimiser step; "
+        "for 16 per step as in one process, give --batch-size 4")
+    assert "give" not in episodes_per_step(tiny_config(tiny_root, batch_size=6), 4)

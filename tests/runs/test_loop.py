@@ -148,3 +148,21 @@ def test_a_refused_start_leaves_no_folder(tmp_path):
         raise UserError("a check failed")
     assert not (tmp_path / "new").exists()
     assert to_dict(config)["steps"] == 8
+
+
+def test_a_finished_run_is_returned_extended_or_refused(tmp_path):
+    """RunFolder.finished: the saved result for the same config (a runtime field may differ);
+    None, with the old result deleted, for one that goes on learning; a refused change raises."""
+    _fit(ToyConfig(steps=2), tmp_path / "run")
+    result = tmp_path / "run" / "result.json"
+    result.write_text(json.dumps({"error": 0.5}))
+    folder, lines = RunFolder(tmp_path / "run"), []
+    assert folder.finished("result.json", ToyConfig(steps=2, threads=4), lines.append) == {
+        "error": 0.5}
+    assert lines == [f"{tmp_path / 'run'}: already finished"]
+    with pytest.raises(UserError, match="cannot change --width 3 → 4"):
+        folder.finished("result.json", ToyConfig(steps=2, width=4), lines.append)
+    assert result.is_file()
+    assert folder.finished("result.json", ToyConfig(steps=4), lines.append) is None
+    assert not result.exists()
+    assert folder.finished("result.json", ToyConfig(steps=2), lines.append) is None

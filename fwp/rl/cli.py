@@ -1,0 +1,144 @@
+"""``fwp rl {train,eval,report,study,rtrl}``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from fwp.errors import UserError
+from fwp.rl.config import add_config_flags, config_from_args
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    for add in (add_train, add_eval, add_report, add_study, add_rtrl):
+        add(subparsers)
+
+
+def add_train(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "train", help="train an actor-critic with an FWP (or any registered layer) core",
+        description="Recurrent PPO (or --algo r2ac) on --env; every field of the run config "
+                    "is a flag. Re-running the same command resumes from the checkpoint.")
+    add_config_flags(p)
+    p.add_argument("--out", metavar="RUN", default=None,
+                   help="run folder (default: runs/rl/ENV-MODEL-sSEED)")
+    p.set_defaults(func=cmd_train)
+
+
+def add_eval(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser("eval", help="seeded evaluation episodes of a trained run")
+    p.add_argument("run", metavar="RUN", help="run folder written by fwp rl train")
+    p.add_argument("--episodes", type=int, default=32, help="episodes (default: 32)")
+    p.add_argument("--seed", type=int, default=10_000,
+                   help="episode i plays environment seed SEED + i (default: 10000)")
+    p.add_argument("--greedy", action="store_true", help="argmax actions instead of sampling")
+    p.set_defaults(func=cmd_eval)
+
+
+def add_report(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser("report", help="returns against frames over seeds: table, paired "
+                              "differences against the references, plot")
+    p.add_argument("runs", nargs="+", metavar="RUN", help="run folders")
+    p.add_argument("--out", metavar="DIR", required=True, help="folder for report.md")
+    p.set_defaults(func=cmd_report)
+
+
+def add_study(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "study", help="a grid of runs × seeds (resumable), then the report",
+        description="Train every run × seed of --grid (a TOML file, or a name in fwp/rl/grids/: "
+                    "pomdp, memory, multitask, r2ac, study, tiny) into DIR/runs/NAME/seedK, then "
+                    "write DIR/report.md (with paired differences, Holm-adjusted); the same "
+                    "command resumes a stopped study.")
+    p.add_argument("dir", metavar="DIR", help="study folder")
+    p.add_argument("--grid", required=True, help="grid file or name")
+    p.add_argument("--jobs", type=int, default=1, help="runs trained at once")
+    p.set_defaults(func=cmd_study)
+
+
+def add_rtrl(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "rtrl", help="online delayed recall, RTRL vs truncated BPTT; memory and time per step",
+        description="Train --cells online on delayed recall (--delay longer than --segment) "
+                    "with RTRL and with truncated BPTT, and measure memory and time per step "
+                    "of full BPTT and RTRL as the sequence grows; writes OUT/rtrl.json.")
+    p.add_argument("--out", metavar="DIR", required=True)
+    p.add_argument("--cells", nargs="+", default=["elstm", "fwp_sum"])
+    p.add_argument("--delay", type=int, default=20)
+    p.add_argument("--segment", type=int, default=10, help="steps per update (truncation)")
+    p.add_argument("--steps", type=int, default=20_000, help="stream steps per learner")
+    p.add_argument("--seeds", type=int, nargs="+", default=[1])
+    p.add_argument("--lengths", type=int, nargs="+", default=[100, 400, 1600],
+                   help="sequence lengths of the memory/time measurement")
+    p.add_argument("--threads", type=int, default=1)
+    p.set_defaults(func=cmd_rtrl)
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from fwp.rl.train import train
+
+    config = config_from_args(args)
+    label = config.network.model if config.algo == "ppo" else (
+        f"r2ac-{config.network.cell}-{config.network.gradient}")
+    out = Path(args.out or f"runs/rl/{config.env.replace('/', '_')}-{label}-s{config.seed}")
+    train(config, out)
+    return 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from fwp.config import write_atomic
+    from fwp.rl.evaluate import run_episodes
+    from fwp.rl.train import load_policy
+
+    if args.episodes < 1:
+        raise UserError(f"--episodes must be at least 1 (got {args.episodes})")
+    _, spec, policy = load_policy(Path(args.run))
+    result = run_episodes(policy, spec, args.episodes, args.seed, greedy=args.greedy)
+    write_atomic(Path(args.run) / f"eval_seed{args.seed}.json", result)
+    print(json.dumps({k: result[k] for k in ("episodes", "seed", "mean_return", "per_task")}))
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from fwp.rl.report import write_report
+
+    print(write_report([Path(r) for r in args.runs], Path(args.out)))
+    return 0
+
+
+def cmd_study(args: argparse.Namespace) -> int:
+    from fwp.rl.study import study
+
+    if args.jobs < 1:
+        raise UserError(f"--jobs must be at least 1 (got {args.jobs})")
+    print(study(args.grid, Path(args.dir), jobs=args.jobs))
+    return 0
+
+
+def cmd_rtrl(args: argparse.Namespace) -> int:
+    import torch
+
+    from fwp.config import write_atomic
+    from fwp.rl.recall import RecallTask, cost_per_step, online_recall
+
+    if args.delay < args.segment:
+        raise UserError(f"--delay {args.delay} is shorter than --segment {args.segment}: the "
+                        f"comparison needs a delay no truncated gradient spans")
+    torch.set_num_threads(args.threads)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    task, results = RecallTask(delay=args.delay), {"recall": [], "cost": []}
+    for cell in args.cells:
+        results["cost"] += cost_per_step(cell, args.lengths)
+        for seed in args.seeds:
+            for gradient in ("rtrl", "tbptt"):
+                r = online_recall(cell, gradient, task, args.steps, args.segment, seed=seed)
+                print(f"{cell} {gradient} seed {seed}: final recall accuracy "
+                      f"{r['final_accuracy']:.3f}, {r['ms_per_step']:.2f} ms/step", flush=True)
+                results["recall"].append(r)
+                write_atomic(out / "rtrl.json", results)
+    write_atomic(out / "rtrl.json", results)
+    for row in results["cost"]:
+        print(json.dumps({k: round(v, 3) if isinstance(v, float) else v for k, v in row.items()}))
+    return 0

@@ -1,0 +1,89 @@
+"""A grid of ``fwp rl`` runs × seeds, resumable, then the report.
+
+A grid file (TOML) lists seeds and named runs, each a (partial) run config that may start from a
+preset (``base = "NAME"``)::
+
+    seeds = [1, 2, 3]
+    [runs.cartpole_lstm]
+    base = "cartpole"
+    network = { model = "lstm" }
+
+Every run trains into ``DIR/runs/<name>/seed<k>/``: a finished one (``eval.json``) is skipped,
+an unfinished one resumes from its checkpoint, so the same command continues a stopped study.
+``DIR/report.md`` and ``DIR/returns.png`` are rewritten at the end.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from pathlib import Path
+from typing import Any
+
+from fwp import config as core
+from fwp.config import read_file, to_dict, write_atomic
+from fwp.errors import UserError
+from fwp.rl.config import PRESETS, RLConfig, from_dict
+from fwp.rl.envs import check_env
+from fwp.rl.report import write_report
+from fwp.rl.train import EVAL, train, updates_of
+from fwp.runs import RunFolder
+from fwp.runs.sweep import Estimate, check_name, check_run_folders, duration, run_all
+
+GRIDS = Path(__file__).parent / "grids"
+
+
+def read_grid(path: str | Path) -> tuple[list[int], dict[str, RLConfig]]:
+    """Seeds and named configs of a grid file (a name of ``fwp/rl/grids/`` or a path)."""
+    path = Path(path)
+    if not path.is_file() and (GRIDS / f"{path}.toml").is_file():
+        path = GRIDS / f"{path}.toml"
+    data = read_file(path)
+    seeds, runs = data.get("seeds", [1]), data.get("runs", {})
+    if not runs or not seeds or not all(isinstance(s, int) for s in seeds):
+        raise UserError(f"{path} needs `seeds = [..]` (integers) and at least one [runs.NAME]")
+    configs = {}
+    for name, entry in runs.items():
+        entry = dict(entry)
+        base = core.read_preset(PRESETS, entry.pop("base"), RLConfig) if "base" in entry else {}
+        configs[check_name(name, "run name")] = core.resolve(
+            RLConfig, [("preset", base), (f"{path} [{name}]", entry)])
+        configs[name].validate()
+    return seeds, configs
+
+
+def _work(task: tuple[dict, str]) -> tuple[str, dict[str, Any], float]:
+    config, folder = task
+    tic = time.perf_counter()
+    result = train(from_dict(config), Path(folder), log=None)
+    return folder, result, time.perf_counter() - tic
+
+
+def study(grid: str | Path, out: Path, jobs: int = 1, log: Any = print) -> str:
+    """Train every run × seed of ``grid`` into ``out`` (``jobs`` processes) on the sweep engine
+    of :mod:`fwp.runs.sweep`, then write the report; returns its text."""
+    say = log or (lambda _msg: None)
+    seeds, configs = read_grid(grid)
+    specs = {env: check_env(env) for env in sorted({c.env for c in configs.values()})}
+    runs = [(name, out / "runs" / name / f"seed{seed}", dataclasses.replace(config, seed=seed))
+            for name, config in configs.items() for seed in seeds]
+    check_run_folders(runs, "use a new study folder, or delete that run folder to retrain it")
+    with RunFolder(out).locked("study"):
+        write_atomic(out / "grid.json", {"seeds": seeds,
+                                         "runs": {n: to_dict(c) for n, c in configs.items()}})
+        pending = [(to_dict(c), str(f)) for _, f, c in runs if not (f / EVAL).is_file()]
+        say(f"{out}: {len(runs)} runs, {len(runs) - len(pending)} finished, {len(pending)} to "
+            f"train with {jobs} job(s)")
+        steps = {f: updates_of(from_dict(c), specs[c["env"]]) for c, f in pending}
+        estimate = Estimate(steps, jobs)
+
+        def done(result: tuple[str, dict[str, Any], float]) -> None:
+            folder, evaluation, seconds = result
+            evaluating = evaluation.get("eval_seconds", 0.0)
+            left = estimate.finish(folder, steps[folder], seconds - evaluating, seconds)
+            say(f"{folder}: evaluation mean return {evaluation['mean_return']:.2f} in "
+                f"{duration(seconds)}; {left}")
+
+        run_all(pending, _work, jobs, done)  # a stop propagates: the same command resumes
+    return write_report([folder for _, folder, _ in runs if (folder / "config.json").is_file()],
+                        out)
