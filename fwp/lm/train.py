@@ -11,8 +11,9 @@ run folder (``config.json``, ``checkpoint.pt``, ``best.pt`` of the best validati
 ``RUN/final.json``     held-out metrics (carried and reset state) of the best model, the unigram
                        bar beside them, and a sample
 
-Re-running the same command resumes from the checkpoint. ``--time-limit`` ends training at the
-first validation past it (the demo's bound on a loaded machine).
+Re-running the same command resumes from the checkpoint, or returns ``final.json`` of a finished
+run (more ``--steps`` continue it). ``--time-limit`` ends training at the first validation past
+it (the demo's bound on a loaded machine).
 """
 
 from __future__ import annotations
@@ -160,6 +161,9 @@ def train(config: LMConfig, out: Path, say: Callable[[str], None] = print) -> di
     training = LMTraining(config, corpus, out)  # refuses a context longer than the data
     run = RunFolder(out)
     with run.locked():
+        done = run.finished(FINAL, config, say)
+        if done is not None:
+            return done
         check_vocabulary(out, corpus)
         say(f"{corpus.describe()}; {describe(corpus.tokenizer)}; model {config.network.layers}, "
             f"{training.model.n_parameters():,} parameters")

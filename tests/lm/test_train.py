@@ -46,6 +46,10 @@ def test_train_writes_the_run_and_learns(corpus, tmp_path):
     assert [r["step"] for r in val] == [10, 20, 30]
     assert val[-1]["bits_per_byte"] < val[0]["bits_per_byte"]
     assert set(result["valid"]) == {"carried", "reset"}
+    lines = []
+    assert train(tiny(corpus, steps=30, eval_every=10), tmp_path / "run", say=lines.append) \
+        == result
+    assert lines == [f"{tmp_path / 'run'}: already finished"]
     assert len(result["sample"]) > 0
 
 
