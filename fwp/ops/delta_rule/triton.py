@@ -226,7 +226,7 @@ Tensor = torch.Tensor
 
 
 @torch.library.custom_op("fwp::delta_rule_triton", mutates_args=())
-def _forward(
+def delta_rule_triton_op(
     q: Tensor, k: Tensor, v: Tensor, beta: Tensor, initial_state: Tensor | None, chunk_size: int
 ) -> tuple[Tensor, Tensor, Tensor]:
     """``(o, S_T, u)``: the fused recurrence (``chunk_size`` 0) or the chunked form; u are the
@@ -268,7 +268,7 @@ def _forward(
     return o, S_T, u
 
 
-@_forward.register_fake
+@delta_rule_triton_op.register_fake
 def _(q, k, v, beta, initial_state, chunk_size):  # noqa: ANN001, ANN202
     B, T, H, K = k.shape
     V, dtype = v.shape[-1], state_dtype(q.dtype)
@@ -320,7 +320,7 @@ def _autograd(ctx, grad_o, grad_ST, grad_u):  # noqa: ANN001, ANN202
     return dq, dk, dv, dbeta, ds0, None
 
 
-_forward.register_autograd(_autograd, setup_context=_setup_context)
+delta_rule_triton_op.register_autograd(_autograd, setup_context=_setup_context)
 
 
 def _run(
@@ -334,7 +334,7 @@ def _run(
             f"delta_rule mode {op!r} keeps the state in registers and supports K, V ≤ {MAX_DIM}, "
             f"got K = {k.shape[-1]}, V = {v.shape[-1]}: use mode='chunk'"
         )
-    o, S_T, _ = _forward(q, k, v, beta, initial_state, chunk_size or 0)
+    o, S_T, _ = delta_rule_triton_op(q, k, v, beta, initial_state, chunk_size or 0)
     return o, (S_T if output_final_state else None)
 
 

@@ -247,7 +247,7 @@ Tensor = torch.Tensor
 
 
 @torch.library.custom_op("fwp::srwm_triton", mutates_args=())
-def _forward(
+def srwm_triton_op(
     x: Tensor, W0: Tensor, n_beta: int, input_softmax: bool, rate_scale: float
 ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
     """``(y, W_T, φ(k), φ(q), σ(b), d)``, the last five in the state dtype. A ``torch.library``
@@ -275,7 +275,7 @@ def _forward(
     return y, W_T, pk, pq, rate, d
 
 
-@_forward.register_fake
+@srwm_triton_op.register_fake
 def _(x, W0, n_beta, input_softmax, rate_scale):  # noqa: ANN001, ANN202
     B, T, H, D = x.shape
     R = W0.shape[-2]
@@ -331,7 +331,7 @@ def _autograd(ctx, grad_y, grad_WT, *unused):  # noqa: ANN001, ANN202
     return grad_x, grad_W0.to(ctx.W0_dtype), None, None, None
 
 
-_forward.register_autograd(_autograd, setup_context=_setup_context)
+srwm_triton_op.register_autograd(_autograd, setup_context=_setup_context)
 
 
 def srwm_triton(
@@ -353,5 +353,5 @@ def srwm_triton(
             f"srwm mode 'triton' keeps W in registers and supports D ≤ {MAX_D}, got "
             f"D = {x.shape[-1]}: use mode='scan'"
         )
-    y, W_T, *_ = _forward(x, W0, n_beta, input_softmax, float(rate_scale))
+    y, W_T, *_ = srwm_triton_op(x, W0, n_beta, input_softmax, float(rate_scale))
     return y, W_T
