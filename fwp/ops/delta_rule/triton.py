@@ -219,8 +219,8 @@ def _delta_chunk_forward_kernel(
     tl.store(st_ptr + state, S, mask=kv_ok)
 
 
-_forward = LazyKernel(_delta_forward_kernel)
-_backward = LazyKernel(_delta_backward_kernel)
+_forward_kernel = LazyKernel(_delta_forward_kernel)
+_backward_kernel = LazyKernel(_delta_backward_kernel)
 _wy = LazyKernel(_delta_wy_kernel)
 _chunk_forward = LazyKernel(_delta_chunk_forward_kernel)
 
@@ -245,66 +245,105 @@ def _chunk_forward_launch(K: int, V: int, element_size: int) -> dict[str, int]:
     return dict(BV=BV, num_warps=8, num_stages=1)
 
 
-class DeltaRuleTriton(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, q, k, v, beta, initial_state, chunk_size):  # noqa: ANN001
-        B, T, H, K = k.shape
-        V = v.shape[-1]
-        dtype = state_dtype(q.dtype)
-        q, k, v, beta = (t.contiguous() for t in (q, k, v, beta))
-        s0 = None if initial_state is None else initial_state.to(dtype).contiguous()
-        o = torch.empty_like(v)
-        u = torch.empty(B, H, T, V, device=v.device, dtype=dtype)
-        S_T = torch.empty(B, H, K, V, device=v.device, dtype=dtype)
-        blocks = dict(ACC=accumulator(dtype))
-        s0_arg = S_T if s0 is None else s0  # any tensor: HAS_S0=False never reads it
-        if chunk_size is None:
-            BV = min(block(V), 32)
-            _forward[(B * H, -(-V // BV))](
-                q, k, v, beta, s0_arg, o, u, S_T, T, H, K, V,
-                HAS_S0=s0 is not None, BK=block(K), BV=BV, num_warps=_num_warps(K, BV),
-                **blocks,
-            )
-        else:
-            # tl.dot needs every dimension ≥ 16
-            blocks.update(BK=block(K, 16), C=chunk_size,
-                          PRECISION="tf32" if q.element_size() < 4 else "ieee")
-            n_chunks = -(-T // chunk_size)
-            w = torch.empty(B, H, T, K, device=v.device, dtype=dtype)
-            u_wy = torch.empty(B, H, T, V, device=v.device, dtype=dtype)
-            _wy[(B * H, n_chunks)](
-                k, v, beta, w, u_wy, T, H, K, V,
-                BV=block(V, 16), BJ=16, num_warps=8 if chunk_size == 64 else 4, **blocks,
-            )
-            launch = _chunk_forward_launch(K, V, q.element_size())
-            _chunk_forward[(B * H, -(-V // launch["BV"]))](
-                q, k, w, u_wy, s0_arg, o, u, S_T, T, H, K, V,
-                HAS_S0=s0 is not None, **launch, **blocks,
-            )
-        ctx.save_for_backward(q, k, v, beta, u, S_T)
-        ctx.has_s0 = initial_state is not None
-        ctx.s0_dtype = None if initial_state is None else initial_state.dtype
-        ctx.set_materialize_grads(False)
-        return o, S_T
+Tensor = torch.Tensor
 
-    @staticmethod
-    def backward(ctx, grad_o, grad_ST):  # noqa: ANN001
-        q, k, v, beta, u, S_T = ctx.saved_tensors
-        B, T, H, K = k.shape
-        V = v.shape[-1]
-        grad_o = torch.zeros_like(v) if grad_o is None else grad_o.contiguous()
-        if grad_ST is not None:
-            grad_ST = grad_ST.to(S_T.dtype).contiguous()
-        dq, dk, dv, dbeta = (torch.empty_like(t) for t in (q, k, v, beta))
-        ds0 = torch.empty_like(S_T)
-        dst_arg = ds0 if grad_ST is None else grad_ST  # HAS_DST=False never reads it
-        _backward[(B * H,)](
-            q, k, v, beta, u, S_T, grad_o, dst_arg, dq, dk, dv, dbeta, ds0, T, H, K, V,
-            HAS_DST=grad_ST is not None, BK=block(K), BV=block(V), ACC=accumulator(S_T.dtype),
-            num_warps=_num_warps(K, V),
+
+@torch.library.custom_op("fwp::delta_rule_triton", mutates_args=())
+def delta_rule_triton_op(
+    q: Tensor, k: Tensor, v: Tensor, beta: Tensor, initial_state: Tensor | None, chunk_size: int
+) -> tuple[Tensor, Tensor, Tensor]:
+    """``(o, S_T, u)``: the fused recurrence (``chunk_size`` 0) or the chunked form; u are the
+    writes ``[B, H, T, V]`` its backward reads. A ``torch.library`` custom operator with a fake
+    implementation and its autograd, so ``torch.compile`` traces through it."""
+    B, T, H, K = k.shape
+    V = v.shape[-1]
+    dtype = state_dtype(q.dtype)
+    q, k, v, beta = (t.contiguous() for t in (q, k, v, beta))
+    s0 = None if initial_state is None else initial_state.to(dtype).contiguous()
+    o = torch.empty_like(v)
+    u = torch.empty(B, H, T, V, device=v.device, dtype=dtype)
+    S_T = torch.empty(B, H, K, V, device=v.device, dtype=dtype)
+    blocks = dict(ACC=accumulator(dtype))
+    s0_arg = S_T if s0 is None else s0  # any tensor: HAS_S0=False never reads it
+    if chunk_size == 0:
+        BV = min(block(V), 32)
+        _forward_kernel[(B * H, -(-V // BV))](
+            q, k, v, beta, s0_arg, o, u, S_T, T, H, K, V,
+            HAS_S0=s0 is not None, BK=block(K), BV=BV, num_warps=_num_warps(K, BV),
+            **blocks,
         )
-        ds0 = ds0.to(ctx.s0_dtype) if ctx.has_s0 else None
-        return dq, dk, dv, dbeta, ds0, None
+    else:
+        # tl.dot needs every dimension ≥ 16
+        blocks.update(BK=block(K, 16), C=chunk_size,
+                      PRECISION="tf32" if q.element_size() < 4 else "ieee")
+        n_chunks = -(-T // chunk_size)
+        w = torch.empty(B, H, T, K, device=v.device, dtype=dtype)
+        u_wy = torch.empty(B, H, T, V, device=v.device, dtype=dtype)
+        _wy[(B * H, n_chunks)](
+            k, v, beta, w, u_wy, T, H, K, V,
+            BV=block(V, 16), BJ=16, num_warps=8 if chunk_size == 64 else 4, **blocks,
+        )
+        launch = _chunk_forward_launch(K, V, q.element_size())
+        _chunk_forward[(B * H, -(-V // launch["BV"]))](
+            q, k, w, u_wy, s0_arg, o, u, S_T, T, H, K, V,
+            HAS_S0=s0 is not None, **launch, **blocks,
+        )
+    return o, S_T, u
+
+
+@delta_rule_triton_op.register_fake
+def _(q, k, v, beta, initial_state, chunk_size):  # noqa: ANN001, ANN202
+    B, T, H, K = k.shape
+    V, dtype = v.shape[-1], state_dtype(q.dtype)
+    return (torch.empty_like(v), v.new_empty(B, H, K, V, dtype=dtype),
+            v.new_empty(B, H, T, V, dtype=dtype))
+
+
+@torch.library.custom_op("fwp::delta_rule_triton_backward", mutates_args=())
+def _backward(
+    q: Tensor, k: Tensor, v: Tensor, beta: Tensor, u: Tensor, S_T: Tensor, grad_o: Tensor,
+    grad_ST: Tensor | None,
+) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+    """``(∂q, ∂k, ∂v, ∂β, ∂S_0 in the state dtype)`` by the fused recurrent backward."""
+    q, k, v, beta = (t.contiguous() for t in (q, k, v, beta))
+    B, T, H, K = k.shape
+    V = v.shape[-1]
+    grad_o = grad_o.contiguous()
+    if grad_ST is not None:
+        grad_ST = grad_ST.to(S_T.dtype).contiguous()
+    dq, dk, dv, dbeta = (torch.empty_like(t) for t in (q, k, v, beta))
+    ds0 = torch.empty_like(S_T)
+    dst_arg = ds0 if grad_ST is None else grad_ST  # HAS_DST=False never reads it
+    _backward_kernel[(B * H,)](
+        q, k, v, beta, u, S_T, grad_o, dst_arg, dq, dk, dv, dbeta, ds0, T, H, K, V,
+        HAS_DST=grad_ST is not None, BK=block(K), BV=block(V), ACC=accumulator(S_T.dtype),
+        num_warps=_num_warps(K, V),
+    )
+    return dq, dk, dv, dbeta, ds0
+
+
+@_backward.register_fake
+def _(q, k, v, beta, u, S_T, grad_o, grad_ST):  # noqa: ANN001, ANN202
+    return (torch.empty_like(q), torch.empty_like(k), torch.empty_like(v),
+            torch.empty_like(beta), torch.empty_like(S_T))
+
+
+def _setup_context(ctx, inputs, output) -> None:  # noqa: ANN001
+    q, k, v, beta, initial_state, _ = inputs
+    _, S_T, u = output
+    ctx.save_for_backward(q, k, v, beta, u, S_T)
+    ctx.s0_dtype = None if initial_state is None else initial_state.dtype
+
+
+def _autograd(ctx, grad_o, grad_ST, grad_u):  # noqa: ANN001, ANN202
+    q, k, v, beta, u, S_T = ctx.saved_tensors
+    grad_o = torch.zeros_like(v) if grad_o is None else grad_o
+    dq, dk, dv, dbeta, ds0 = _backward(q, k, v, beta, u, S_T, grad_o, grad_ST)
+    ds0 = None if ctx.s0_dtype is None else ds0.to(ctx.s0_dtype)
+    return dq, dk, dv, dbeta, ds0, None
+
+
+delta_rule_triton_op.register_autograd(_autograd, setup_context=_setup_context)
 
 
 def _run(
@@ -318,7 +357,7 @@ def _run(
             f"delta_rule mode {op!r} keeps the state in registers and supports K, V ≤ {MAX_DIM}, "
             f"got K = {k.shape[-1]}, V = {v.shape[-1]}: use mode='chunk'"
         )
-    o, S_T = DeltaRuleTriton.apply(q, k, v, beta, initial_state, chunk_size)
+    o, S_T, _ = delta_rule_triton_op(q, k, v, beta, initial_state, chunk_size or 0)
     return o, (S_T if output_final_state else None)
 
 
