@@ -34,9 +34,14 @@ def unresettable(name: str) -> str | None:
 def fresh_state(layer: nn.Module, state: Any) -> Any:
     """The state ``layer`` starts a sequence from (what it uses for ``state=None``), shaped like
     ``state``: zeros, except a tensor shaped like the layer's slow weights ``W0`` (SRWM,
-    SR-Delta), which starts at ``W0`` and keeps its gradient. The rule is checked for every
-    registered layer by ``tests/rl/test_agent.py``."""
+    SR-Delta), which starts at ``W0`` and keeps its gradient; a layer whose ``W0`` is a list
+    (``delta_mlp``: one initial weight per fast layer) starts each entry of its state tuple at the
+    matching entry. The rule is checked for every registered layer by ``tests/rl/test_agent.py``."""
     W0 = getattr(layer, "W0", None)
+    if isinstance(W0, nn.ParameterList):
+        if not isinstance(state, (list, tuple)) or len(state) != len(W0):
+            raise TypeError(f"{type(layer).__name__}: a state of {len(W0)} weights expected")
+        return type(state)(w.to(t.dtype).expand_as(t) for w, t in zip(W0, state))
 
     def fresh(t: torch.Tensor) -> torch.Tensor:
         if W0 is not None and t.shape[1:] == W0.shape:

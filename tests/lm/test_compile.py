@@ -32,6 +32,9 @@ KNOWN_FAILURES = {
     # The layer traces, but AOTAutograd's backward of the chunked gated delta rule then fails
     # with "view size is not compatible" (torch 2.13; the operator alone compiles): open.
     "gated_deltanet": "AOTAutograd backward of the chunked gated delta rule",
+    # The conjugate-gradient solve's implicit gradient calls torch.autograd.grad inside its
+    # backward, which Dynamo does not trace (trace_autograd_ops off in torch 2.13): open.
+    "mesa": "torch.autograd.grad inside the CG solve's backward",
     "ct_hebb": CONTINUOUS, "ct_oja": CONTINUOUS, "ct_delta": CONTINUOUS, "ncde": CONTINUOUS,
 }
 
