@@ -3,14 +3,14 @@ batches made in the training process (``--data-workers 0``, between steps) and b
 processes (``--data-workers N``, ahead of the steps), both measured in this one process.
 
     python benchmarks/data_wait.py [--workers 2] [--steps 10] [--rounds 2] [--threads 1]
+    python benchmarks/data_wait.py --paper-preset table1_k10_kp10   # K′ = 10
 
 Two presets: ``demo`` as it trains (28×28 glyphs, 5-way 2-shot, K′ = 3, 16 episodes), and
-``table2_k10_boot`` with its episodes in full — 5-way 10-shot, K′ = 5, one query, 16 episodes of
-84×84 RGB images, read from a synthetic image folder (Mini-ImageNet is not here) through the
-image cache as Mini-ImageNet would be — but its network reduced (``--paper-network``, default:
-Conv-4 with 8 channels, 1 block of width 64; our choice, so that a CPU step takes about as long
-as a GPU step of the full network might: the wait for data is what matters here, and on a CPU
-the full network's step would hide it).
+``table2_k10_boot`` (or ``--paper-preset``) with its episodes in full — 5-way 10-shot, K′ = 5,
+one query, 16 episodes of 84×84 RGB images, read from a synthetic image folder (Mini-ImageNet is
+not here) through the image cache as Mini-ImageNet would be — but its network reduced
+(``--paper-network``, default: Conv-4 with 8 channels, 1 block of width 64; our choice: on a
+CPU the full network's step would hide the wait for data still more).
 
 Each round runs, for each setting, a fresh start (workers started, 2 untimed steps) then
 ``--steps`` timed steps; rounds alternate the settings so that a change of the machine's load
@@ -36,18 +36,16 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import machine, markdown_table  # noqa: E402
 
-PAPER = "table2_k10_boot"
-
 
 def image_folder(root: Path, size: int = 84) -> Path:
-    """``root/{train,val,test}/<class>/<i>.png``: random RGB images, enough for 10 + 5 + 1
-    images per class in 5-way episodes."""
+    """``root/{train,val,test}/<class>/<i>.png``: random RGB images, enough for K + K′ + Q up
+    to 10 + 10 + 1 images per class in 5-way episodes."""
     rng = np.random.default_rng(0)
     for split, classes in (("train", 16), ("val", 5), ("test", 5)):
         for c in range(classes):
             folder = root / split / f"class{c:02d}"
             folder.mkdir(parents=True)
-            for i in range(20):
+            for i in range(24):
                 pixels = rng.integers(0, 256, (size, size, 3), dtype=np.uint8)
                 Image.fromarray(pixels).save(folder / f"{i}.png")
     return root
@@ -57,13 +55,13 @@ def configs(args: argparse.Namespace, root: Path) -> dict[str, object]:
     from fwp.fewshot.config import from_dict, preset
 
     demo = preset("demo")
-    paper = preset(PAPER)
+    paper = preset(args.paper_preset)
     paper["data"].update(dataset="folder", data_root=str(root))
     width, channels = args.paper_network
     paper["network"].update(conv_channels=channels, layers=1, d_model=width, heads=4,
                             d_ff=2 * width)
     out = {}
-    for name, data in (("demo", demo), (f"{PAPER} (network reduced)", paper)):
+    for name, data in (("demo", demo), (f"{args.paper_preset} (network reduced)", paper)):
         data.update(device="cpu", threads=args.threads)
         out[name] = from_dict(data)
     return out
@@ -132,6 +130,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=10, help="timed steps per round")
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--threads", type=int, default=1, help="torch threads of the training")
+    parser.add_argument("--paper-preset", default="table2_k10_boot")
     parser.add_argument("--paper-network", type=int, nargs=2, default=(64, 8),
                         metavar=("WIDTH", "CHANNELS"),
                         help="d_model and Conv-4 channels of the reduced paper network")
