@@ -21,9 +21,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import fwd_bwd, machine, markdown_table, timed, warm_up  # noqa: E402
 
-from fwp.ops import delta_rule, linear_attention, srwm, srwm_rows  # noqa: E402
+from fwp.ops import delta_mlp, delta_rule, linear_attention, mesa, srwm, srwm_rows  # noqa: E402
+from fwp.ops.delta_mlp import MODES as DELTA_MLP_MODES  # noqa: E402
 from fwp.ops.delta_rule import MODES as DELTA_MODES  # noqa: E402
 from fwp.ops.linear_attention import MODES as LINEAR_MODES  # noqa: E402
+from fwp.ops.mesa import MODES as MESA_MODES  # noqa: E402
 from fwp.ops.srwm import MODES as SRWM_MODES  # noqa: E402
 
 
@@ -56,6 +58,15 @@ def cases(B: int, T: int, H: int, D: int):
         yield "delta_rule", mode, [q, k, v, beta], lambda m=mode: delta_rule(q, k, v, beta, mode=m)
     for mode in runnable(SRWM_MODES, x):
         yield "srwm", mode, [x, W0], lambda m=mode: srwm(x, W0, mode=m)
+    W1, W2 = leaf(H, D, 2 * D, fn=lambda w: w / D**0.5), leaf(H, 2 * D, D, fn=lambda w: w / 6)
+    for mode in runnable(DELTA_MLP_MODES, q):
+        yield "delta_mlp", mode, [q, k, v, beta, W1, W2], lambda m=mode: delta_mlp(
+            q, k, v, beta, [W1, W2], mode=m)[:1]
+    qn, g = leaf(B, T, H, D, fn=lambda x: F.normalize(x, dim=-1)), leaf(B, T, H, fn=F.logsigmoid)
+    lamb = leaf(H, D, fn=lambda x: F.softplus(x) + 0.25)
+    for mode in runnable(MESA_MODES, q):
+        yield "mesa", mode, [qn, k, v, beta, g, lamb], lambda m=mode: mesa(
+            qn, k, v, beta, g, lamb, mode=m)
 
 
 def configurations(B: int, T: int, H: int, D: int):

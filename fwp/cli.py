@@ -18,6 +18,7 @@ from fwp.errors import RunStopped, UserError
 WORKFLOWS = {
     "fewshot": ("fwp.fewshot.cli", "sequential N-way K-shot learning"),
     "formal": ("fwp.formal.cli", "formal-language tests of expressivity"),
+    "lm": ("fwp.lm.cli", "language modelling with any layer list: train, eval, generate"),
     "rl": ("fwp.rl.cli", "reinforcement learning with FWP cores, and RTRL"),
     "series": ("fwp.series.cli", "time-series classification with continuous-time FWPs"),
 }

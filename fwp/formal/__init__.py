@@ -2,6 +2,8 @@
 
 - ``languages``: parity, (aa)*, (abab)*, counter-2/3, shuffle-2, dyck-1, reset-dyck, with the
   per-position "valid next characters" targets and length-uniform samplers.
+- ``tasks``: code execution, sequential ListOps, associative recall (one answer class per
+  scored position), in the same registry (``SEQUENCE_TASKS``) and commands.
 - ``data``: length bins, fixed seeded test sets, padded batches.
 - ``model``: embedding → ``fwp.layers.LayerStack`` of any registered layer → multi-label head.
 - ``train``: training, evaluation, resumable run folders.
@@ -9,6 +11,6 @@
 - ``cli``: ``fwp formal {languages,train,eval,sweep,report}``.
 """
 
-from fwp.formal.languages import END, LANGUAGES, Language, get_language
+from fwp.formal.languages import END, LANGUAGES, SEQUENCE_TASKS, Language, get_language
 
-__all__ = ["END", "LANGUAGES", "Language", "get_language"]
+__all__ = ["END", "LANGUAGES", "SEQUENCE_TASKS", "Language", "get_language"]

@@ -8,7 +8,7 @@ from pathlib import Path
 from fwp.errors import UserError
 from fwp.formal.config import add_config_flags, config_from_args
 from fwp.formal.data import Bin
-from fwp.formal.languages import END, LANGUAGES
+from fwp.formal.languages import END, SEQUENCE_TASKS
 from fwp.layers import LAYERS
 from fwp.runs.folder import check_output_path
 
@@ -21,7 +21,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def add_languages(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser("languages", help="list the languages and their targets")
+    p = subparsers.add_parser("languages", help="list the languages and tasks and their targets")
     p.set_defaults(func=cmd_languages)
 
 
@@ -55,7 +55,8 @@ def add_sweep(subparsers: argparse._SubParsersAction) -> None:
                     "command resumes), then write DIR/report.md and DIR/heatmap.png. A model is "
                     "a layer name or LABEL=LAYER:KEY=VALUE,… Other flags set every run's config.")
     p.add_argument("--languages", nargs="+", required=True,
-                   help=f"languages, of: {', '.join(LANGUAGES)}")
+                   help=f"languages or tasks, of: {', '.join(SEQUENCE_TASKS)} (tasks also as "
+                   f"NAME:KEY=VALUE,…)")
     p.add_argument("--models", nargs="+", required=True,
                    help=f"registered layer names (or LABEL=LAYER:KEY=VALUE,…), of: "
                    f"{', '.join(LAYERS)}")
@@ -82,9 +83,16 @@ def cmd_languages(args: argparse.Namespace) -> int:
     import numpy as np
 
     rng = np.random.default_rng(0)
-    print(f"Per position: the set of valid next characters ({END} = end of string).\n")
-    for lang in LANGUAGES.values():
-        example = lang.sample(lang.lengths_in(1, 8)[-1], rng)
+    print(f"Languages, per position: the set of valid next characters ({END} = end of string).")
+    print("Tasks: the answer at each scored position (_ = no output); a bin counts the size "
+          "named.\n")
+    for lang in SEQUENCE_TASKS.values():
+        example = lang.sample(lang.example_size(), rng)
+        if lang.exclusive:
+            answers = " ".join(a or "·" for a in lang.answers(example))
+            print(f"{lang.name:11s} {lang.description} (bins count {lang.bin_unit})")
+            print(f"{'':11s} e.g. {example}  →  {answers}")
+            continue
         sets = " ".join("{" + "".join(sorted(s)) + "}" for s in lang.next_sets(example))
         print(f"{lang.name:11s} {lang.description}")
         print(f"{'':11s} e.g. {example}  →  {sets}")

@@ -76,7 +76,8 @@ class RunConfig:
     ``stop_after_perfect`` evaluations in a row (the public code: 1, on the test bins).
     """
 
-    language: str = option("parity", "the language", choices="fwp.formal.languages:LANGUAGES")
+    language: str = option("parity", "the language or task (tasks also as NAME:KEY=VALUE,…)",
+                           choices="fwp.formal.languages:SEQUENCE_TASKS")
     network: ModelConfig = section(ModelConfig)
     train_bin: str = option("1-50", "training bin (lengths; n for the counter languages)")
     bins: list[str] = option(["1-50", "51-100"], "test bins LO-HI")

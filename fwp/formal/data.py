@@ -19,9 +19,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from torch.nn import functional as F
 
 from fwp.errors import UserError
 from fwp.formal.languages import Language, get_language
+from fwp.formal.tasks import TokenTask
 
 
 @dataclass(frozen=True)
@@ -49,28 +51,51 @@ class Bin:
 
 @dataclass
 class Batch:
-    """Padded batch: ``tokens [B, T]`` (pad = ``len(alphabet)``), ``targets [B, T, C]`` multi-hot
-    over ``language.classes``, ``mask [B, T]`` (True on real positions)."""
+    """Padded batch: ``tokens [B, T]`` (pad = ``len(alphabet)``), ``targets [B, T, C]`` over
+    ``language.classes``, ``mask [B, T]`` (True on scored positions: every real position of a
+    language string, the answer positions of a task). ``exclusive``: one class per position
+    (tasks: one-hot targets, cross-entropy, arg-max) instead of a multi-hot set (languages:
+    binary cross-entropy per class, thresholded at 0)."""
 
     tokens: torch.Tensor
     targets: torch.Tensor
     mask: torch.Tensor
+    exclusive: bool = False
 
 
-def encode(language: Language, strings: list[str]) -> Batch:
+def encode(language: Language | TokenTask, strings: list[str]) -> Batch:
     """Pad ``strings`` into one :class:`Batch`, targets from ``language.targets``."""
     if not strings:
         raise UserError("cannot encode an empty list of strings")
     index = {c: i for i, c in enumerate(language.alphabet)}
-    length = max(len(s) for s in strings)
+    sequences = [language.tokens(s) for s in strings]
+    length = max(len(s) for s in sequences)
     tokens = np.full((len(strings), length), len(language.alphabet), dtype=np.int64)
     targets = np.zeros((len(strings), length, len(language.classes)), dtype=np.float32)
     mask = np.zeros((len(strings), length), dtype=bool)
-    for b, s in enumerate(strings):
-        tokens[b, : len(s)] = [index[c] for c in s]
-        targets[b, : len(s)] = language.targets(s)
-        mask[b, : len(s)] = True
-    return Batch(torch.from_numpy(tokens), torch.from_numpy(targets), torch.from_numpy(mask))
+    for b, (s, sequence) in enumerate(zip(strings, sequences)):
+        tokens[b, : len(sequence)] = [index[c] for c in sequence]
+        targets[b, : len(sequence)] = language.targets(s)
+        mask[b, : len(sequence)] = language.scored(s)
+    return Batch(torch.from_numpy(tokens), torch.from_numpy(targets), torch.from_numpy(mask),
+                 language.exclusive)
+
+
+def batch_loss(logits: torch.Tensor, batch: Batch) -> torch.Tensor:
+    """Mean loss over the scored positions: cross-entropy for exclusive classes, else binary
+    cross-entropy averaged over the classes (Bhattamishra et al. 2020)."""
+    if batch.exclusive:
+        per_position = -(F.log_softmax(logits, dim=-1) * batch.targets).sum(-1)
+        return (per_position * batch.mask).sum() / batch.mask.sum()
+    loss = F.binary_cross_entropy_with_logits(logits, batch.targets, reduction="none")
+    return (loss.sum(-1) * batch.mask).sum() / (batch.mask.sum() * logits.shape[-1])
+
+
+def position_correct(logits: torch.Tensor, batch: Batch) -> torch.Tensor:
+    """``[B, T]`` bool: the arg-max is the answer (exclusive), or every class's yes/no is."""
+    if batch.exclusive:
+        return logits.argmax(-1) == batch.targets.argmax(-1)
+    return ((logits > 0) == (batch.targets > 0.5)).all(-1)
 
 
 def bin_seed(seed: int, language: Language, bin_: Bin) -> int:

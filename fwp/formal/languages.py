@@ -34,6 +34,7 @@ from math import comb
 import numpy as np
 
 from fwp.errors import UserError
+from fwp.formal.tasks import TASKS, TokenTask, get_task
 
 END = "$"
 """The end-of-string output class (predicted where the prefix read so far is in the language)."""
@@ -51,6 +52,7 @@ class Language:
 
     name: str = ""
     alphabet: str = ""
+    exclusive = False  # several classes may be right at a position: binary cross-entropy
     min_length: int = 1
     description: str = ""
     length_rule: str = "any length"
@@ -137,6 +139,18 @@ class Language:
                 )
             sets.append(self.allowed(state))
         return sets
+
+    def tokens(self, string: str) -> list[str]:
+        """The input tokens of ``string``: its characters."""
+        return list(string)
+
+    def scored(self, string: str) -> np.ndarray:
+        """``[T]`` bool: every position of a language string has a target."""
+        return np.ones(len(string), dtype=bool)
+
+    def example_size(self) -> int:
+        """A length for ``fwp formal languages`` to show an example of."""
+        return self.lengths_in(1, 8)[-1]
 
     def targets(self, string: str) -> np.ndarray:
         """Multi-hot targets ``[T, len(classes)]`` (float32) of :meth:`next_sets`."""
@@ -565,16 +579,23 @@ LANGUAGES: dict[str, Language] = {
     ]
 }
 
+SEQUENCE_TASKS: dict[str, Language | TokenTask] = LANGUAGES | TASKS
+"""Everything ``--language`` accepts: the languages, then the algorithmic tasks of
+:mod:`fwp.formal.tasks` (trained, tested and swept the same way)."""
+
 ALIASES = {"aa*": "aa-star", "(aa)*": "aa-star", "abab*": "abab-star", "(abab)*": "abab-star",
            "reset-dyck-1": "reset-dyck", "dyck1": "dyck-1", "anbn": "counter-2",
            "anbncn": "counter-3"}
 
 
-def get_language(name: str) -> Language:
-    """The language called ``name`` (names of :data:`LANGUAGES` or a few common aliases)."""
+def get_language(name: str) -> Language | TokenTask:
+    """The language or task called ``name`` (names of :data:`LANGUAGES`, a few common aliases,
+    or a task with options, ``recall:keys=64``)."""
     key = ALIASES.get(name.lower(), name.lower())
-    if key not in LANGUAGES:
+    found = SEQUENCE_TASKS.get(key) or get_task(name)
+    if found is None:
         raise UserError(
-            f"unknown language {name!r}; choose one of {', '.join(LANGUAGES)}"
+            f"unknown language or task {name!r}; choose one of {', '.join(SEQUENCE_TASKS)} (tasks "
+            f"also take options, e.g. code-exec:variables=4 or recall:keys=64,values=8)"
         )
-    return LANGUAGES[key]
+    return found

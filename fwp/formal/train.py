@@ -20,7 +20,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch.nn import functional as F
 
 from fwp import runs
 from fwp.config import read_file, to_dict, write_atomic
@@ -29,8 +28,10 @@ from fwp.formal.config import RunConfig, from_dict
 from fwp.formal.data import (
     Bin,
     DataSets,
+    batch_loss,
     batches,
     encode,
+    position_correct,
     published_data,
     sample_test_set,
 )
@@ -43,16 +44,10 @@ METRICS = "metrics.json"  # the finished run's results (metrics.jsonl: the train
 VALID_KEY = 987_654_321  # offsets data_seed for the stream protocol's validation set
 
 
-def masked_bce(logits: torch.Tensor, batch_targets: torch.Tensor, mask: torch.Tensor):
-    """Mean binary cross-entropy over real positions and all classes."""
-    loss = F.binary_cross_entropy_with_logits(logits, batch_targets, reduction="none")
-    return (loss.sum(-1) * mask).sum() / (mask.sum() * logits.shape[-1])
-
-
 @torch.no_grad()
 def evaluate(model: FormalModel, language: Language, strings: list[str],
              batch_size: int = 100) -> dict[str, float]:
-    """Sequence accuracy (every position's thresholded set exact), position accuracy, loss."""
+    """Sequence accuracy (every scored position right), position accuracy, loss."""
     was_training = model.training
     model.eval()
     seq_ok = pos_ok = positions = 0
@@ -60,11 +55,11 @@ def evaluate(model: FormalModel, language: Language, strings: list[str],
     for chunk in batches(strings, batch_size):
         batch = encode(language, chunk)
         logits = model(batch.tokens)
-        exact = ((logits > 0) == (batch.targets > 0.5)).all(-1) | ~batch.mask
+        exact = position_correct(logits, batch) | ~batch.mask
         seq_ok += int(exact.all(-1).sum())
         pos_ok += int((exact & batch.mask).sum())
         positions += int(batch.mask.sum())
-        loss_sum += float(masked_bce(logits, batch.targets, batch.mask)) * int(batch.mask.sum())
+        loss_sum += float(batch_loss(logits, batch)) * int(batch.mask.sum())
     model.train(was_training)
     return {
         "seq_acc": 100.0 * seq_ok / len(strings),
@@ -232,7 +227,7 @@ class FormalTraining(Training):
 
     def train_step(self) -> dict[str, float]:
         batch = encode(self.language, next(self.source))
-        loss = masked_bce(self.model(batch.tokens), batch.targets, batch.mask)
+        loss = batch_loss(self.model(batch.tokens), batch)
         self.last_loss = loss.item()
         if not math.isfinite(self.last_loss):  # the loop stops before anything is saved
             return {"loss": self.last_loss}

@@ -31,6 +31,7 @@ from fwp.layers.registry import (
     register_layer,
 )
 from fwp.layers.state import clone_state, detach_state, map_state, repeat_state
+from fwp.layers.test_time import DeltaMLP, Mesa
 
 __all__ = [
     "LAYERS",
@@ -43,6 +44,7 @@ __all__ = [
     "ContinuousOja",
     "DeltaDelta",
     "DeltaLSTM",
+    "DeltaMLP",
     "DeltaNet",
     "DeltaProduct",
     "DeltaRNN",
@@ -50,6 +52,7 @@ __all__ = [
     "GatedDeltaNet",
     "LayerStack",
     "LinearAttention",
+    "Mesa",
     "NeuralCDE",
     "RecurrentDeltaNet",
     "SRDelta",

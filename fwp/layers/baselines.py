@@ -40,19 +40,64 @@ class SoftmaxAttention(nn.Module):
         return self.out(o.transpose(1, 2).flatten(-2)), (k, v)
 
 
+class LSTMWeights(nn.Module):
+    """The parameters of a one-layer ``nn.LSTM`` under its names (``weight_ih_l0``, ...), drawn
+    as it draws them, without being an ``nn.LSTM``: ``torch.compile`` refuses to trace one."""
+
+    def __init__(self, d_in: int, d_hidden: int) -> None:
+        super().__init__()
+        reference = nn.LSTM(d_in, d_hidden, batch_first=True)
+        self.hidden_size = d_hidden
+        for name in ("weight_ih_l0", "weight_hh_l0", "bias_ih_l0", "bias_hh_l0"):
+            self.register_parameter(name, reference.get_parameter(name))
+
+    def flat(self) -> list[torch.Tensor]:
+        return [self.weight_ih_l0, self.weight_hh_l0, self.bias_ih_l0, self.bias_hh_l0]
+
+
 @register_layer("lstm")
 class LSTM(nn.Module):
     """One LSTM layer of width d_model (``n_heads`` is accepted and ignored); state = (h, c),
-    each ``[B, 1, d_model]`` (batch first, like every layer's state; ``nn.LSTM`` puts it second)."""
+    each ``[B, 1, d_model]`` (batch first, like every layer's state; ``nn.LSTM`` puts it second).
+
+    Gates i, f, g, o of W_ih x_t + b_ih + W_hh h_{t−1} + b_hh (σ for i, f, o; tanh for g);
+    c_t = f c_{t−1} + i g, h_t = o tanh(c_t). Eager: ``nn.LSTM``'s fused kernel; under
+    ``torch.compile``: the same equations as a loop over time.
+    """
 
     def __init__(self, d_model: int, n_heads: int = 1) -> None:
         super().__init__()
-        self.lstm = nn.LSTM(d_model, d_model, batch_first=True)
+        self.lstm = LSTMWeights(d_model, d_model)
 
     def forward(
         self, x: torch.Tensor, state: tuple[torch.Tensor, torch.Tensor] | None = None
     ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
-        if state is not None:
+        if torch.compiler.is_compiling():
+            return self.unrolled(x, state)
+        if state is None:
+            zeros = x.new_zeros(1, x.shape[0], self.lstm.hidden_size)
+            state = (zeros, zeros)
+        else:
             state = tuple(s.transpose(0, 1).contiguous() for s in state)
-        y, (h, c) = self.lstm(x, state)
+        # nn.LSTM's own call: (input, hx, weights, has_biases, layers, dropout, train,
+        # bidirectional, batch_first).
+        y, h, c = torch._VF.lstm(x, state, self.lstm.flat(), True, 1, 0.0, self.training,
+                                 False, True)
         return y, (h.transpose(0, 1), c.transpose(0, 1))
+
+    def unrolled(
+        self, x: torch.Tensor, state: tuple[torch.Tensor, torch.Tensor] | None = None
+    ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
+        """The same LSTM as a loop over time (what ``torch.compile`` traces)."""
+        w_ih, w_hh, b_ih, b_hh = self.lstm.flat()
+        if state is None:
+            h = c = x.new_zeros(x.shape[0], self.lstm.hidden_size)
+        else:
+            h, c = (s.squeeze(1) for s in state)
+        outputs = []
+        for gates_x in F.linear(x, w_ih, b_ih).unbind(1):
+            i, f, g, o = (gates_x + F.linear(h, w_hh, b_hh)).chunk(4, -1)
+            c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
+            h = torch.sigmoid(o) * torch.tanh(c)
+            outputs.append(h)
+        return torch.stack(outputs, dim=1), (h.unsqueeze(1), c.unsqueeze(1))

@@ -37,6 +37,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from fwp.errors import UserError
+from fwp.ops._dispatch import constant_for_compile
 
 CSRC = Path(__file__).resolve().parent.parent / "csrc"
 SOURCES = ("ops.cpp", "srwm_cpu.cpp", "delta_rule_cpu.cpp")
@@ -245,6 +246,7 @@ def _loaded() -> tuple[object | None, str]:
     return build()
 
 
+@constant_for_compile
 def available() -> tuple[bool, str]:
     """``(True, "")`` if the fused CPU kernels load (compiling them if needed), else
     ``(False, why)``."""

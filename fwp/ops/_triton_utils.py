@@ -17,6 +17,7 @@ from typing import Any
 import torch
 
 from fwp.errors import UserError
+from fwp.ops._dispatch import constant_for_compile
 
 INSTALL_HINT = "pip install triton (or the fwp[triton] extra)"
 
@@ -29,6 +30,7 @@ def interpreting() -> bool:
     return isinstance(standard.max, InterpretedFunction)
 
 
+@constant_for_compile
 def available(device: torch.device | str | None = None) -> tuple[bool, str]:
     """Whether the Triton kernels can run on tensors on ``device``, and why (not).
 

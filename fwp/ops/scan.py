@@ -123,7 +123,9 @@ def scan(
         raise UserError(f"checkpoint_every must be a positive int, got {checkpoint_every!r}")
     inputs, state, params = tuple(inputs), tuple(state), tuple(params)
     tensors = (*inputs, *state, *params)
-    if mode == "recurrent" or not (
+    # torch.compile traces the plain loop: the checkpointed backward calls autograd itself,
+    # which the compiler cannot trace (a compiled scan keeps every state, as the reference).
+    if mode == "recurrent" or torch.compiler.is_compiling() or not (
         torch.is_grad_enabled() and any(t.requires_grad for t in tensors)
     ):
         return scan_reference(step, inputs, state, params)

@@ -166,6 +166,15 @@ def test_delta_rule_matches_reference(case, form):
 
 
 @pytest.mark.parametrize("form", ["fused", "chunk"])
+def test_delta_rule_largest_heads_match_reference(form):
+    """K = V = 128, chunks of 64: the largest shapes, launched in V blocks and column blocks.
+    q is scaled by 1/√K so that outputs stay of order 1, where ATOL is meant."""
+    q, *rest = delta_inputs(1, 67, 1, 128, 128, True, torch.float32)
+    q = (q.detach() / 128**0.5).requires_grad_()
+    assert_same_forward_and_grads(*delta_pair(form, 64), [q, *rest], atol=ATOL[torch.float32])
+
+
+@pytest.mark.parametrize("form", ["fused", "chunk"])
 def test_delta_rule_float64_is_exact_to_rounding(form):
     inputs = delta_inputs(1, 37, 1, 6, 5, True, torch.float64)
     assert_same_forward_and_grads(*delta_pair(form, 16), inputs, atol=ATOL[torch.float64])

@@ -39,12 +39,7 @@ SHARED_LIMIT = {80: 163 * 1024, 90: 227 * 1024}
 
 # Launches that do not fit a target today, each with why: printed as KNOWN, not counted as
 # failures, and a failure again once they compile (then remove them from here).
-KNOWN = {
-    ("_delta_chunk_forward_kernel", "K=128 V=128 chunk=64 state=False float32"): (
-        "237,568 bytes of shared memory, over both targets' limits: the float32 chunked forward "
-        "at K = V = 128 with chunks of 64 cannot launch on an A100 or H100 (bfloat16 fits); "
-        "to fix in fwp/ops/delta_rule/triton.py (smaller chunks or V blocks for float32)"),
-}
+KNOWN: dict[tuple[str, str], str] = {}
 
 
 @dataclass
@@ -79,7 +74,7 @@ def _forward_backward(apply: Callable, *inputs: torch.Tensor) -> None:
 def srwm_launches() -> list[Launch]:
     """The SRWM kernels at the paper's head size (D = 16, four rates), D = 32 and 64 (the
     largest the kernels accept), shared and per-sequence W0, 32/16/64-bit inputs."""
-    from fwp.ops.srwm.triton import SRWMTriton
+    from fwp.ops.srwm.triton import srwm_triton_op
 
     launches = []
     for D, d_out, n_beta, softmax, per_sequence, dtype in [
@@ -94,7 +89,7 @@ def srwm_launches() -> list[Launch]:
                          requires_grad=True)
         case = f"D={D} d_out={d_out} n_beta={n_beta} softmax={softmax} {str(dtype)[6:]}"
         launches += _recorded(lambda x=x, W0=W0, n_beta=n_beta, softmax=softmax: (
-            _forward_backward(lambda a, b: SRWMTriton.apply(a, b, n_beta, softmax, 1.0), x, W0)
+            _forward_backward(lambda a, b: srwm_triton_op(a, b, n_beta, softmax, 1.0), x, W0)
         ), case)
     return launches
 
@@ -102,7 +97,7 @@ def srwm_launches() -> list[Launch]:
 def delta_rule_launches() -> list[Launch]:
     """The delta-rule kernels, fused recurrent and chunked, at head sizes 64 and 128 (the
     largest they accept), chunks of 64 and 32, with and without an initial state."""
-    from fwp.ops.delta_rule.triton import DeltaRuleTriton
+    from fwp.ops.delta_rule.triton import delta_rule_triton_op
 
     launches = []
     for K, V, chunk, with_state, dtype in [
@@ -121,7 +116,7 @@ def delta_rule_launches() -> list[Launch]:
         case = f"K={K} V={V} chunk={chunk} state={with_state} {str(dtype)[6:]}"
 
         def run(q=q, k=k, v=v, beta=beta, s0=s0, chunk=chunk, inputs=inputs) -> None:
-            out = DeltaRuleTriton.apply(q, k, v, beta, s0, chunk)
+            out = delta_rule_triton_op(q, k, v, beta, s0, chunk or 0)
             torch.autograd.grad([o.sum() for o in out], inputs)
 
         launches += _recorded(run, case)

@@ -24,7 +24,8 @@ backward is the fused recurrent backward above (no chunked backward yet).
 Inputs may be float32, bfloat16 or float16 (state and arithmetic in float32) or float64.
 Products inside a chunk use tl.dot: IEEE float32 for float32 inputs, TF32 for 16-bit inputs.
 The forward kernels split S's V columns over programs (they evolve independently), which gives
-the GPU B·H·⌈V/32⌉ programs and keeps each S tile small.
+the GPU B·H·⌈V/32⌉ programs (⌈V/16⌉ for the chunked float32 forward at K > 64) and keeps each S
+tile small; the WY kernel forms W and U 16 columns at a time for the same reason.
 """
 
 from __future__ import annotations
@@ -127,7 +128,7 @@ def _delta_backward_kernel(
 def _delta_wy_kernel(
     k_ptr, v_ptr, beta_ptr, w_ptr, uwy_ptr,
     T, H, K, V,
-    C: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr, ACC: tl.constexpr,
+    C: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr, BJ: tl.constexpr, ACC: tl.constexpr,
     PRECISION: tl.constexpr,
 ):
     # k: [B, T, H, K], v: [B, T, H, V], beta: [B, T, H] → W: [B, H, T, K], U: [B, H, T, V].
@@ -137,7 +138,6 @@ def _delta_wy_kernel(
     h = pid % H
     rc = tl.arange(0, C)
     rk = tl.arange(0, BK)
-    rv = tl.arange(0, BV)
     t = n * C + rc
     t_ok = t < T
     step = (b * T + t) * H + h
@@ -156,13 +156,21 @@ def _delta_wy_kernel(
         a_i = tl.where(rc < i, beta_i * tl.sum(kc * k_i[None, :], 1), 0.0)
         x_i = tl.where(rc == i, 1.0, 0.0) - tl.sum(a_i[:, None] * X, 0)
         X = tl.where(rc[:, None] == i, x_i[None, :], X)
-    vc = tl.load(v_ptr + step[:, None] * V + rv[None, :],
-                 mask=t_ok[:, None] & (rv < V)[None, :], other=0.0).to(ACC)
-    w = tl.dot(X, kc * beta[:, None], input_precision=PRECISION)
-    u = tl.dot(X, vc * beta[:, None], input_precision=PRECISION)
+    # W = X diag(β) K and U = X diag(β) V a block of BJ columns at a time (each column of a
+    # product depends on that column only; the inputs are reloaded): a C × BK operand and its
+    # product at once spill registers.
     at = (b * H + h) * T + t
-    tl.store(w_ptr + at[:, None] * K + rk[None, :], w, mask=t_ok[:, None] & (rk < K)[None, :])
-    tl.store(uwy_ptr + at[:, None] * V + rv[None, :], u, mask=t_ok[:, None] & (rv < V)[None, :])
+    rj = tl.arange(0, BJ)
+    for j in range(0, BK, BJ):
+        j_ok = t_ok[:, None] & (j + rj < K)[None, :]
+        kj = tl.load(k_ptr + step[:, None] * K + j + rj[None, :], mask=j_ok, other=0.0).to(ACC)
+        w = tl.dot(X, kj * beta[:, None], input_precision=PRECISION)
+        tl.store(w_ptr + at[:, None] * K + j + rj[None, :], w, mask=j_ok)
+    for j in range(0, BV, BJ):
+        j_ok = t_ok[:, None] & (j + rj < V)[None, :]
+        vj = tl.load(v_ptr + step[:, None] * V + j + rj[None, :], mask=j_ok, other=0.0).to(ACC)
+        u = tl.dot(X, vj * beta[:, None], input_precision=PRECISION)
+        tl.store(uwy_ptr + at[:, None] * V + j + rj[None, :], u, mask=j_ok)
 
 
 def _delta_chunk_forward_kernel(
@@ -211,8 +219,8 @@ def _delta_chunk_forward_kernel(
     tl.store(st_ptr + state, S, mask=kv_ok)
 
 
-_forward = LazyKernel(_delta_forward_kernel)
-_backward = LazyKernel(_delta_backward_kernel)
+_forward_kernel = LazyKernel(_delta_forward_kernel)
+_backward_kernel = LazyKernel(_delta_backward_kernel)
 _wy = LazyKernel(_delta_wy_kernel)
 _chunk_forward = LazyKernel(_delta_chunk_forward_kernel)
 
@@ -222,66 +230,120 @@ def _num_warps(K: int, V: int) -> int:
     return 1 if K * V <= 256 else 2 if K * V <= 1024 else 4 if K * V <= 2048 else 8
 
 
-class DeltaRuleTriton(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, q, k, v, beta, initial_state, chunk_size):  # noqa: ANN001
-        B, T, H, K = k.shape
-        V = v.shape[-1]
-        dtype = state_dtype(q.dtype)
-        q, k, v, beta = (t.contiguous() for t in (q, k, v, beta))
-        s0 = None if initial_state is None else initial_state.to(dtype).contiguous()
-        o = torch.empty_like(v)
-        u = torch.empty(B, H, T, V, device=v.device, dtype=dtype)
-        S_T = torch.empty(B, H, K, V, device=v.device, dtype=dtype)
-        blocks = dict(ACC=accumulator(dtype))
-        s0_arg = S_T if s0 is None else s0  # any tensor: HAS_S0=False never reads it
-        if chunk_size is None:
-            BV = min(block(V), 32)
-            _forward[(B * H, -(-V // BV))](
-                q, k, v, beta, s0_arg, o, u, S_T, T, H, K, V,
-                HAS_S0=s0 is not None, BK=block(K), BV=BV, num_warps=_num_warps(K, BV),
-                **blocks,
-            )
-        else:
-            # tl.dot needs every dimension ≥ 16
-            blocks.update(BK=block(K, 16), C=chunk_size,
-                          PRECISION="tf32" if q.element_size() < 4 else "ieee")
-            n_chunks = -(-T // chunk_size)
-            w = torch.empty(B, H, T, K, device=v.device, dtype=dtype)
-            u_wy = torch.empty(B, H, T, V, device=v.device, dtype=dtype)
-            _wy[(B * H, n_chunks)](
-                k, v, beta, w, u_wy, T, H, K, V,
-                BV=block(V, 16), num_warps=8 if chunk_size == 64 else 4, **blocks,
-            )
-            BV = min(block(V, 16), 32)
-            _chunk_forward[(B * H, -(-V // BV))](
-                q, k, w, u_wy, s0_arg, o, u, S_T, T, H, K, V,
-                HAS_S0=s0 is not None, BV=BV, num_warps=4, **blocks,
-            )
-        ctx.save_for_backward(q, k, v, beta, u, S_T)
-        ctx.has_s0 = initial_state is not None
-        ctx.s0_dtype = None if initial_state is None else initial_state.dtype
-        ctx.set_materialize_grads(False)
-        return o, S_T
+def _chunk_forward_launch(K: int, V: int, element_size: int) -> dict[str, int]:
+    """V block, warps and pipeline stages of the chunked forward for inputs of ``element_size``
+    bytes. Chosen by compiling for sm_80 and sm_90 (``python -m tests.ops.triton_targets``):
+    shared memory must fit an A100's 163 KiB, and of what fits these spilled the fewest registers.
+    The pipeline's copies of the q, k, W chunks fill shared memory (three stages of 64 × 128
+    float32 chunks do not fit); float32 and float64 products (IEEE, not tensor cores) hold whole
+    C × K operands per thread, hence narrower V blocks and fewer stages at K > 64."""
+    BV = min(block(V, 16), 32)
+    if element_size < 4:
+        return dict(BV=BV, num_warps=8, num_stages=2)
+    if K > 64:
+        return dict(BV=16, num_warps=8, num_stages=2 if element_size == 4 else 1)
+    return dict(BV=BV, num_warps=8, num_stages=1)
 
-    @staticmethod
-    def backward(ctx, grad_o, grad_ST):  # noqa: ANN001
-        q, k, v, beta, u, S_T = ctx.saved_tensors
-        B, T, H, K = k.shape
-        V = v.shape[-1]
-        grad_o = torch.zeros_like(v) if grad_o is None else grad_o.contiguous()
-        if grad_ST is not None:
-            grad_ST = grad_ST.to(S_T.dtype).contiguous()
-        dq, dk, dv, dbeta = (torch.empty_like(t) for t in (q, k, v, beta))
-        ds0 = torch.empty_like(S_T)
-        dst_arg = ds0 if grad_ST is None else grad_ST  # HAS_DST=False never reads it
-        _backward[(B * H,)](
-            q, k, v, beta, u, S_T, grad_o, dst_arg, dq, dk, dv, dbeta, ds0, T, H, K, V,
-            HAS_DST=grad_ST is not None, BK=block(K), BV=block(V), ACC=accumulator(S_T.dtype),
-            num_warps=_num_warps(K, V),
+
+Tensor = torch.Tensor
+
+
+@torch.library.custom_op("fwp::delta_rule_triton", mutates_args=())
+def delta_rule_triton_op(
+    q: Tensor, k: Tensor, v: Tensor, beta: Tensor, initial_state: Tensor | None, chunk_size: int
+) -> tuple[Tensor, Tensor, Tensor]:
+    """``(o, S_T, u)``: the fused recurrence (``chunk_size`` 0) or the chunked form; u are the
+    writes ``[B, H, T, V]`` its backward reads. A ``torch.library`` custom operator with a fake
+    implementation and its autograd, so ``torch.compile`` traces through it."""
+    B, T, H, K = k.shape
+    V = v.shape[-1]
+    dtype = state_dtype(q.dtype)
+    q, k, v, beta = (t.contiguous() for t in (q, k, v, beta))
+    s0 = None if initial_state is None else initial_state.to(dtype).contiguous()
+    o = torch.empty_like(v)
+    u = torch.empty(B, H, T, V, device=v.device, dtype=dtype)
+    S_T = torch.empty(B, H, K, V, device=v.device, dtype=dtype)
+    blocks = dict(ACC=accumulator(dtype))
+    s0_arg = S_T if s0 is None else s0  # any tensor: HAS_S0=False never reads it
+    if chunk_size == 0:
+        BV = min(block(V), 32)
+        _forward_kernel[(B * H, -(-V // BV))](
+            q, k, v, beta, s0_arg, o, u, S_T, T, H, K, V,
+            HAS_S0=s0 is not None, BK=block(K), BV=BV, num_warps=_num_warps(K, BV),
+            **blocks,
         )
-        ds0 = ds0.to(ctx.s0_dtype) if ctx.has_s0 else None
-        return dq, dk, dv, dbeta, ds0, None
+    else:
+        # tl.dot needs every dimension ≥ 16
+        blocks.update(BK=block(K, 16), C=chunk_size,
+                      PRECISION="tf32" if q.element_size() < 4 else "ieee")
+        n_chunks = -(-T // chunk_size)
+        w = torch.empty(B, H, T, K, device=v.device, dtype=dtype)
+        u_wy = torch.empty(B, H, T, V, device=v.device, dtype=dtype)
+        _wy[(B * H, n_chunks)](
+            k, v, beta, w, u_wy, T, H, K, V,
+            BV=block(V, 16), BJ=16, num_warps=8 if chunk_size == 64 else 4, **blocks,
+        )
+        launch = _chunk_forward_launch(K, V, q.element_size())
+        _chunk_forward[(B * H, -(-V // launch["BV"]))](
+            q, k, w, u_wy, s0_arg, o, u, S_T, T, H, K, V,
+            HAS_S0=s0 is not None, **launch, **blocks,
+        )
+    return o, S_T, u
+
+
+@delta_rule_triton_op.register_fake
+def _(q, k, v, beta, initial_state, chunk_size):  # noqa: ANN001, ANN202
+    B, T, H, K = k.shape
+    V, dtype = v.shape[-1], state_dtype(q.dtype)
+    return (torch.empty_like(v), v.new_empty(B, H, K, V, dtype=dtype),
+            v.new_empty(B, H, T, V, dtype=dtype))
+
+
+@torch.library.custom_op("fwp::delta_rule_triton_backward", mutates_args=())
+def _backward(
+    q: Tensor, k: Tensor, v: Tensor, beta: Tensor, u: Tensor, S_T: Tensor, grad_o: Tensor,
+    grad_ST: Tensor | None,
+) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+    """``(∂q, ∂k, ∂v, ∂β, ∂S_0 in the state dtype)`` by the fused recurrent backward."""
+    q, k, v, beta = (t.contiguous() for t in (q, k, v, beta))
+    B, T, H, K = k.shape
+    V = v.shape[-1]
+    grad_o = grad_o.contiguous()
+    if grad_ST is not None:
+        grad_ST = grad_ST.to(S_T.dtype).contiguous()
+    dq, dk, dv, dbeta = (torch.empty_like(t) for t in (q, k, v, beta))
+    ds0 = torch.empty_like(S_T)
+    dst_arg = ds0 if grad_ST is None else grad_ST  # HAS_DST=False never reads it
+    _backward_kernel[(B * H,)](
+        q, k, v, beta, u, S_T, grad_o, dst_arg, dq, dk, dv, dbeta, ds0, T, H, K, V,
+        HAS_DST=grad_ST is not None, BK=block(K), BV=block(V), ACC=accumulator(S_T.dtype),
+        num_warps=_num_warps(K, V),
+    )
+    return dq, dk, dv, dbeta, ds0
+
+
+@_backward.register_fake
+def _(q, k, v, beta, u, S_T, grad_o, grad_ST):  # noqa: ANN001, ANN202
+    return (torch.empty_like(q), torch.empty_like(k), torch.empty_like(v),
+            torch.empty_like(beta), torch.empty_like(S_T))
+
+
+def _setup_context(ctx, inputs, output) -> None:  # noqa: ANN001
+    q, k, v, beta, initial_state, _ = inputs
+    _, S_T, u = output
+    ctx.save_for_backward(q, k, v, beta, u, S_T)
+    ctx.s0_dtype = None if initial_state is None else initial_state.dtype
+
+
+def _autograd(ctx, grad_o, grad_ST, grad_u):  # noqa: ANN001, ANN202
+    q, k, v, beta, u, S_T = ctx.saved_tensors
+    grad_o = torch.zeros_like(v) if grad_o is None else grad_o
+    dq, dk, dv, dbeta, ds0 = _backward(q, k, v, beta, u, S_T, grad_o, grad_ST)
+    ds0 = None if ctx.s0_dtype is None else ds0.to(ctx.s0_dtype)
+    return dq, dk, dv, dbeta, ds0, None
+
+
+delta_rule_triton_op.register_autograd(_autograd, setup_context=_setup_context)
 
 
 def _run(
@@ -295,7 +357,7 @@ def _run(
             f"delta_rule mode {op!r} keeps the state in registers and supports K, V ≤ {MAX_DIM}, "
             f"got K = {k.shape[-1]}, V = {v.shape[-1]}: use mode='chunk'"
         )
-    o, S_T = DeltaRuleTriton.apply(q, k, v, beta, initial_state, chunk_size)
+    o, S_T, _ = delta_rule_triton_op(q, k, v, beta, initial_state, chunk_size or 0)
     return o, (S_T if output_final_state else None)
 
 

@@ -4,6 +4,10 @@ Per batch and head the kernel keeps W in a local buffer and does the whole step 
 place; the forward saves only the per-step vectors φ(k_t), φ(q_t), s·σ(b_t), v_t − v̄_t and W_T,
 and the backward rebuilds W_{t−1} = W_t − (s·σ(b_t) ⊙ (v_t − v̄_t)) ⊗ φ(k_t) in reverse, as in
 :mod:`.scan`. Batch × heads run in parallel on torch's intra-op threads.
+
+The forward and the backward are ``torch.library`` custom operators (``torch.ops.fwp.
+srwm_fused_cpu`` and ``..._backward``) with fake implementations and the autograd formula
+registered on the forward, so ``torch.compile`` traces through them with ``fullgraph=True``.
 """
 
 from __future__ import annotations
@@ -14,36 +18,73 @@ from fwp.errors import UserError
 from fwp.ops import _cpp
 from fwp.ops._validation import state_dtype
 
+Tensor = torch.Tensor
 
-class SRWMFusedCPU(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, x, W0, n_beta, input_softmax, rate_scale):  # noqa: ANN001
-        ops = _cpp.extension()
-        B = x.shape[0]
-        dtype = state_dtype(x.dtype)
-        xs = x.to(dtype).contiguous()
-        W = W0.to(dtype).expand(B, *W0.shape[-3:])
-        y, W_T, pk, pq, rate, diff = ops.srwm_forward(xs, W, n_beta, input_softmax, rate_scale)
-        # x itself, not its float copy: a bfloat16 x stays half the size until the backward.
-        ctx.save_for_backward(x, pk, pq, rate, diff, W_T)
-        ctx.n_beta, ctx.input_softmax, ctx.W0_dim, ctx.W0_dtype = (
-            n_beta, input_softmax, W0.dim(), W0.dtype
-        )
-        ctx.rate_scale = rate_scale
-        return y.to(x.dtype), W_T
 
-    @staticmethod
-    def backward(ctx, grad_y, grad_WT):  # noqa: ANN001
-        x, pk, pq, rate, diff, W_T = ctx.saved_tensors
-        dtype = W_T.dtype
-        grad_x, grad_W0 = _cpp.extension().srwm_backward(
-            x.to(dtype).contiguous(), pk, pq, rate, diff, W_T,
-            grad_y.to(dtype).contiguous(), grad_WT.to(dtype).contiguous(),
-            ctx.n_beta, ctx.input_softmax, ctx.rate_scale,
-        )
-        if ctx.W0_dim == 3:
-            grad_W0 = grad_W0.sum(dim=0)
-        return grad_x.to(x.dtype), grad_W0.to(ctx.W0_dtype), None, None, None
+@torch.library.custom_op("fwp::srwm_fused_cpu", mutates_args=())
+def _forward(
+    x: Tensor, W0: Tensor, n_beta: int, input_softmax: bool, rate_scale: float
+) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
+    """``(y in x's dtype, W_T, φ(k), φ(q), s·σ(b), v − v̄)``, the last five in the state dtype."""
+    ops = _cpp.extension()
+    dtype = state_dtype(x.dtype)
+    W = W0.to(dtype).expand(x.shape[0], *W0.shape[-3:])
+    y, W_T, pk, pq, rate, diff = ops.srwm_forward(x.to(dtype).contiguous(), W, n_beta,
+                                                  input_softmax, rate_scale)
+    return y.to(x.dtype), W_T, pk, pq, rate, diff
+
+
+@_forward.register_fake
+def _(x, W0, n_beta, input_softmax, rate_scale):  # noqa: ANN001, ANN202
+    B, T, H, D = x.shape
+    R = W0.shape[-2]
+    vectors = dict(dtype=state_dtype(x.dtype))
+    return (x.new_empty(B, T, H, R - 2 * D - n_beta), x.new_empty(B, H, R, D, **vectors),
+            x.new_empty(B, H, T, D, **vectors), x.new_empty(B, H, T, D, **vectors),
+            x.new_empty(B, H, T, n_beta, **vectors), x.new_empty(B, H, T, R, **vectors))
+
+
+@torch.library.custom_op("fwp::srwm_fused_cpu_backward", mutates_args=())
+def _backward(
+    x: Tensor, pk: Tensor, pq: Tensor, rate: Tensor, diff: Tensor, W_T: Tensor, grad_y: Tensor,
+    grad_WT: Tensor, n_beta: int, input_softmax: bool, rate_scale: float,
+) -> tuple[Tensor, Tensor]:
+    """``(∂x, ∂W0 per sequence [B, H, R, D])`` in the state dtype."""
+    dtype = W_T.dtype
+    grad_x, grad_W0 = _cpp.extension().srwm_backward(
+        x.to(dtype).contiguous(), pk, pq, rate, diff, W_T, grad_y.to(dtype).contiguous(),
+        grad_WT.to(dtype).contiguous(), n_beta, input_softmax, rate_scale,
+    )
+    return grad_x, grad_W0
+
+
+@_backward.register_fake
+def _(x, pk, pq, rate, diff, W_T, grad_y, grad_WT, n_beta, input_softmax, rate_scale):  # noqa: ANN001, ANN202
+    return x.new_empty(x.shape, dtype=W_T.dtype), W_T.new_empty(W_T.shape)
+
+
+def _setup_context(ctx, inputs, output) -> None:  # noqa: ANN001
+    x, W0, n_beta, input_softmax, rate_scale = inputs
+    _, W_T, pk, pq, rate, diff = output
+    # x itself, not its float copy: a bfloat16 x stays half the size until the backward.
+    ctx.save_for_backward(x, pk, pq, rate, diff, W_T)
+    ctx.n_beta, ctx.input_softmax, ctx.rate_scale = n_beta, input_softmax, rate_scale
+    ctx.W0_dim, ctx.W0_dtype = W0.dim(), W0.dtype
+
+
+def _autograd(ctx, grad_y, grad_WT, *unused):  # noqa: ANN001, ANN202
+    x, pk, pq, rate, diff, W_T = ctx.saved_tensors
+    if grad_y is None:
+        grad_y = x.new_zeros(*x.shape[:3], W_T.shape[-2] - 2 * x.shape[-1] - ctx.n_beta)
+    grad_WT = torch.zeros_like(W_T) if grad_WT is None else grad_WT
+    grad_x, grad_W0 = _backward(x, pk, pq, rate, diff, W_T, grad_y, grad_WT, ctx.n_beta,
+                                ctx.input_softmax, ctx.rate_scale)
+    if ctx.W0_dim == 3:
+        grad_W0 = grad_W0.sum(dim=0)
+    return grad_x.to(x.dtype), grad_W0.to(ctx.W0_dtype), None, None, None
+
+
+_forward.register_autograd(_autograd, setup_context=_setup_context)
 
 
 def srwm_fused_cpu(
@@ -64,4 +105,5 @@ def srwm_fused_cpu(
             f"mode 'fused_cpu' runs on the CPU, but x is on {x.device} and W0 on {W0.device}: "
             f"move them with .cpu() or pick another mode"
         )
-    return SRWMFusedCPU.apply(x, W0, n_beta, input_softmax, float(rate_scale))
+    y, W_T, *_ = _forward(x, W0, n_beta, input_softmax, float(rate_scale))
+    return y, W_T

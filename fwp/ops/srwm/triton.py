@@ -231,8 +231,8 @@ def _srwm_backward_kernel(
     tl.store(gw0_ptr + matrix + b_at, Gb, mask=bd_ok)
 
 
-_forward = LazyKernel(_srwm_forward_kernel)
-_backward = LazyKernel(_srwm_backward_kernel)
+_forward_kernel = LazyKernel(_srwm_forward_kernel)
+_backward_kernel = LazyKernel(_srwm_backward_kernel)
 
 
 def _num_warps(D: int, d_out: int) -> int:
@@ -243,56 +243,95 @@ def _num_warps(D: int, d_out: int) -> int:
     return 1 if width <= 16 else 4 if width <= 32 else 8
 
 
-class SRWMTriton(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, x, W0, n_beta, input_softmax, rate_scale):  # noqa: ANN001
-        B, T, H, D = x.shape
-        R = W0.shape[-2]
-        d_out = R - 2 * D - n_beta
-        dtype = state_dtype(x.dtype)
-        x = x.contiguous()
-        W0s = W0.to(dtype).contiguous()
-        vectors = dict(device=x.device, dtype=dtype)
-        y = x.new_empty(B, T, H, d_out)
-        pk, pq = torch.empty(B, H, T, D, **vectors), torch.empty(B, H, T, D, **vectors)
-        rate = torch.empty(B, H, T, n_beta, **vectors)
-        d = torch.empty(B, H, T, R, **vectors)
-        W_T = torch.empty(B, H, R, D, **vectors)
-        _forward[(B * H,)](
-            x, W0s, y, pk, pq, rate, d, W_T,
-            T, H, D, d_out, H * R * D if W0.dim() == 4 else 0, rate_scale,
-            N_BETA=n_beta, INPUT_SOFTMAX=input_softmax,
-            BD=block(D), BO=block(d_out), ACC=accumulator(dtype),
-            num_warps=_num_warps(D, d_out),
-        )
-        ctx.save_for_backward(x, pk, pq, rate, d, W_T)
-        ctx.n_beta, ctx.input_softmax, ctx.rate_scale = n_beta, input_softmax, rate_scale
-        ctx.W0_dim, ctx.W0_dtype = W0.dim(), W0.dtype
-        ctx.set_materialize_grads(False)
-        return y, W_T
+Tensor = torch.Tensor
 
-    @staticmethod
-    def backward(ctx, grad_y, grad_WT):  # noqa: ANN001
-        x, pk, pq, rate, d, W_T = ctx.saved_tensors
-        B, T, H, D = x.shape
-        R = W_T.shape[-2]
-        d_out = R - 2 * D - ctx.n_beta
-        grad_y = x.new_zeros(B, T, H, d_out) if grad_y is None else grad_y.contiguous()
-        grad_WT = (
-            torch.zeros_like(W_T) if grad_WT is None else grad_WT.to(W_T.dtype).contiguous()
-        )
-        grad_x = torch.empty_like(x)
-        grad_W0 = torch.empty_like(W_T)
-        _backward[(B * H,)](
-            x, grad_y, pk, pq, rate, d, W_T, grad_WT, grad_x, grad_W0,
-            T, H, D, d_out, ctx.rate_scale,
-            N_BETA=ctx.n_beta, INPUT_SOFTMAX=ctx.input_softmax,
-            BD=block(D), BO=block(d_out), ACC=accumulator(W_T.dtype),
-            num_warps=_num_warps(D, d_out),
-        )
-        if ctx.W0_dim == 3:
-            grad_W0 = grad_W0.sum(dim=0)
-        return grad_x, grad_W0.to(ctx.W0_dtype), None, None, None
+
+@torch.library.custom_op("fwp::srwm_triton", mutates_args=())
+def srwm_triton_op(
+    x: Tensor, W0: Tensor, n_beta: int, input_softmax: bool, rate_scale: float
+) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
+    """``(y, W_T, φ(k), φ(q), σ(b), d)``, the last five in the state dtype. A ``torch.library``
+    custom operator with a fake implementation and its autograd, so ``torch.compile`` traces
+    through it."""
+    B, T, H, D = x.shape
+    R = W0.shape[-2]
+    d_out = R - 2 * D - n_beta
+    dtype = state_dtype(x.dtype)
+    xs = x.contiguous()
+    W0s = W0.to(dtype).contiguous()
+    vectors = dict(device=x.device, dtype=dtype)
+    y = x.new_empty(B, T, H, d_out)
+    pk, pq = torch.empty(B, H, T, D, **vectors), torch.empty(B, H, T, D, **vectors)
+    rate = torch.empty(B, H, T, n_beta, **vectors)
+    d = torch.empty(B, H, T, R, **vectors)
+    W_T = torch.empty(B, H, R, D, **vectors)
+    _forward_kernel[(B * H,)](
+        xs, W0s, y, pk, pq, rate, d, W_T,
+        T, H, D, d_out, H * R * D if W0.dim() == 4 else 0, rate_scale,
+        N_BETA=n_beta, INPUT_SOFTMAX=input_softmax,
+        BD=block(D), BO=block(d_out), ACC=accumulator(dtype),
+        num_warps=_num_warps(D, d_out),
+    )
+    return y, W_T, pk, pq, rate, d
+
+
+@srwm_triton_op.register_fake
+def _(x, W0, n_beta, input_softmax, rate_scale):  # noqa: ANN001, ANN202
+    B, T, H, D = x.shape
+    R = W0.shape[-2]
+    vectors = dict(dtype=state_dtype(x.dtype))
+    return (x.new_empty(B, T, H, R - 2 * D - n_beta), x.new_empty(B, H, R, D, **vectors),
+            x.new_empty(B, H, T, D, **vectors), x.new_empty(B, H, T, D, **vectors),
+            x.new_empty(B, H, T, n_beta, **vectors), x.new_empty(B, H, T, R, **vectors))
+
+
+@torch.library.custom_op("fwp::srwm_triton_backward", mutates_args=())
+def _backward(
+    x: Tensor, pk: Tensor, pq: Tensor, rate: Tensor, d: Tensor, W_T: Tensor, grad_y: Tensor,
+    grad_WT: Tensor, n_beta: int, input_softmax: bool, rate_scale: float,
+) -> tuple[Tensor, Tensor]:
+    """``(∂x, ∂W0 per sequence [B, H, R, D] in the state dtype)``."""
+    B, T, H, D = x.shape
+    d_out = W_T.shape[-2] - 2 * D - n_beta
+    x = x.contiguous()
+    grad_x = torch.empty_like(x)
+    grad_W0 = torch.empty_like(W_T)
+    _backward_kernel[(B * H,)](
+        x, grad_y.contiguous(), pk, pq, rate, d, W_T, grad_WT.to(W_T.dtype).contiguous(),
+        grad_x, grad_W0, T, H, D, d_out, rate_scale,
+        N_BETA=n_beta, INPUT_SOFTMAX=input_softmax,
+        BD=block(D), BO=block(d_out), ACC=accumulator(W_T.dtype),
+        num_warps=_num_warps(D, d_out),
+    )
+    return grad_x, grad_W0
+
+
+@_backward.register_fake
+def _(x, pk, pq, rate, d, W_T, grad_y, grad_WT, n_beta, input_softmax, rate_scale):  # noqa: ANN001, ANN202
+    return torch.empty_like(x), torch.empty_like(W_T)
+
+
+def _setup_context(ctx, inputs, output) -> None:  # noqa: ANN001
+    x, W0, n_beta, input_softmax, rate_scale = inputs
+    _, W_T, pk, pq, rate, d = output
+    ctx.save_for_backward(x, pk, pq, rate, d, W_T)
+    ctx.n_beta, ctx.input_softmax, ctx.rate_scale = n_beta, input_softmax, rate_scale
+    ctx.W0_dim, ctx.W0_dtype = W0.dim(), W0.dtype
+
+
+def _autograd(ctx, grad_y, grad_WT, *unused):  # noqa: ANN001, ANN202
+    x, pk, pq, rate, d, W_T = ctx.saved_tensors
+    if grad_y is None:
+        grad_y = x.new_zeros(*x.shape[:3], W_T.shape[-2] - 2 * x.shape[-1] - ctx.n_beta)
+    grad_WT = torch.zeros_like(W_T) if grad_WT is None else grad_WT
+    grad_x, grad_W0 = _backward(x, pk, pq, rate, d, W_T, grad_y, grad_WT, ctx.n_beta,
+                                ctx.input_softmax, ctx.rate_scale)
+    if ctx.W0_dim == 3:
+        grad_W0 = grad_W0.sum(dim=0)
+    return grad_x, grad_W0.to(ctx.W0_dtype), None, None, None
+
+
+srwm_triton_op.register_autograd(_autograd, setup_context=_setup_context)
 
 
 def srwm_triton(
@@ -314,4 +353,5 @@ def srwm_triton(
             f"srwm mode 'triton' keeps W in registers and supports D ≤ {MAX_D}, got "
             f"D = {x.shape[-1]}: use mode='scan'"
         )
-    return SRWMTriton.apply(x, W0, n_beta, input_softmax, float(rate_scale))
+    y, W_T, *_ = srwm_triton_op(x, W0, n_beta, input_softmax, float(rate_scale))
+    return y, W_T
