@@ -7,7 +7,7 @@ split over a compact uint8 image cache); :class:`EpisodeSampler` draws N-way K-s
 
 from fwp.data.cache import cache_dir
 from fwp.data.dataset import FewShotDataset
-from fwp.data.episodes import Episode, EpisodeSampler, EpisodeStream
+from fwp.data.episodes import Episode, EpisodeSampler, EpisodeStream, Prefetcher
 from fwp.data.loading import BUILT_IN, DATASETS, SPLITS, check_options, load_dataset
 
 __all__ = [
@@ -18,6 +18,7 @@ __all__ = [
     "EpisodeSampler",
     "EpisodeStream",
     "FewShotDataset",
+    "Prefetcher",
     "cache_dir",
     "check_options",
     "load_dataset",

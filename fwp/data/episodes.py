@@ -10,6 +10,7 @@ run, process and worker count, and resuming training is restoring one counter.
 
 from __future__ import annotations
 
+import signal
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, fields
 from typing import Any
@@ -163,19 +164,22 @@ class EpisodeSampler(SeededSampler):
 
 
 class EpisodeStream(torch.utils.data.IterableDataset):
-    """Batches ``sampler.batch(range(start + j*B, start + (j+1)*B))`` for j = 0, 1, ...
+    """Batches ``sampler.batch(range(start + j·stride, start + j·stride + B))`` for j = 0, 1, ...
+    (``stride`` defaults to B: consecutive batches; a rank of a torchrun world takes its block of
+    every ``world · B`` episodes with ``stride = world · B``).
 
     For ``DataLoader(stream, batch_size=None, num_workers=W)``: worker w makes batches j = w mod W,
-    and the loader returns them in order of j, so the stream is the same for every W.
-    ``num_batches=None`` streams for ever.
+    and the loader returns them in order of j, so the stream is the same for every W. Works for
+    any :class:`SeededSampler` (episodes or streams). ``num_batches=None`` streams for ever.
     """
 
     def __init__(
         self,
-        sampler: EpisodeSampler,
+        sampler: SeededSampler,
         batch_size: int,
         start: int = 0,
         num_batches: int | None = None,
+        stride: int | None = None,
     ) -> None:
         self.sampler, self.batch_size, self.start, self.num_batches = (
             sampler,
@@ -183,12 +187,59 @@ class EpisodeStream(torch.utils.data.IterableDataset):
             start,
             num_batches,
         )
+        self.stride = batch_size if stride is None else stride
 
-    def __iter__(self) -> Iterator[Episode]:
+    def __iter__(self) -> Iterator[Any]:
         info = torch.utils.data.get_worker_info()
         worker, workers = (info.id, info.num_workers) if info else (0, 1)
         j = worker
         while self.num_batches is None or j < self.num_batches:
-            first = self.start + j * self.batch_size
+            first = self.start + j * self.stride
             yield self.sampler.batch(range(first, first + self.batch_size))
             j += workers
+
+
+def _leave_signals_to_the_parent(worker_id: int) -> None:
+    """A data worker ignores SIGINT and SIGTERM: Ctrl-C reaches the whole process group, and a
+    worker ended by it would fail the step that the training process finishes before saving.
+    The training process ends its workers when it stops; a worker whose parent died exits on
+    its own (torch's watchdog)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
+
+class Prefetcher:
+    """The batches of :class:`EpisodeStream` made ahead by ``workers`` processes, each keeping
+    ``prefetch`` batches ready, copied into pinned memory when ``pin_memory`` (for a CUDA
+    device: the copy to it can then overlap the step). The same batches, in the same order, as
+    ``sampler.batch`` in the training process, since a batch depends only on its indices; so a
+    run resumes exactly by starting a new one at the sampler's saved position.
+
+    The loader gets its own generator: starting it leaves the global RNG (dropout's) untouched.
+    :meth:`close` ends the workers (also on an exception or a signal: call it in ``finally``).
+    """
+
+    def __init__(self, sampler: SeededSampler, batch_size: int, *, start: int, stride: int,
+                 workers: int, prefetch: int, pin_memory: bool) -> None:
+        loader = torch.utils.data.DataLoader(
+            EpisodeStream(sampler, batch_size, start, stride=stride), batch_size=None,
+            num_workers=workers, prefetch_factor=prefetch, pin_memory=pin_memory,
+            generator=torch.Generator().manual_seed(0),
+            worker_init_fn=_leave_signals_to_the_parent,
+        )
+        self._batches: Any = iter(loader)
+        self.next_first = start  # the first index of the next batch
+        self.stride = stride
+
+    def next(self, first: int) -> Any:
+        """The batch that starts at episode ``first``; it must be the stream's next one."""
+        if first != self.next_first:
+            raise RuntimeError(f"the prefetched stream is at episode {self.next_first}, "
+                               f"not {first}: its sampler moved without it")
+        self.next_first += self.stride
+        return next(self._batches)
+
+    def close(self) -> None:
+        if self._batches is not None:
+            self._batches._shutdown_workers()  # torch's own shutdown, what __del__ would do
+            self._batches = None

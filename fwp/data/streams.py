@@ -58,8 +58,13 @@ class Stream:
     classes: torch.Tensor
     index: torch.Tensor
 
-    def to(self, device: torch.device | str) -> Stream:
-        return Stream(**{f.name: getattr(self, f.name).to(device) for f in fields(self)})
+    def to(self, device: torch.device | str, non_blocking: bool = False) -> Stream:
+        return Stream(**{f.name: getattr(self, f.name).to(device, non_blocking=non_blocking)
+                         for f in fields(self)})
+
+    def pin_memory(self) -> Stream:
+        """Used by ``DataLoader(pin_memory=True)``."""
+        return Stream(**{f.name: getattr(self, f.name).pin_memory() for f in fields(self)})
 
     def __len__(self) -> int:
         return len(self.index)

@@ -192,6 +192,11 @@ class RunConfig:
     device: str = option("auto", "auto | cpu | cuda | cuda:N", resume="runtime")
     amp: bool = option(True, "bf16 autocast on CUDA (ignored on CPU)", resume="runtime")
     threads: int = option(0, "torch CPU threads (0: torch's default)", resume="runtime")
+    data_workers: int = option(
+        0, "processes that assemble the training batches ahead of the step (0: the training "
+        "process does, between steps); the same batches either way", resume="runtime")
+    prefetch: int = option(2, "with --data-workers: batches each worker keeps ready",
+                           resume="runtime")
     test_episodes: int = option(1000, "fwp fewshot eval: episodes per K_test and repeat",
                                 resume="announce")
     test_repeats: int = option(
@@ -222,7 +227,8 @@ class RunConfig:
             "batch_size": (self.optim.batch_size, 1), "accumulate": (self.optim.accumulate, 1),
             "steps": (self.steps, 1), "eval_every": (self.eval_every, 1),
             "val_episodes": (self.val_episodes, 1), "log_every": (self.log_every, 1),
-            "threads": (self.threads, 0), "test_episodes": (self.test_episodes, 1),
+            "threads": (self.threads, 0), "data_workers": (self.data_workers, 0),
+            "prefetch": (self.prefetch, 1), "test_episodes": (self.test_episodes, 1),
             "test_repeats": (self.test_repeats, 1),
         }
         for name, (value, low) in at_least.items():
@@ -341,6 +347,8 @@ class RunConfig:
             out["distill"] = "D is the distillation term's, and --beta2 is 0"
         if self.optim.schedule == "constant":
             out["warmup"] = "--schedule constant has no warm-up"
+        if not self.data_workers:
+            out["prefetch"] = "it is how far the data workers work ahead, and --data-workers is 0"
         return out
 
 

@@ -4,7 +4,9 @@ step and its validation, trained by the run core's loop (:mod:`fwp.runs`).
 One process, or one per device under ``torchrun`` (DistributedDataParallel; gloo on CPU, NCCL
 on GPU). Episodes form one global stream: at each micro-batch the world takes the next
 ``batch_size · world_size`` episodes and rank r the r-th block of them, so every rank sees its
-own episodes and the stream does not depend on how many processes share it.
+own episodes and the stream does not depend on how many processes share it. With
+``--data-workers W`` the micro-batches are made ahead by W processes (pinned on CUDA); a batch
+depends only on its episode indices, so the run is the same bit for bit.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import numpy as np
 import torch
 from torch.nn.parallel import DistributedDataParallel
 
+from fwp.data import Prefetcher
 from fwp.errors import UserError
 from fwp.fewshot.budget import gpu_notice
 from fwp.fewshot.config import RunConfig
@@ -74,6 +77,7 @@ class FewShotTraining(Training):
 
     def __init__(self, config: RunConfig, world: World, announce: bool) -> None:
         self.config, self.world = config, world
+        self.prefetcher: Prefetcher | None = None
         if config.protocol.protocol != "episodic" and world.size > 1:
             raise UserError(f"--protocol {config.protocol.protocol} trains in one process; "
                             "start it without torchrun")
@@ -99,11 +103,25 @@ class FewShotTraining(Training):
             self.optimizer, lambda s: lr_factor(config, s))
 
     def prepare(self) -> None:
-        """Wrap the model in DDP (several processes)."""
-        if self.world.size > 1:
-            device = self.world.device
+        """Wrap the model in DDP (several processes); start the data workers at the restored
+        position of the episode stream (this rank's block of each micro-batch)."""
+        world, optim = self.world, self.config.optim
+        if world.size > 1:
             self.net = DistributedDataParallel(
-                self.model, device_ids=[device.index] if device.type == "cuda" else None)
+                self.model, device_ids=[world.device.index] if world.device.type == "cuda"
+                else None)
+        if self.config.data_workers:
+            self.prefetcher = Prefetcher(
+                self.task.sampler, optim.batch_size,
+                start=self.task.sampler.next_episode + world.rank * optim.batch_size,
+                stride=world.size * optim.batch_size, workers=self.config.data_workers,
+                prefetch=self.config.prefetch, pin_memory=world.device.type == "cuda")
+
+    def close(self) -> None:
+        """End the data workers, if any."""
+        if self.prefetcher:
+            self.prefetcher.close()
+            self.prefetcher = None
 
     def train_step(self) -> dict[str, float]:
         """Eq. 5 (or the stream protocol's loss) over ``accumulate`` micro-batches of this rank's
@@ -111,11 +129,8 @@ class FewShotTraining(Training):
         config, optim, world = self.config, self.config.optim, self.world
         self.optimizer.zero_grad(set_to_none=True)
         sums: dict[str, float] = {"loss": 0.0, "accuracy": 0.0}
-        sampler = self.task.sampler
         for micro in range(optim.accumulate):
-            first = sampler.next_episode + world.rank * optim.batch_size
-            episode = sampler.batch(range(first, first + optim.batch_size)).to(world.device)
-            sampler.next_episode += world.size * optim.batch_size
+            episode = self.next_batch()
             sync = micro == optim.accumulate - 1 or world.size == 1
             with nullcontext() if sync else self.net.no_sync():
                 with autocast(world.device, config.amp):
@@ -132,6 +147,17 @@ class FewShotTraining(Training):
             self.optimizer.step()
             self.scheduler.step()
         return {**sums, "lr": self.scheduler.get_last_lr()[0], "grad_norm": grad_norm}
+
+    def next_batch(self) -> Any:
+        """This rank's next micro-batch of episodes or streams, on the device: made now, or
+        taken from the data workers (``--data-workers``); the sampler's counter moves past the
+        world's micro-batch either way."""
+        sampler, world, size = self.task.sampler, self.world, self.config.optim.batch_size
+        first = sampler.next_episode + world.rank * size
+        batch = (self.prefetcher.next(first) if self.prefetcher else
+                 sampler.batch(range(first, first + size)))
+        sampler.next_episode += world.size * size
+        return batch.to(world.device, non_blocking=True)
 
     def validate(self) -> dict[str, float]:
         """Accuracy on fixed validation episodes (rank 0) or streams."""
@@ -205,8 +231,11 @@ def train(
         torch.manual_seed(config.seed)
         training = FewShotTraining(config, world, announce=world.main and not resume
                                    and world.device.type == "cpu")
-        summary = fit(training, folder, steps=config.steps, eval_every=config.eval_every,
-                      log_every=config.log_every, resume=resume, stop_after=stop_after,
-                      world=world, progress=progress,
-                      say=lambda line: print(line, flush=True))
+        try:
+            summary = fit(training, folder, steps=config.steps, eval_every=config.eval_every,
+                          log_every=config.log_every, resume=resume, stop_after=stop_after,
+                          world=world, progress=progress,
+                          say=lambda line: print(line, flush=True))
+        finally:
+            training.close()
     return {**summary, "model": training.model}
