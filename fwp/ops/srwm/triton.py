@@ -22,6 +22,7 @@ import torch
 from fwp.errors import UserError
 from fwp.ops._triton_utils import LazyKernel, accumulator, block, require
 from fwp.ops._validation import state_dtype
+from fwp.ops.srwm._autograd import register_srwm_autograd
 
 tl: Any = None  # triton.language, bound by LazyKernel on the first launch
 MAX_D = 64
@@ -311,27 +312,7 @@ def _(x, pk, pq, rate, d, W_T, grad_y, grad_WT, n_beta, input_softmax, rate_scal
     return torch.empty_like(x), torch.empty_like(W_T)
 
 
-def _setup_context(ctx, inputs, output) -> None:  # noqa: ANN001
-    x, W0, n_beta, input_softmax, rate_scale = inputs
-    _, W_T, pk, pq, rate, d = output
-    ctx.save_for_backward(x, pk, pq, rate, d, W_T)
-    ctx.n_beta, ctx.input_softmax, ctx.rate_scale = n_beta, input_softmax, rate_scale
-    ctx.W0_dim, ctx.W0_dtype = W0.dim(), W0.dtype
-
-
-def _autograd(ctx, grad_y, grad_WT, *unused):  # noqa: ANN001, ANN202
-    x, pk, pq, rate, d, W_T = ctx.saved_tensors
-    if grad_y is None:
-        grad_y = x.new_zeros(*x.shape[:3], W_T.shape[-2] - 2 * x.shape[-1] - ctx.n_beta)
-    grad_WT = torch.zeros_like(W_T) if grad_WT is None else grad_WT
-    grad_x, grad_W0 = _backward(x, pk, pq, rate, d, W_T, grad_y, grad_WT, ctx.n_beta,
-                                ctx.input_softmax, ctx.rate_scale)
-    if ctx.W0_dim == 3:
-        grad_W0 = grad_W0.sum(dim=0)
-    return grad_x, grad_W0.to(ctx.W0_dtype), None, None, None
-
-
-srwm_triton_op.register_autograd(_autograd, setup_context=_setup_context)
+register_srwm_autograd(srwm_triton_op, _backward)
 
 
 def srwm_triton(
