@@ -29,7 +29,7 @@ from fwp.errors import UserError
 from fwp.lm.config import LMConfig, from_dict
 from fwp.lm.model import FwpLM, split_layer_options
 from fwp.runs import RunFolder
-from fwp.runs.sweep import Estimate, check_name, check_run_folders, duration, run_all
+from fwp.runs.sweep import Estimate, check_name, check_run_folders, duration, pending_runs, run_all
 
 GRIDS = Path(__file__).parent / "grids"
 TABLES = {"seeds", "parameters", "compare", "set", "models"}
@@ -132,10 +132,7 @@ def sweep(out: Path, grid: dict[str, Any], jobs: int = 1, say=print) -> str:  # 
         write_atomic(out / "grid.json", {**grid, "seeds": seeds,
                                          "widths": {n: c.network.d_model for n, c, _ in models},
                                          "counts": {n: k for n, _, k in models}})
-        pending = [(to_dict(c), str(folder)) for _, folder, c in runs
-                   if not (folder / FINAL).exists()]
-        say(f"{len(runs)} runs, {len(runs) - len(pending)} finished, {len(pending)} to train "
-            f"with {jobs} job(s)")
+        pending = pending_runs(runs, FINAL, jobs, say)
         estimate = Estimate({folder: c["steps"] for c, folder in pending}, jobs)
 
         def done(result: tuple[str, dict]) -> None:

@@ -2,11 +2,12 @@
 
 What every workflow's sweep shares: names that become folder names only when they are plain
 names (:func:`check_name`); one sweep per folder at a time (``RunFolder(DIR).locked("sweep")``);
-the refusal of a run folder that holds a run of another config (:func:`check_run_folders`);
-running the pending runs one after another or in ``jobs`` worker processes (:func:`run_all`)
-with a stop that lets the running ones save; and the time estimate (:class:`Estimate`). A
-workflow supplies the grid, how to train and evaluate one run (a picklable function of one
-picklable task) and what its report shows; the paired statistics are :mod:`fwp.stats`.
+the refusal of a run folder that holds a run of another config (:func:`check_run_folders`); the
+runs still to train (:func:`pending_runs`); running them one after another or in ``jobs`` worker
+processes (:func:`run_all`) with a stop that lets the running ones save; and the time estimate
+(:class:`Estimate`). A workflow supplies the grid, how to train and evaluate one run (a
+picklable function of one picklable task) and what its report shows; the paired statistics are
+:mod:`fwp.stats`.
 """
 
 from __future__ import annotations
@@ -57,6 +58,17 @@ def check_run_folders(runs: Iterable[tuple[str, Path, Any]], fix: str) -> None:
         if changed:
             raise UserError(f"{folder} was trained with another config ({'; '.join(changed)}); "
                             f"the grid's config {name!r} changed: {fix}")
+
+
+def pending_runs(runs: list[tuple[str, Path, Any]], result: str, jobs: int,
+                 say: Callable[[str], None]) -> list[tuple[dict, str]]:
+    """The runs (name, folder, config) whose folder holds no ``result`` file yet, as (config
+    dict, folder) tasks for :func:`run_all`; says how many are finished and how many to train."""
+    pending = [(to_dict(config), str(folder)) for _, folder, config in runs
+               if not (Path(folder) / result).exists()]
+    say(f"{len(runs)} runs, {len(runs) - len(pending)} finished, {len(pending)} to train "
+        f"with {jobs} job(s)")
+    return pending
 
 
 def duration(seconds: float) -> str:

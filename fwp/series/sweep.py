@@ -26,7 +26,7 @@ from typing import Any
 from fwp.config import flat, parse_value, read_file, to_dict, write_atomic
 from fwp.errors import UserError
 from fwp.runs import RunFolder
-from fwp.runs.sweep import Estimate, check_name, check_run_folders, duration, run_all
+from fwp.runs.sweep import Estimate, check_name, check_run_folders, duration, pending_runs, run_all
 from fwp.series.config import RunConfig, from_dict
 
 GRIDS = Path(__file__).parent / "grids"
@@ -100,10 +100,7 @@ def sweep(out: Path, grid: dict[str, Any], jobs: int = 1,
     check_run_folders(runs, "use a new sweep folder, or delete that run to retrain it")
     with RunFolder(out).locked("sweep"):
         write_atomic(out / "grid.json", {**grid, "seeds": seeds})
-        pending = [(to_dict(c), str(folder)) for _, folder, c in runs
-                   if not (folder / METRICS).exists()]
-        say(f"{len(runs)} runs, {len(runs) - len(pending)} finished, {len(pending)} to train "
-            f"with {jobs} job(s)")
+        pending = pending_runs(runs, METRICS, jobs, say)
         estimate = Estimate({folder: c["epochs"] for c, folder in pending}, jobs)
 
         def done(result: tuple[str, dict]) -> None:
