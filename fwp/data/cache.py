@@ -73,10 +73,30 @@ def _load(path: Path) -> ImageStore | None:
     return store
 
 
-def _save(path: Path, store: ImageStore) -> None:
+def write_entry(path: Path, fill: Callable[[Path], None], what: str = "data cache") -> None:
+    """Write the cache entry ``path`` whole or not at all: ``fill(tmp)`` writes it into a
+    private folder beside it, which is then renamed to ``path`` (a concurrent builder that got
+    there first wins). An OSError becomes one line naming the ``what`` and ``FWP_CACHE``."""
     tmp = path.parent / f".tmp-{path.name}-{os.getpid()}"
     try:
         tmp.mkdir(parents=True, exist_ok=True)
+        fill(tmp)
+        try:
+            tmp.rename(path)
+        except OSError:
+            if not (path / "meta.json").exists():  # not a concurrent builder winning the race
+                raise
+    except OSError as error:
+        raise UserError(
+            f"cannot write the {what} at {path.parent} ({error}); "
+            "set FWP_CACHE to a writable folder"
+        ) from error
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _save(path: Path, store: ImageStore) -> None:
+    def fill(tmp: Path) -> None:
         np.save(tmp / "images.npy", np.ascontiguousarray(store.images, dtype=np.uint8))
         meta = {
             "format": FORMAT_VERSION,
@@ -86,18 +106,8 @@ def _save(path: Path, store: ImageStore) -> None:
             "info": store.info,
         }
         (tmp / "meta.json").write_text(json.dumps(meta))
-        try:
-            tmp.rename(path)
-        except OSError:
-            if not (path / "meta.json").exists():  # not a concurrent builder winning the race
-                raise
-    except OSError as error:
-        raise UserError(
-            f"cannot write the data cache at {path.parent} ({error}); "
-            "set FWP_CACHE to a writable folder"
-        ) from error
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+
+    write_entry(path, fill)
 
 
 def cached_store(kind: str, key: str, build: Callable[[], ImageStore]) -> ImageStore:

@@ -25,8 +25,6 @@ from __future__ import annotations
 import codecs
 import hashlib
 import json
-import os
-import shutil
 import sys
 import sysconfig
 from collections.abc import Iterator
@@ -35,7 +33,7 @@ from pathlib import Path
 
 import numpy as np
 
-from fwp.data.cache import cache_dir, cache_key, file_stamp
+from fwp.data.cache import cache_dir, cache_key, file_stamp, write_entry
 from fwp.errors import UserError
 from fwp.lm.tokenizer import (
     ByteTokenizer,
@@ -260,11 +258,10 @@ def _write_split(path: Path, pieces: list[Piece], tokenizer: Tokenizer) -> dict:
 
 
 def _build(path: Path, source: Source, tokenizer: Tokenizer, key_parts: dict) -> None:
-    tmp = path.parent / f".tmp-{path.name}-{os.getpid()}"
     print(f"fwp: tokenising {source.name} ({source.layout}) into {path} (once)", file=sys.stderr,
           flush=True)
-    try:
-        tmp.mkdir(parents=True, exist_ok=True)
+
+    def fill(tmp: Path) -> None:
         splits = {s: _write_split(tmp / f"{s}.bin", p, tokenizer)
                   for s, p in source.splits.items()}
         meta = {"format": FORMAT, "name": source.name, "layout": source.layout,
@@ -272,16 +269,8 @@ def _build(path: Path, source: Source, tokenizer: Tokenizer, key_parts: dict) ->
                 "dtype": dtype_for(tokenizer.vocab_size).name, "splits": splits,
                 "key": key_parts}
         (tmp / "meta.json").write_text(json.dumps(meta))
-        try:
-            tmp.rename(path)
-        except OSError:
-            if not (path / "meta.json").exists():  # not a concurrent builder winning the race
-                raise
-    except OSError as error:
-        raise UserError(f"cannot write the token cache at {path.parent} ({error}); "
-                        f"set FWP_CACHE to a writable folder") from error
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+
+    write_entry(path, fill, "token cache")
 
 
 # -- the corpus -------------------------------------------------------------------------------
