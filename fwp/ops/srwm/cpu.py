@@ -17,7 +17,7 @@ import torch
 from fwp.errors import UserError
 from fwp.ops import _cpp
 from fwp.ops._validation import state_dtype
-from fwp.ops.srwm._autograd import register_srwm_autograd
+from fwp.ops.srwm._custom_op import register_srwm_op
 
 Tensor = torch.Tensor
 
@@ -33,16 +33,6 @@ def _forward(
     y, W_T, pk, pq, rate, diff = ops.srwm_forward(x.to(dtype).contiguous(), W, n_beta,
                                                   input_softmax, rate_scale)
     return y.to(x.dtype), W_T, pk, pq, rate, diff
-
-
-@_forward.register_fake
-def _(x, W0, n_beta, input_softmax, rate_scale):  # noqa: ANN001, ANN202
-    B, T, H, D = x.shape
-    R = W0.shape[-2]
-    vectors = dict(dtype=state_dtype(x.dtype))
-    return (x.new_empty(B, T, H, R - 2 * D - n_beta), x.new_empty(B, H, R, D, **vectors),
-            x.new_empty(B, H, T, D, **vectors), x.new_empty(B, H, T, D, **vectors),
-            x.new_empty(B, H, T, n_beta, **vectors), x.new_empty(B, H, T, R, **vectors))
 
 
 @torch.library.custom_op("fwp::srwm_fused_cpu_backward", mutates_args=())
@@ -64,7 +54,7 @@ def _(x, pk, pq, rate, diff, W_T, grad_y, grad_WT, n_beta, input_softmax, rate_s
     return x.new_empty(x.shape, dtype=W_T.dtype), W_T.new_empty(W_T.shape)
 
 
-register_srwm_autograd(_forward, _backward)
+register_srwm_op(_forward, _backward)
 
 
 def srwm_fused_cpu(

@@ -22,7 +22,7 @@ import torch
 from fwp.errors import UserError
 from fwp.ops._triton_utils import LazyKernel, accumulator, block, require
 from fwp.ops._validation import state_dtype
-from fwp.ops.srwm._autograd import register_srwm_autograd
+from fwp.ops.srwm._custom_op import register_srwm_op
 
 tl: Any = None  # triton.language, bound by LazyKernel on the first launch
 MAX_D = 64
@@ -276,16 +276,6 @@ def srwm_triton_op(
     return y, W_T, pk, pq, rate, d
 
 
-@srwm_triton_op.register_fake
-def _(x, W0, n_beta, input_softmax, rate_scale):  # noqa: ANN001, ANN202
-    B, T, H, D = x.shape
-    R = W0.shape[-2]
-    vectors = dict(dtype=state_dtype(x.dtype))
-    return (x.new_empty(B, T, H, R - 2 * D - n_beta), x.new_empty(B, H, R, D, **vectors),
-            x.new_empty(B, H, T, D, **vectors), x.new_empty(B, H, T, D, **vectors),
-            x.new_empty(B, H, T, n_beta, **vectors), x.new_empty(B, H, T, R, **vectors))
-
-
 @torch.library.custom_op("fwp::srwm_triton_backward", mutates_args=())
 def _backward(
     x: Tensor, pk: Tensor, pq: Tensor, rate: Tensor, d: Tensor, W_T: Tensor, grad_y: Tensor,
@@ -312,7 +302,7 @@ def _(x, pk, pq, rate, d, W_T, grad_y, grad_WT, n_beta, input_softmax, rate_scal
     return torch.empty_like(x), torch.empty_like(W_T)
 
 
-register_srwm_autograd(srwm_triton_op, _backward)
+register_srwm_op(srwm_triton_op, _backward)
 
 
 def srwm_triton(

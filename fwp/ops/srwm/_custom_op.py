@@ -1,4 +1,4 @@
-"""The autograd formula of the fused SRWM operators (C++ and Triton), shared by both.
+"""The fake forward and the autograd formula of the fused SRWM operators (C++ and Triton).
 
 Each supplies a ``torch.library`` forward returning ``(y, W_T, φ(k), φ(q), s·σ(b), v − v̄)``
 and a backward operator returning ``(∂x, ∂W0 per sequence [B, H, R, D])``; the backward
@@ -11,9 +11,20 @@ from typing import Any
 
 import torch
 
+from fwp.ops._validation import state_dtype
 
-def register_srwm_autograd(forward: Any, backward: Any) -> None:
-    """Register on the custom op ``forward`` the gradient computed by ``backward``."""
+
+def register_srwm_op(forward: Any, backward: Any) -> None:
+    """Register on the custom op ``forward`` its fake (the output shapes and dtypes, for
+    ``torch.compile``) and the gradient computed by ``backward``."""
+
+    def fake(x, W0, n_beta, input_softmax, rate_scale):  # noqa: ANN001, ANN202
+        B, T, H, D = x.shape
+        R = W0.shape[-2]
+        vectors = dict(dtype=state_dtype(x.dtype))
+        return (x.new_empty(B, T, H, R - 2 * D - n_beta), x.new_empty(B, H, R, D, **vectors),
+                x.new_empty(B, H, T, D, **vectors), x.new_empty(B, H, T, D, **vectors),
+                x.new_empty(B, H, T, n_beta, **vectors), x.new_empty(B, H, T, R, **vectors))
 
     def setup_context(ctx, inputs, output) -> None:  # noqa: ANN001
         x, W0, n_beta, input_softmax, rate_scale = inputs
@@ -34,4 +45,5 @@ def register_srwm_autograd(forward: Any, backward: Any) -> None:
             grad_W0 = grad_W0.sum(dim=0)
         return grad_x.to(x.dtype), grad_W0.to(ctx.W0_dtype), None, None, None
 
+    forward.register_fake(fake)
     forward.register_autograd(autograd, setup_context=setup_context)
