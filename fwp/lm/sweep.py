@@ -29,19 +29,22 @@ from fwp.errors import UserError
 from fwp.lm.config import LMConfig, from_dict
 from fwp.lm.model import FwpLM, split_layer_options
 from fwp.runs import RunFolder
-from fwp.runs.sweep import Estimate, check_name, check_run_folders, duration, pending_runs, run_all
+from fwp.runs.sweep import (
+    Estimate,
+    check_name,
+    check_run_folders,
+    duration,
+    grid_path,
+    pending_runs,
+    run_all,
+)
 
 GRIDS = Path(__file__).parent / "grids"
 TABLES = {"seeds", "parameters", "compare", "set", "models"}
 
 
 def read_grid(grid: str) -> dict[str, Any]:
-    path = Path(grid)
-    if not path.is_file():
-        path = GRIDS / f"{grid}.toml"
-    if not path.is_file():
-        names = sorted(p.stem for p in GRIDS.glob("*.toml"))
-        raise UserError(f"no grid file {grid!r}; give a .toml path or one of {names}")
+    path = grid_path(grid, GRIDS)
     data = read_file(path)
     unknown = set(data) - TABLES
     if unknown or not data.get("models"):

@@ -2,12 +2,12 @@
 
 What every workflow's sweep shares: names that become folder names only when they are plain
 names (:func:`check_name`); one sweep per folder at a time (``RunFolder(DIR).locked("sweep")``);
-the refusal of a run folder that holds a run of another config (:func:`check_run_folders`); the
-runs still to train (:func:`pending_runs`); running them one after another or in ``jobs`` worker
-processes (:func:`run_all`) with a stop that lets the running ones save; and the time estimate
-(:class:`Estimate`). A workflow supplies the grid, how to train and evaluate one run (a
-picklable function of one picklable task) and what its report shows; the paired statistics are
-:mod:`fwp.stats`.
+the grid file by path or name (:func:`grid_path`); the refusal of a run folder that holds a run
+of another config (:func:`check_run_folders`); the runs still to train (:func:`pending_runs`);
+running them one after another or in ``jobs`` worker processes (:func:`run_all`) with a stop
+that lets the running ones save; and the time estimate (:class:`Estimate`). A workflow supplies
+the grid, how to train and evaluate one run (a picklable function of one picklable task) and
+what its report shows; the paired statistics are :mod:`fwp.stats`.
 """
 
 from __future__ import annotations
@@ -39,6 +39,18 @@ def check_name(name: str, what: str = "config name") -> str:
         raise UserError(f"{what} {name!r} cannot be a folder name inside the sweep folder: give "
                         f"a plain name (letters, digits, . _ - =, +), without / or ..")
     return name
+
+
+def grid_path(grid: str, folder: Path) -> Path:
+    """The grid file ``grid``: a path, or the name of a ``.toml`` file in ``folder``; else one
+    line listing the names there."""
+    path = Path(grid)
+    if not path.is_file():
+        path = folder / f"{grid}.toml"
+    if not path.is_file():
+        names = sorted(p.stem for p in folder.glob("*.toml"))
+        raise UserError(f"no grid file {grid!r}; give a .toml path or one of {names}")
+    return path
 
 
 def check_run_folders(runs: Iterable[tuple[str, Path, Any]], fix: str) -> None:

@@ -26,7 +26,15 @@ from typing import Any
 from fwp.config import flat, parse_value, read_file, to_dict, write_atomic
 from fwp.errors import UserError
 from fwp.runs import RunFolder
-from fwp.runs.sweep import Estimate, check_name, check_run_folders, duration, pending_runs, run_all
+from fwp.runs.sweep import (
+    Estimate,
+    check_name,
+    check_run_folders,
+    duration,
+    grid_path,
+    pending_runs,
+    run_all,
+)
 from fwp.series.config import RunConfig, from_dict
 
 GRIDS = Path(__file__).parent / "grids"
@@ -35,12 +43,7 @@ GRIDS = Path(__file__).parent / "grids"
 def read_grid(grid: str | None) -> dict[str, Any]:
     if grid is None:
         return {}
-    path = Path(grid)
-    if not path.is_file():
-        path = GRIDS / f"{grid}.toml"
-    if not path.is_file():
-        names = sorted(p.stem for p in GRIDS.glob("*.toml"))
-        raise UserError(f"no grid file {grid!r}; give a .toml path or one of {names}")
+    path = grid_path(grid, GRIDS)
     data = read_file(path)
     unknown = set(data) - {"seeds", "set", "vary", "when"}
     if unknown:
