@@ -28,16 +28,22 @@ from fwp.rl.envs import check_env
 from fwp.rl.report import write_report
 from fwp.rl.train import EVAL, train, updates_of
 from fwp.runs import RunFolder
-from fwp.runs.sweep import Estimate, check_name, check_run_folders, duration, run_all
+from fwp.runs.sweep import (
+    Estimate,
+    check_name,
+    check_run_folders,
+    duration,
+    grid_path,
+    pending_runs,
+    run_all,
+)
 
 GRIDS = Path(__file__).parent / "grids"
 
 
 def read_grid(path: str | Path) -> tuple[list[int], dict[str, RLConfig]]:
     """Seeds and named configs of a grid file (a name of ``fwp/rl/grids/`` or a path)."""
-    path = Path(path)
-    if not path.is_file() and (GRIDS / f"{path}.toml").is_file():
-        path = GRIDS / f"{path}.toml"
+    path = grid_path(str(path), GRIDS)
     data = read_file(path)
     seeds, runs = data.get("seeds", [1]), data.get("runs", {})
     if not runs or not seeds or not all(isinstance(s, int) for s in seeds):
@@ -71,9 +77,7 @@ def study(grid: str | Path, out: Path, jobs: int = 1, log: Any = print) -> str:
     with RunFolder(out).locked("study"):
         write_atomic(out / "grid.json", {"seeds": seeds,
                                          "runs": {n: to_dict(c) for n, c in configs.items()}})
-        pending = [(to_dict(c), str(f)) for _, f, c in runs if not (f / EVAL).is_file()]
-        say(f"{out}: {len(runs)} runs, {len(runs) - len(pending)} finished, {len(pending)} to "
-            f"train with {jobs} job(s)")
+        pending = pending_runs(runs, EVAL, jobs, lambda line: say(f"{out}: {line}"))
         steps = {f: updates_of(from_dict(c), specs[c["env"]]) for c, f in pending}
         estimate = Estimate(steps, jobs)
 
