@@ -13,7 +13,11 @@ evaluated on the same fixed test episodes, so their accuracies pair up twice:
   very trained models; narrower, and shown for comparison.
 
 Verdict: "gain" when the seed interval lies above 0, "loss" when below, else "no detectable
-difference" (the same as the paired t-test's two-sided p < 0.05).
+difference" (the same as the paired t-test's two-sided p < 0.05). When every seed gives the same
+difference (common with accuracies on a small test set: one test example is a fixed step), the t
+statistic is undefined and the interval has zero width; the p-value is then the exact sign-flip
+test's, 2^(1−S) (0.25 for 3 seeds: three equal signs are what chance gives one time in four), and
+the verdict follows that p, not the zero-width interval.
 
 A report makes many such comparisons (pairs × K_test): :func:`holm` adjusts their p-values
 (Holm 1979, step-down Bonferroni) so that the chance of any false "gain" or "loss" among them
@@ -147,7 +151,11 @@ class PairedDifference:
 
     @property
     def verdict(self) -> str:
-        return self.over_seeds.verdict()
+        """gain / loss when the two-sided p is below 0.05 (the t interval's verdict, except when
+        every seed gives the same difference: see the module's docstring)."""
+        if len(self.per_seed) < 2 or self.p_value >= 0.05:
+            return NO_DIFFERENCE
+        return GAIN if self.over_seeds.mean > 0 else LOSS
 
     @property
     def sd(self) -> float:
@@ -156,12 +164,13 @@ class PairedDifference:
 
     @property
     def p_value(self) -> float:
-        """Two-sided p of the paired t-test that the mean difference is 0 (1 for one seed)."""
+        """Two-sided p of the paired t-test that the mean difference is 0 (1 for one seed; the
+        exact sign-flip test's 2^(1−n) when all n differences are equal and not 0)."""
         n, mean, sd = len(self.per_seed), self.over_seeds.mean, self.sd
         if n < 2:
             return 1.0
         if sd == 0.0:
-            return 0.0 if mean != 0.0 else 1.0
+            return min(1.0, 2.0 ** (1 - n)) if mean != 0.0 else 1.0
         t = abs(mean) / (sd / math.sqrt(n))
         return min(1.0, 2.0 * (1.0 - t_cdf(t, n - 1)))
 

@@ -113,3 +113,17 @@ def test_seeds_needed_matches_the_power_tables(sd, expected):
 
     assert seeds_needed(sd, delta=3.0) == expected
     assert seeds_needed(math.nan) is None and seeds_needed(1000.0, limit=50) is None
+
+
+def test_equal_differences_on_every_seed_are_not_a_verdict_at_three_seeds():
+    """Three seeds that all differ by one test example: zero spread, an undefined t statistic.
+    The exact sign-flip test gives p = 2^(1−3) = 0.25 (no verdict); eight seeds give 2^-7."""
+    from fwp.stats import holm_verdicts
+
+    three = paired_difference({1: 98.0, 2: 97.0, 3: 99.0}, {1: 97.0, 2: 96.0, 3: 98.0})
+    assert three.sd == 0.0 and three.p_value == pytest.approx(0.25)
+    assert three.verdict == NO_DIFFERENCE and holm_verdicts([three])[0][1] == NO_DIFFERENCE
+    eight = paired_difference({s: 90.0 for s in range(8)}, {s: 91.0 for s in range(8)})
+    assert eight.p_value == pytest.approx(2.0 ** -7) and eight.verdict == GAIN
+    same = paired_difference({1: 90.0, 2: 80.0}, {1: 90.0, 2: 80.0})
+    assert same.p_value == 1.0 and same.verdict == NO_DIFFERENCE
