@@ -3,7 +3,7 @@
 # baseline and its bootstrapped twin `demo_boot` on the built-in glyphs (side by side, one CPU
 # thread each), evaluate both at several K_test on fixed test episodes, write the report
 # (markdown table + plot of accuracy against K_test) and explain one test prediction of the
-# baseline (`fwp fewshot explain`). About 6 minutes on a 2-core CPU (docs/fewshot.md).
+# baseline (`fwp fewshot explain`). 5 min 44 s on 2 idle CPU cores after set-up (docs/fewshot.md).
 #
 #   scripts/demo.sh [OUT]        (default OUT: runs/demo; `make demo` runs this)
 #
