@@ -183,7 +183,8 @@ def add_sweep(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--threads", type=int, default=None,
                    help="CPU threads in all (default 0: every core)")
     p.add_argument("--only", action="append", default=[], metavar="CONFIG",
-                   help="train only this config of the grid (repeatable)")
+                   help="train only this config of the grid (repeatable); the saved grid "
+                   "and the report keep them all")
     p.add_argument("--report-only", action="store_true",
                    help="only rewrite DIR/report.md from the runs evaluated so far")
     p.set_defaults(func=cmd_sweep)
@@ -439,9 +440,9 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     from fwp.fewshot.sweep import sweep
     from fwp.fewshot.sweep_report import write_report
 
-    if args.report_only and (args.jobs or args.threads is not None):
-        raise UserError("--jobs and --threads do nothing with --report-only (it trains "
-                        "nothing); drop them")
+    if args.report_only and (args.jobs or args.threads is not None or args.only):
+        raise UserError("--jobs, --threads and --only do nothing with --report-only (it trains "
+                        "nothing and reports every config); drop them")
     if args.threads is not None and args.threads < 0:
         raise UserError(f"--threads must be ≥ 0 (got {args.threads}); 0 uses every core")
     if args.grid and Path(args.grid).is_dir():
@@ -460,13 +461,13 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     else:
         grid = load_saved_grid(args.dir)
     if args.only:
-        grid = grid.restricted(args.only)
+        grid.restricted(args.only)  # an unknown name is refused before any work
     check_output_path(args.dir, "DIR")
     if args.report_only:
         print(write_report(args.dir, grid).read_text())
         return 0
     sweep(grid, args.dir, jobs=args.jobs or 1, threads=args.threads or 0,
-          log=lambda line: print(line, flush=True))
+          log=lambda line: print(line, flush=True), only=args.only)
     print(f"wrote {args.dir / 'report.md'}")
     return 0
 

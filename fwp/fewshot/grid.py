@@ -101,6 +101,18 @@ class Grid:
         return [(name, seed, root / "runs" / name / f"seed{seed}")
                 for seed in self.seeds for name in self.configs]
 
+    def evaluated_elsewhere(self, root: Path) -> list[tuple[str, int, Path]]:
+        """(config, seed, run folder) of the seed folders under ``root`` that this grid's seeds
+        leave out (a config trained with more seeds than another, by an earlier call with other
+        ``--seeds``): the report counts them too."""
+        extra = []
+        for name in self.configs:
+            for run in sorted((root / "runs" / name).glob("seed*")):
+                tail = run.name[len("seed"):]
+                if tail.isdigit() and int(tail) not in self.seeds:
+                    extra.append((name, int(tail), run))
+        return sorted(extra, key=lambda r: (r[1], r[0]))
+
     def config(self, name: str, seed: int, threads: int) -> RunConfig:
         data = to_dict(self.configs[name])
         data["seed"], data["threads"] = seed, threads

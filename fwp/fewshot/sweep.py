@@ -105,22 +105,24 @@ def pending_tasks(grid: Grid, root: Path, per_job: int) -> tuple[list[Task], dic
 
 def sweep(
     grid: Grid, root: str | Path, *, jobs: int = 1, threads: int = 0,
-    log: Callable[[str], None] = print, report: bool = True,
+    log: Callable[[str], None] = print, report: bool = True, only: list[str] | None = None,
 ) -> list[dict[str, Any]]:
-    """Train and evaluate every run of ``grid`` under ``root`` that is not evaluated yet.
+    """Train and evaluate every run of ``grid`` under ``root`` that is not evaluated yet (of
+    the configs ``only``, when given: the saved grid and the report keep every config).
 
     ``jobs`` runs train at once (in separate processes when > 1), each with
     ``threads // jobs`` CPU threads (``threads`` 0: all cores). Returns the finished runs'
     timings.
     """
     root = Path(root)
+    whole, grid = grid, grid.restricted(only) if only else grid
     per_job = max(1, (threads or os.cpu_count() or 1) // max(1, jobs))
     check_run_folders(
         [(name, run, grid.config(name, seed, per_job)) for name, seed, run in grid.runs(root)],
         "give it another name, use another sweep folder, or delete that run folder to retrain "
         "it")
     with RunFolder(root).locked("sweep"):
-        write_atomic(root / GRID, grid.to_json())
+        write_atomic(root / GRID, whole.to_json())
         pending, steps_left = pending_tasks(grid, root, per_job)
         total = len(grid.configs) * len(grid.seeds)
         log(f"sweep {root}: {len(grid.configs)} configs × {len(grid.seeds)} seeds = {total} "
@@ -137,7 +139,7 @@ def sweep(
                 f"{result['seed']}: {result['steps']} steps + evaluation in "
                 f"{duration(result['total_s'])}; {left}")
             if report:
-                _write_report(root, grid)
+                _write_report(root, whole)
 
         def started(tasks: list[Task]) -> None:
             if jobs > 1:
@@ -152,7 +154,7 @@ def sweep(
         except (RunStopped, KeyboardInterrupt) as stop:
             log(f"sweep stopped ({stop or 'Ctrl-C'}); run the same command to resume")
         if report and not pending:
-            _write_report(root, grid)
+            _write_report(root, whole)
     return done
 
 

@@ -78,7 +78,7 @@ def summarise(grid: Grid, root: Path) -> Summary:
     """Everything evaluated so far under ``root``."""
     results: dict[str, dict[int, dict[int, tuple[float, list[float]]]]] = {}
     curves: dict[str, dict[int, dict[int, float]]] = {}
-    for name, seed, run in grid.runs(root):
+    for name, seed, run in grid.runs(root) + grid.evaluated_elsewhere(root):
         try:
             saved = json.loads((run / EVAL).read_text())
         except (OSError, ValueError):
@@ -126,13 +126,17 @@ def _interval(interval) -> str:
 
 def markdown(grid: Grid, summary: Summary, root: Path) -> str:
     total = len(grid.configs) * len(grid.seeds)
-    done = sum(len(seeds) for by_k in summary.results.values()
-               for seeds in list(by_k.values())[:1])
+    evaluated = [(name, seed) for name, by_k in summary.results.items()
+                 for seed in list(by_k.values())[0]]
+    done = sum(seed in grid.seeds for _, seed in evaluated)
+    extra = len(evaluated) - done
     lines = [
         f"# Sweep {root.name}",
         "",
         f"{done} of {total} runs evaluated ({len(grid.configs)} configs × seeds "
-        f"{', '.join(map(str, grid.seeds))}); each on the same {grid.test_episodes} fixed "
+        f"{', '.join(map(str, grid.seeds))})"
+        + (f", and {extra} of other seeds (trained by a call with other --seeds)" if extra else "")
+        + f"; each on the same {grid.test_episodes} fixed "
         f"{grid.split} episodes per K_test (5 queries per episode), best validation checkpoint."
         + ("" if done == total else " **Partial: runs are missing.**"),
         "",

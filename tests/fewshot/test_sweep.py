@@ -1,6 +1,7 @@
 """``fwp fewshot sweep``: a tiny grid end to end, resuming, refusing a changed config."""
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -147,19 +148,20 @@ def test_compare_pairs_are_validated_kept_and_reported(tiny_root, tmp_path):
         build_grid({**spec, "compare": [["off", "nope"]]})
     with pytest.raises(UserError, match="pairs of config names"):
         build_grid({**spec, "compare": [["off"]]})
-    # known numbers: "other" is 2 points above "off" on every episode of both seeds
+    # known numbers: "other" is 2 (seed 1) and 2.1 (seed 2) points above "off" on every episode
     for name, shift in (("off", 0.0), ("other", 2.0)):
         for seed in (1, 2):
             run = tmp_path / "runs" / name / f"seed{seed}"
             run.mkdir(parents=True)
-            per_episode = [50.0 + 10 * seed + (i % 3) + shift for i in range(6)]
+            per_episode = [50.0 + 10 * seed + (i % 3) + shift * (0.95 + 0.05 * seed)
+                           for i in range(6)]
             results = [{"k_test": k, "accuracy": sum(per_episode) / 6, "per_episode": per_episode}
                        for k in (1, 2)]
             (run / EVAL).write_text(json.dumps({"episodes": 6, "split": "test",
                                                 "results": results}))
     report = write_report(tmp_path, grid).read_text()
     section = report[report.index("### other − off"):]
-    assert "| 1 | 1: +2.0, 2: +2.0 | +2.00 |" in section and "gain" in section.splitlines()[4]
+    assert "| 1 | 1: +2.0, 2: +2.1 | +2.05 |" in section and "gain" in section.splitlines()[4]
 
 
 def test_validation_curves_mean_over_seeds(tmp_path):
@@ -210,3 +212,40 @@ def test_a_stopped_run_stops_the_sweep_with_a_resume_hint(tiny_root, tmp_path, m
     lines = []
     assert sweep(build_grid(tiny_spec(tiny_root)), tmp_path, log=lines.append) == []
     assert "off/seed1 stopped at step 2" in lines[-1] and "same command to resume" in lines[-1]
+
+
+def test_only_trains_a_subset_and_the_report_keeps_every_config_and_seed(tiny_root, tmp_path,
+                                                                         monkeypatch):
+    """``--only`` trains some configs; the saved grid and the report keep every config, and a
+    config trained with more seeds (an earlier call with other ``--seeds``) is reported with
+    all of them, paired on the seeds both configs have."""
+    import fwp.fewshot.sweep as sweep_module
+    from fwp.fewshot.grid import GRID, load_saved_grid
+
+    trained = []
+
+    def fake_run(task):  # writes the evaluation a trained run would: "on" 1 point above "off"
+        trained.append((task.name, task.seed))
+        accuracy = 60.0 + task.seed + (task.name == "on")
+        results = [{"k_test": k, "accuracy": accuracy, "per_episode": [accuracy] * 6}
+                   for k in task.k_test]
+        (Path(task.run)).mkdir(parents=True, exist_ok=True)
+        (Path(task.run) / EVAL).write_text(json.dumps({"episodes": 6, "split": "test",
+                                                       "results": results}))
+        return {"name": task.name, "seed": task.seed, "steps": 4, "train_s": 0.0,
+                "total_s": 0.0}
+
+    monkeypatch.setattr(sweep_module, "run_task", fake_run)
+    three = build_grid(tiny_spec(tiny_root, seeds=(1, 2, 3)))
+    sweep(three, tmp_path, only=["off"], log=lambda line: None)
+    assert trained == [("off", 1), ("off", 2), ("off", 3)]
+    assert set(load_saved_grid(tmp_path).configs) == {"off", "on"}
+    assert json.loads((tmp_path / GRID).read_text())["seeds"] == [1, 2, 3]
+    trained.clear()
+    sweep(build_grid(tiny_spec(tiny_root, seeds=(1, 2))), tmp_path, only=["on"],
+          log=lambda line: None)
+    assert trained == [("on", 1), ("on", 2)]
+    report = (tmp_path / "report.md").read_text()
+    assert "4 of 4 runs evaluated" in report and "and 1 of other seeds" in report
+    assert "| 1 | 1: +1.0, 2: +1.0 | +1.00 |" in report  # paired on seeds 1 and 2
+    assert "(3)" in report  # "off" has its three seeds in the accuracy table
