@@ -39,7 +39,7 @@ from fwp import config as core
 from fwp.config import leaves, read_file, to_dict
 from fwp.errors import UserError
 from fwp.fewshot.config import RunConfig, from_dict, preset
-from fwp.runs.sweep import check_name
+from fwp.runs.sweep import check_name, grid_path
 
 GRIDS_DIR = Path(__file__).parent / "sweeps"
 EVAL = "sweep_eval.json"
@@ -204,12 +204,7 @@ def build_grid(spec: dict, where: str = "the grid") -> Grid:
 def read_grid_file(path: str | Path, _seen: tuple[Path, ...] = ()) -> dict:
     """A grid spec from a TOML file, or from a grid shipped in ``fwp/fewshot/sweeps/``, on top
     of the grid named by its ``base`` key if it has one."""
-    path = Path(path)
-    if not path.is_file() and (GRIDS_DIR / f"{path}.toml").is_file():
-        path = GRIDS_DIR / f"{path}.toml"
-    if not path.is_file():
-        shipped = ", ".join(sorted(p.stem for p in GRIDS_DIR.glob("*.toml")))
-        raise UserError(f"grid file {path} does not exist (grids shipped with fwp: {shipped})")
+    path = grid_path(str(path), GRIDS_DIR)
     spec = read_file(path)
     core.check_types(spec, GRID_TYPES, str(path))
     if "base" not in spec:
