@@ -100,7 +100,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         raise UserError(f"--segment-len must be at least 1 (got {segment_len})")
     corpus = load_corpus(args.data or config.data, tokenizer_from_dict(tokenizer))
     result = evaluate(model, corpus.tokens[args.split], corpus.bytes_per_token(args.split),
-                      segment_len, config.window if config.carry_state else 0, args.max_tokens,
+                      segment_len, config.window, args.max_tokens,
                       config.eval_streams)
     result["unigram_bits_per_byte"] = corpus.unigram_bits_per_byte(args.split)
     print(json.dumps(result, indent=2))

@@ -87,6 +87,9 @@ class LMConfig:
 
     @property
     def window(self) -> int:
+        """Keys a softmax layer keeps from earlier segments when the state is carried, in
+        training and in the carried evaluation (a run trained with resets too: its carried
+        evaluation must not keep the whole text, which would cost O(T²))."""
         return self.attention_window or self.segment_len
 
     def validate(self) -> None:

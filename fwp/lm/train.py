@@ -112,7 +112,7 @@ class LMTraining(Training):
                  split: str = "valid") -> dict[str, dict[str, float]]:
         c = self.config
         return evaluate(self.model, self.corpus.tokens[split], self.corpus.bytes_per_token(split),
-                        c.segment_len, c.window if c.carry_state else 0, max_tokens,
+                        c.segment_len, c.window, max_tokens,
                         c.eval_streams, modes)
 
     def validate(self) -> dict[str, float]:

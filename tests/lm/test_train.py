@@ -120,3 +120,28 @@ def test_cli_train_eval_generate(corpus, tmp_path, capsys):
 def test_flags_that_do_not_apply_are_refused(corpus):
     with pytest.raises(UserError, match="only when the state is carried"):
         tiny(corpus, carry_state=False, attention_window=32)
+
+
+def test_carried_evaluation_of_a_reset_trained_model_keeps_one_segment_of_keys(
+        corpus, tmp_path, monkeypatch):
+    """Trained with resets, a softmax layer's carried evaluation (the final one, and `fwp lm
+    eval`) keeps the last segment_len keys, not the whole text (O(T²): the study's transformer
+    runs sat in their final evaluation of 544,000 bytes)."""
+    from fwp.layers import SoftmaxAttention
+    from fwp.lm.model import FwpLM
+
+    kept, trim = [], FwpLM.trim_cache
+
+    def recording(self, state, window):
+        out = trim(self, state, window)
+        for block, s in zip(self.stack.blocks, out or []):
+            if isinstance(block.layer, SoftmaxAttention) and s is not None:
+                kept.append(s[0].shape[-2])
+        return out
+
+    monkeypatch.setattr(FwpLM, "trim_cache", recording)
+    train(tiny(corpus, carry_state=False), tmp_path / "run", say=lambda s: None)
+    assert kept and max(kept) == 16  # segment_len; 299 without the cut
+    kept.clear()
+    assert main(["lm", "eval", str(tmp_path / "run"), "--max-tokens", "300"]) == 0
+    assert kept and max(kept) == 16
