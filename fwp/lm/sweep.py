@@ -140,10 +140,11 @@ def sweep(out: Path, grid: dict[str, Any], jobs: int = 1, say=print) -> str:  # 
 
         def done(result: tuple[str, dict]) -> None:
             folder, final = result
-            bpb = final["valid"]["carried"]["bits_per_byte"]
+            bpb = ", ".join(f"{mode} {m['bits_per_byte']:.3f}"
+                            for mode, m in final["valid"].items())
             line = estimate.finish(folder, final["steps"], final["train_seconds"],
                                    final["train_seconds"])
-            say(f"{folder}: {bpb:.3f} bits/byte in {duration(final['train_seconds'])}; {line}")
+            say(f"{folder}: valid bits/byte {bpb} in {duration(final['train_seconds'])}; {line}")
 
         run_all(pending, _work, jobs, done)
     return write_report(out)
