@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from fwp.errors import UserError
 from fwp.layers.fast_weights import head_dim_for, split_heads
 from fwp.layers.registry import register_layer
 
@@ -17,26 +18,50 @@ from fwp.layers.registry import register_layer
 @register_layer("transformer")
 class SoftmaxAttention(nn.Module):
     """Causal multi-head softmax attention (Vaswani et al. 2017); state = (keys, values) cache
-    ``[B, H, T_past, D]`` each."""
+    ``[B, H, T_past, D]`` each.
 
-    def __init__(self, d_model: int, n_heads: int, head_dim: int | None = None) -> None:
+    ``rope``: rotary position embeddings (Su et al. 2021, RoFormer) on queries and keys, with
+    ``rope_base`` (10,000 as published); with an odd head dimension the last one is left
+    unrotated. Off by default: the layer then reads order only from its
+    causal mask (a prefix's order is invisible to it). The cache keeps the keys unrotated and
+    every call rotates them by their place in the cache, so scores depend only on the distance
+    between query and key and a cache cut to its last keys (``FwpLM.trim_cache``) stays right.
+    """
+
+    def __init__(self, d_model: int, n_heads: int, head_dim: int | None = None,
+                 rope: bool = False, rope_base: float = 10_000.0) -> None:
         super().__init__()
         self.n_heads, self.head_dim = n_heads, head_dim_for(d_model, n_heads, head_dim)
+        if rope_base <= 1.0:
+            raise UserError(f"transformer: rope_base must be above 1 (got {rope_base})")
+        self.rope, self.rope_base = rope, float(rope_base)
         self.qkv = nn.Linear(d_model, 3 * n_heads * self.head_dim, bias=False)
         self.out = nn.Linear(n_heads * self.head_dim, d_model, bias=False)
+
+    def rotate(self, x: torch.Tensor, first: int) -> torch.Tensor:
+        """``x`` ``[B, H, T, D]`` rotated as at positions first … first + T − 1."""
+        half = self.head_dim // 2
+        inverse = self.rope_base ** -(torch.arange(half, dtype=x.dtype, device=x.device) / half)
+        position = torch.arange(first, first + x.shape[-2], dtype=x.dtype, device=x.device)
+        angle = position[:, None] * inverse
+        cos, sin = angle.cos(), angle.sin()
+        x1, x2, rest = x[..., :half], x[..., half : 2 * half], x[..., 2 * half :]
+        return torch.cat([x1 * cos - x2 * sin, x2 * cos + x1 * sin, rest], dim=-1)
 
     def forward(
         self, x: torch.Tensor, state: tuple[torch.Tensor, torch.Tensor] | None = None
     ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
         q, k, v = split_heads(self.qkv(x), self.n_heads).transpose(1, 2).chunk(3, dim=-1)
         T = q.shape[-2]
-        if state is None:
-            o = F.scaled_dot_product_attention(q, k, v, is_causal=True)
-        else:
+        if state is not None:
             k, v = torch.cat([state[0], k], dim=-2), torch.cat([state[1], v], dim=-2)
-            past = k.shape[-2] - T
+        past = k.shape[-2] - T
+        q_used, k_used = (self.rotate(q, past), self.rotate(k, 0)) if self.rope else (q, k)
+        if state is None:
+            o = F.scaled_dot_product_attention(q_used, k_used, v, is_causal=True)
+        else:
             mask = torch.ones(T, past + T, dtype=torch.bool, device=x.device).tril(past)
-            o = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+            o = F.scaled_dot_product_attention(q_used, k_used, v, attn_mask=mask)
         return self.out(o.transpose(1, 2).flatten(-2)), (k, v)
 
 

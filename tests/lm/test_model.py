@@ -11,16 +11,20 @@ from fwp.lm.generate import filter_logits, generate, sample_next
 from fwp.lm.model import FwpLM, LMSpec, parse_layers, split_layer_options
 
 
-def small_lm(layers: list[str], vocab: int = 11, dtype: torch.dtype = torch.float64) -> FwpLM:
-    model = FwpLM(LMSpec(vocab, layers, d_model=12, n_heads=2, d_ff=16))
+def small_lm(layers: list[str], vocab: int = 11, dtype: torch.dtype = torch.float64,
+             options: dict | None = None) -> FwpLM:
+    model = FwpLM(LMSpec(vocab, layers, d_model=12, n_heads=2, d_ff=16,
+                         layer_options=options or {}))
     return model.to(dtype).eval()
 
 
-@pytest.mark.parametrize("name", sorted(LAYERS))
+@pytest.mark.parametrize("name", [*sorted(LAYERS), "transformer+rope"])
 def test_whole_pieces_and_token_by_token_agree(name):
     """float64: one text read whole, in uneven pieces, and one token at a time gives the same
     logits; every registered layer carries its state (none needs an exception)."""
-    model = small_lm([name, name])
+    options = {"transformer": {"rope": True}} if name == "transformer+rope" else None
+    name = name.removesuffix("+rope")
+    model = small_lm([name, name], options=options)
     tokens = torch.randint(0, 11, (2, 13))
     with torch.no_grad():
         whole, _ = model(tokens)

@@ -32,7 +32,9 @@ options = { "deltanet.feature_map" = "l2" }
 def test_the_shipped_grid_has_equal_sizes():
     models = expand(read_grid("layers"))
     counts = [n for _, _, n in models]
-    assert len(models) == 9 and max(counts) / min(counts) < 1.05
+    assert len(models) == 10 and max(counts) / min(counts) < 1.05
+    widths = {name: c.network.d_model for name, c, _ in models}
+    assert widths["transformer"] == widths["transformer_nope"]  # positions add no parameter
     assert {c.network.d_model % 4 for _, c, _ in models} == {0}
 
 
