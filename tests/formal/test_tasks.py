@@ -138,7 +138,8 @@ def test_recall_answers_are_the_stored_values(name):
     ("code-exec-0", "variables must be a whole number"),
     ("recall:keyz=3", "KEY one of keys, values, queries"),
     ("recall:keys=x", "keys must be a whole number"),
-    ("listops:depth=3", "bad option"),
+    ("listops:depth=3", "takes no options .* --train-bin"),
+    ("code-exec-3:variables=4", "fixed setting .* code-exec:KEY=VALUE"),
     ("recall:keys=4,queries=5", "queries \\(5\\) cannot exceed keys \\(4\\)"),
     ("cod-exec", "unknown language or task"),
 ])

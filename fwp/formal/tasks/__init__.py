@@ -6,6 +6,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 
+from fwp.errors import UserError
 from fwp.formal.tasks.base import TokenTask, parse_options
 from fwp.formal.tasks.code_execution import CodeExecution
 from fwp.formal.tasks.listops import ListOps
@@ -37,6 +38,10 @@ def get_task(name: str) -> TokenTask | None:
     if numbered:
         name = f"code-exec:variables={numbered.group(1)}"
     base, colon, text = name.partition(":")
+    if colon and base in TASKS and base not in FAMILIES:
+        family = base.rsplit("-", 1)[0]
+        raise UserError(f"task {base!r} is a fixed setting and takes no options; write "
+                        f"{family}:KEY=VALUE,… instead (e.g. code-exec:variables=4)")
     if not colon or base not in FAMILIES:
         return None
     factory, allowed = FAMILIES[base]

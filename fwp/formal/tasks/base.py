@@ -102,6 +102,9 @@ class TokenTask:
 def parse_options(name: str, text: str, allowed: dict[str, tuple[int, int]]) -> dict[str, int]:
     """``KEY=VALUE,…`` of integer task options, each in its [lo, hi]; one clear error if not."""
     options = {}
+    if text and not allowed:
+        raise UserError(f"task {name!r} takes no options (got {text!r}); its sizes are chosen with "
+                        f"--train-bin and --bins, e.g. --language {name} --train-bin 10")
     for item in filter(None, text.split(",")):
         key, eq, value = item.partition("=")
         if not eq or key not in allowed:
