@@ -159,6 +159,11 @@ def check_text(source: Source) -> None:
     """One clear line for an empty split, or a file that is not UTF-8 text, before any work."""
     for split, pieces in source.splits.items():
         if sum(p.size() for p in pieces) == 0:
+            if len(pieces) == 1 and pieces[0].end is not None and pieces[0].path.stat().st_size:
+                size = pieces[0].path.stat().st_size
+                raise UserError(f"{pieces[0].path} is too short to split 90/5/5 ({size} bytes "
+                                f"leave its {split} split empty): give a longer text, or a "
+                                f"folder with train, valid and test files")
             what = pieces[0].path if len(pieces) == 1 else f"the {split} split of {source.name}"
             raise UserError(f"{what} is empty ({split} split): give a text with some content")
     if source.name in BUILTIN:

@@ -90,6 +90,10 @@ def test_bad_input_gets_one_line(tmp_path):
     empty.write_text("")
     with pytest.raises(UserError, match="is empty"):
         load_corpus(str(empty))
+    tiny = tmp_path / "tiny.txt"
+    tiny.write_text("hello world\n")
+    with pytest.raises(UserError, match="too short to split 90/5/5 \\(12 bytes"):
+        load_corpus(str(tiny))
     binary = tmp_path / "blob.bin"
     binary.write_bytes(bytes(range(256)) * 10)
     with pytest.raises(UserError, match="looks binary"):
