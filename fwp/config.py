@@ -122,6 +122,21 @@ def flat(cls: type, config: Any) -> dict[str, Any]:
     return out
 
 
+def nest(cls: type, data: dict[str, Any], where: str) -> dict:
+    """Leaf name → value (a grid's ``[set]``) as the nested partial dict of schema ``cls``; a
+    name that is no leaf of ``cls`` is one line naming it."""
+    paths = {path[-1]: path for path, _, _ in leaves(cls)}
+    out: dict = {}
+    for key, value in data.items():
+        if key not in paths:
+            raise UserError(f"{where}: {key!r} is not a field of the run config")
+        node = out
+        for part in paths[key][:-1]:
+            node = node.setdefault(part, {})
+        node[key] = value
+    return out
+
+
 # -- building and layering --------------------------------------------------------------------
 
 

@@ -9,6 +9,7 @@ from fwp.errors import UserError
 from fwp.formal.config import add_config_flags, config_from_args
 from fwp.formal.data import Bin
 from fwp.formal.languages import END, SEQUENCE_TASKS
+from fwp.formal.sweep import GRIDS
 from fwp.layers import LAYERS
 from fwp.runs.folder import check_output_path
 
@@ -48,26 +49,34 @@ def add_eval(subparsers: argparse._SubParsersAction) -> None:
 def add_sweep(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "sweep", help="models × languages grid, resumable, then the report",
-        description="Train every --models × --languages cell: first each --search-lr × "
+        description="Train every model × language cell of --grid (a file of fwp/formal/grids/ "
+                    "or a path) or of --languages × --models: first each --search-lr × "
                     "--search-layers pair with the first of --seeds, then the other seeds with "
                     "the pair of best validation accuracy, into DIR/runs/LANGUAGE/MODEL/"
                     "lrLR-lLAYERS/sSEED (finished runs are skipped on re-run, so the same "
                     "command resumes), then write DIR/report.md and DIR/heatmap.png. A model is "
-                    "a layer name or LABEL=LAYER:KEY=VALUE,… Other flags set every run's config.")
-    p.add_argument("--languages", nargs="+", required=True,
+                    "a layer name or LABEL=LAYER:KEY=VALUE,… Other flags set every run's config "
+                    "(over the grid's [set]).")
+    p.add_argument("dir", metavar="DIR", help="sweep folder")
+    p.add_argument("--grid", metavar="NAME|FILE.toml", default=None,
+                   help=f"grid file: a path, or one of "
+                   f"{', '.join(sorted(f.stem for f in GRIDS.glob('*.toml')))}")
+    p.add_argument("--languages", nargs="+", default=None,
                    help=f"languages or tasks, of: {', '.join(SEQUENCE_TASKS)} (tasks also as "
                    f"NAME:KEY=VALUE,…)")
-    p.add_argument("--models", nargs="+", required=True,
+    p.add_argument("--models", nargs="+", default=None,
                    help=f"registered layer names (or LABEL=LAYER:KEY=VALUE,…), of: "
                    f"{', '.join(LAYERS)}")
-    p.add_argument("--out", metavar="DIR", required=True, help="sweep folder")
     p.add_argument("--jobs", type=int, default=1, help="runs trained in parallel processes")
     p.add_argument("--seeds", type=int, nargs="+", default=None,
-                   help="seeds per cell (default: --seed); the first one runs the search")
+                   help="seeds per cell (default: the grid's, else --seed); the first one runs "
+                   "the search")
     p.add_argument("--search-lr", type=float, nargs="+", default=None,
-                   help="learning rates searched per cell on validation (default: --lr)")
+                   help="learning rates searched per cell on validation (default: the grid's, "
+                   "else --lr)")
     p.add_argument("--search-layers", type=int, nargs="+", default=None,
-                   help="layer counts searched per cell on validation (default: --layers)")
+                   help="layer counts searched per cell on validation (default: the grid's, "
+                   "else --layers)")
     add_config_flags(p, skip=("language", "model"))
     p.set_defaults(func=cmd_sweep)
 
@@ -135,37 +144,77 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def _sweep_parts(args: argparse.Namespace) -> list:
+    """The sweeps the command asks for: the grid's parts, or one of --languages × --models, with
+    --seeds and --search-* over the grid's."""
+    from fwp.formal.sweep import Part, grid_parts, read_grid
+
+    if args.grid is None:
+        missing = [f"--{name}" for name in ("languages", "models") if not getattr(args, name)]
+        if missing:
+            raise UserError(f"fwp formal sweep needs --grid, or --languages and --models "
+                            f"(missing {' and '.join(missing)})")
+        return [Part("", args.languages, args.models, args.seeds, args.search_lr,
+                     args.search_layers, [])]
+    given = [f"--{name}" for name in ("languages", "models") if getattr(args, name)]
+    if given:
+        raise UserError(f"{given[0]} with --grid: the grid names the languages and models; drop "
+                        f"{given[0]}, or edit a copy of the grid file and pass its path")
+    parts = grid_parts(read_grid(args.grid))
+    for part in parts:
+        part.seeds = args.seeds or part.seeds
+        part.search_lr = args.search_lr or part.search_lr
+        part.search_layers = args.search_layers or part.search_layers
+    return parts
+
+
 def cmd_sweep(args: argparse.Namespace) -> int:
     import signal
 
-    from fwp.formal.sweep import ModelSpec, sweep
+    from fwp.config import write_atomic
+    from fwp.formal.report import PARTS, write_report
+    from fwp.formal.sweep import ModelSpec, check_sweep, run_plan
 
     def stop(signum: int, frame: object) -> None:
         raise SystemExit(128 + signum)
 
+    out = Path(args.dir)
+    check_output_path(out)
+    if args.jobs < 1:
+        raise UserError(f"--jobs must be at least 1 (got {args.jobs})")
+    plans = []
+    for part in _sweep_parts(args):  # every part checked before any work
+        specs: dict[str, ModelSpec] = {}
+        for spec in map(ModelSpec.parse, part.models):
+            first = specs.setdefault(spec.label, spec)
+            if (first.layer, first.options) != (spec.layer, spec.options):
+                raise UserError(f"--models names {spec.label!r} twice, as two different models; "
+                                "give each its own LABEL=LAYER:KEY=VALUE,…")
+        if not part.languages or not part.models:
+            raise UserError(f"a sweep needs at least one language and one model"
+                            f"{f' (grid part {part.name!r})' if part.name else ''}")
+        base = config_from_args(args, layers=part.layers, language=part.languages[0],
+                                model=ModelSpec.parse(part.models[0]).layer)
+        plans.append(check_sweep(base, part.languages, part.models, out / part.name,
+                                 part.seeds, part.search_lr, part.search_layers))
     # A sweep stopped by SIGTERM or SIGINT (also when started in the background, where SIGINT
     # is ignored by default) still adds its wall time to sweep.json; every run resumes.
     # The handlers are put back afterwards, so a caller in the same process (a test, a notebook)
     # keeps its own Ctrl-C behaviour.
-    specs: dict[str, ModelSpec] = {}
-    for spec in map(ModelSpec.parse, args.models):
-        first = specs.setdefault(spec.label, spec)
-        if (first.layer, first.options) != (spec.layer, spec.options):
-            raise UserError(f"--models names {spec.label!r} twice, as two different models; "
-                            "give each its own LABEL=LAYER:KEY=VALUE,…")
+    if len(plans) > 1 or plans[0].out != out:
+        out.mkdir(parents=True, exist_ok=True)
+        write_atomic(out / PARTS, [plan.out.name for plan in plans])
     previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGTERM, signal.SIGINT)}
-    check_output_path(Path(args.out))
     try:
-        base = config_from_args(args, language=args.languages[0],
-                                model=ModelSpec.parse(args.models[0]).layer)
-        text = sweep(base, args.languages, args.models, Path(args.out), jobs=args.jobs,
-                     seeds=args.seeds, search_lr=args.search_lr,
-                     search_layers=args.search_layers)
+        for plan in plans:
+            text = run_plan(plan, jobs=args.jobs)
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+    if (out / PARTS).is_file():
+        _, _, text = write_report(out)
     print(text)
-    print(f"report: {Path(args.out) / 'report.md'}, heat map: {Path(args.out) / 'heatmap.png'}")
+    print(f"report: {out / 'report.md'}")
     return 0
 
 
@@ -173,7 +222,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     from fwp.formal.report import write_report
 
     check_output_path(Path(args.dir), "DIR")
-    md_path, png_path, text = write_report(Path(args.dir))
+    md_path, _, text = write_report(Path(args.dir))
     print(text)
-    print(f"report: {md_path}, heat map: {png_path}")
+    print(f"report: {md_path}")
     return 0

@@ -172,13 +172,16 @@ def add_config_flags(parser: argparse.ArgumentParser, skip: tuple[str, ...] = ()
     core.add_flags(parser, RunConfig, skip)
 
 
-def config_from_args(args: argparse.Namespace, **fixed: Any) -> RunConfig:
-    """Defaults ← ``--config`` file ← flags given ← ``fixed`` (leaf name → value); validated."""
+def config_from_args(args: argparse.Namespace, layers: list[tuple[str, dict]] = (),
+                     **fixed: Any) -> RunConfig:
+    """Defaults ← ``layers`` (a grid's (where, partial config)) ← ``--config`` file ← flags given
+    ← ``fixed`` (leaf name → value); validated."""
     from fwp.environment import warn_threads
 
     path = getattr(args, "config", None)
     flags = core.given(argparse.Namespace(**{**vars(args), **fixed}), RunConfig)
     config = core.resolve(RunConfig, [
+        *layers,
         (str(path), core.read_file(path) if path else None),
         ("the command line", flags),
     ])

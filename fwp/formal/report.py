@@ -10,7 +10,7 @@ import numpy as np
 
 from fwp.errors import UserError
 
-SWEEP, RUNS, DATA = "sweep.json", "runs", "data"
+SWEEP, RUNS, DATA, PARTS = "sweep.json", "runs", "data", "parts.json"
 
 
 def collect(sweep_dir: Path) -> tuple[list[str], list[str], list[str], dict, dict]:
@@ -23,7 +23,8 @@ def collect(sweep_dir: Path) -> tuple[list[str], list[str], list[str], dict, dic
     sweep_dir = Path(sweep_dir)
     runs = sweep_dir / RUNS
     if not runs.is_dir():
-        raise UserError(f"{sweep_dir} is not a sweep folder (no {RUNS}/); run fwp formal sweep")
+        raise UserError(f"{sweep_dir} is not a sweep folder (no {RUNS}/ and no {PARTS}); run fwp "
+                        f"formal sweep")
     info = json.loads((sweep_dir / SWEEP).read_text()) if (sweep_dir / SWEEP).exists() else {}
     found: dict[tuple[str, str], dict[str, list[dict]]] = {}
     for path in sorted(runs.glob("*/*/*/s*/metrics.json")):
@@ -154,11 +155,36 @@ def heatmap(sweep_dir: Path, path: Path) -> Path:
     return path
 
 
-def write_report(sweep_dir: Path) -> tuple[Path, Path, str]:
-    """Write ``report.md`` and ``heatmap.png`` into the sweep folder."""
+def parts_of(sweep_dir: Path) -> list[Path]:
+    """The part folders of a grid with ``[parts]`` (each an ordinary sweep), in the grid's
+    order (``DIR/parts.json``); [] for an ordinary sweep folder."""
+    path = Path(sweep_dir) / PARTS
+    if not path.is_file():
+        return []
+    return [Path(sweep_dir) / name for name in json.loads(path.read_text())]
+
+
+def write_report(sweep_dir: Path) -> tuple[Path, list[Path], str]:
+    """Write ``report.md`` and ``heatmap.png`` into the sweep folder (into each part's folder,
+    and the parts' reports joined in ``report.md``, for a grid with parts); returns the
+    report's path, the heat maps' and its text."""
     sweep_dir = Path(sweep_dir)
-    text = markdown(sweep_dir)
+    parts = parts_of(sweep_dir)
+    if not parts:
+        text = markdown(sweep_dir)
+        pngs = [heatmap(sweep_dir, sweep_dir / "heatmap.png")]
+    else:
+        sections, pngs = [], []
+        for part in parts:
+            try:
+                _, part_pngs, part_text = write_report(part)
+            except UserError:
+                sections.append(f"## {part.name}\n\nNo finished runs yet.\n")
+                continue
+            pngs += part_pngs
+            sections.append(f"## {part.name}\n\n![{part.name}]({part.name}/heatmap.png)\n\n"
+                            f"{part_text}")
+        text = "\n".join(sections)
     md_path = sweep_dir / "report.md"
     md_path.write_text(text)
-    png_path = heatmap(sweep_dir, sweep_dir / "heatmap.png")
-    return md_path, png_path, text
+    return md_path, pngs, text

@@ -11,6 +11,13 @@ selected model (ties: lower validation loss; the search never reads a test bin),
 seeds train that pair. A run with ``metrics.json`` is skipped on re-run, an unfinished one
 resumes from its checkpoint, so the same command continues a sweep that was stopped.
 
+A sweep's cells come from flags (``--languages``, ``--models``, …) or from a grid file
+(``--grid NAME`` of ``fwp/formal/grids/`` or a path; :func:`read_grid`): its ``languages``,
+``models``, ``seeds``, ``search_lr``, ``search_layers`` and ``[set]`` (run config fields by leaf
+name), and optionally ``[parts.NAME]`` tables, each an ordinary sweep in ``DIR/NAME`` with its
+own ``languages`` and ``set`` over the shared ones (for tasks whose bins differ); the parts'
+reports are joined in ``DIR/report.md``.
+
 A model entry is a registered layer name, or ``LABEL=LAYER:KEY=VALUE,…`` for a layer with
 options (VALUE read as JSON where it parses, else as text), e.g.
 ``deltanet_neg=deltanet:allow_negative_eigenvalues=true,feature_map=l2``.
@@ -27,7 +34,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from fwp.config import parse_value, read_file, to_dict, write_atomic
+from fwp.config import nest, parse_value, read_file, to_dict, write_atomic
 from fwp.errors import UserError
 from fwp.formal.config import RunConfig, from_dict
 from fwp.formal.languages import get_language
@@ -35,7 +42,62 @@ from fwp.formal.report import DATA, RUNS, SWEEP, write_report
 from fwp.formal.train import METRICS, config_changes, train
 from fwp.runs import RunFolder
 from fwp.runs.policy import learning_differences
-from fwp.runs.sweep import check_name, run_all
+from fwp.runs.sweep import check_name, grid_path, run_all
+
+GRIDS = Path(__file__).parent / "grids"
+GRID_KEYS = {"languages", "models", "seeds", "search_lr", "search_layers", "set", "parts"}
+PART_KEYS = {"languages", "set"}
+
+
+@dataclass
+class Part:
+    """One sweep of a grid: its folder below DIR ("" for DIR itself), cells and config layers."""
+
+    name: str
+    languages: list[str]
+    models: list[str]
+    seeds: list[int] | None
+    search_lr: list[float] | None
+    search_layers: list[int] | None
+    layers: list[tuple[str, dict]]  # (where, nested partial run config), applied in order
+
+
+def read_grid(grid: str) -> dict:
+    """The grid file ``grid`` (a path or a name in ``fwp/formal/grids/``), its tables checked."""
+    path = grid_path(grid, GRIDS)
+    data = read_file(path)
+    unknown = sorted(set(data) - GRID_KEYS)
+    if unknown:
+        raise UserError(f"{path}: unknown keys {unknown}; a formal grid has "
+                        f"{sorted(GRID_KEYS)}")
+    return data
+
+
+def grid_parts(grid: dict) -> list[Part]:
+    """The sweeps a grid asks for (one, or one per ``[parts.NAME]``), checked before any work."""
+    for table in [grid.get("set", {}), *(p.get("set", {}) for p in grid.get("parts", {}).values())]:
+        named = sorted({"language", "model"} & set(table))
+        if named:
+            raise UserError(f"grid: {named[0]!r} in a set table; a grid names its cells with "
+                            f"languages = [...] and models = [...]")
+    shared = [("grid [set]", nest(RunConfig, grid.get("set", {}), "grid [set]"))]
+    common = dict(models=list(grid.get("models", [])), seeds=grid.get("seeds"),
+                  search_lr=grid.get("search_lr"), search_layers=grid.get("search_layers"))
+    parts = grid.get("parts", {})
+    if not parts:
+        return [Part("", list(grid.get("languages", [])), layers=shared, **common)]
+    if "languages" in grid:
+        raise UserError("grid: languages go in each [parts.NAME] when the grid has parts")
+    out = []
+    for name, part in parts.items():
+        unknown = sorted(set(part) - PART_KEYS)
+        if unknown:
+            raise UserError(f"grid: [parts.{name}] takes languages and set, not {unknown}")
+        where = f"grid [parts.{name}.set]"
+        out.append(Part(check_name(name, "part name"), list(part.get("languages", [])),
+                        layers=[*shared, (where, nest(RunConfig, part.get("set", {}), where))],
+                        **common))
+    return out
 
 
 @dataclass(frozen=True)
@@ -129,21 +191,31 @@ def _rows_and_columns(languages: list[str], models: list[str]) -> tuple[list[str
     return languages, specs
 
 
-def sweep(base: RunConfig, languages: list[str], models: list[str], out: Path,
-          jobs: int = 1, progress: bool = True, seeds: list[int] | None = None,
-          search_lr: list[float] | None = None,
-          search_layers: list[int] | None = None) -> str:
-    """Run every search and seed run not finished yet, then write the report; returns it."""
+@dataclass
+class Plan:
+    """A sweep checked against its folder, ready to run (:func:`check_sweep`)."""
+
+    base: RunConfig
+    out: Path
+    languages: list[str]
+    specs: list[ModelSpec]
+    seeds: list[int]
+    grid: list[tuple[float, int]]  # (learning rate, layers) pairs searched with the first seed
+    base_dict: dict
+
+
+def check_sweep(base: RunConfig, languages: list[str], models: list[str], out: Path,
+                seeds: list[int] | None = None, search_lr: list[float] | None = None,
+                search_layers: list[int] | None = None) -> Plan:
+    """Every cell's config validated and the folder checked against it, before any work: a
+    folder that holds a sweep or runs of another config is refused."""
     out = Path(out)
-    if jobs < 1:
-        raise UserError(f"--jobs must be at least 1 (got {jobs})")
     languages, specs = _rows_and_columns(languages, models)
     seeds = list(dict.fromkeys(seeds or [base.seed]))
     grid = list(itertools.product(dict.fromkeys(search_lr or [base.lr]),
                                   dict.fromkeys(search_layers or [base.network.layers])))
     for lang, spec in itertools.product(languages, specs):
         run_config(base, lang, spec, *grid[0], seeds[0]).validate()
-
     info_path = out / SWEEP
     info = read_file(info_path) if info_path.exists() else {}
     base_dict = to_dict(base)
@@ -151,34 +223,55 @@ def sweep(base: RunConfig, languages: list[str], models: list[str], out: Path,
     del base_dict["network"]["layers"], base_dict["threads"]  # threads: see each run's metrics
     if learning_differences(RunConfig, info.get("base", base_dict), base_dict):
         raise UserError(
-            f"{out} already holds a sweep with another base config; repeat the original flags, "
-            f"or sweep into a new --out"
+            f"{out} already holds a sweep with another base config; repeat the original flags "
+            f"(or grid), or sweep into a new folder"
         )
-    search = [(lang, spec, lr, layers, seeds[0])
-              for lang in languages for spec in specs for lr, layers in grid]
     conflicts = [
         f"{lang} × {spec.label}"
-        for lang, spec, lr, layers, seed in search
-        if config_changes(run_config(base, lang, spec, lr, layers, seed),
-                          run_dir(out, lang, spec.label, lr, layers, seed))
+        for lang in languages for spec in specs for lr, layers in grid
+        if config_changes(run_config(base, lang, spec, lr, layers, seeds[0]),
+                          run_dir(out, lang, spec.label, lr, layers, seeds[0]))
     ]
     if conflicts:
         raise UserError(
             f"{out} already has runs with another config ({len(conflicts)} runs, e.g. "
-            f"{conflicts[0]}); repeat the original flags, or sweep into a new --out"
+            f"{conflicts[0]}); repeat the original flags (or grid), or sweep into a new folder"
         )
+    return Plan(base, out, languages, specs, seeds, grid, base_dict)
+
+
+def sweep(base: RunConfig, languages: list[str], models: list[str], out: Path,
+          jobs: int = 1, progress: bool = True, seeds: list[int] | None = None,
+          search_lr: list[float] | None = None,
+          search_layers: list[int] | None = None) -> str:
+    """Run every search and seed run not finished yet, then write the report; returns it."""
+    if jobs < 1:
+        raise UserError(f"--jobs must be at least 1 (got {jobs})")
+    plan = check_sweep(base, languages, models, out, seeds, search_lr, search_layers)
+    return run_plan(plan, jobs, progress)
+
+
+def run_plan(plan: Plan, jobs: int = 1, progress: bool = True) -> str:
+    """Train a checked sweep's runs not finished yet, then write its report; returns it."""
+    base, out, languages, specs, seeds, grid = (plan.base, plan.out, plan.languages,
+                                                plan.specs, plan.seeds, plan.grid)
+    info_path = out / SWEEP
     with RunFolder(out).locked("sweep"):
+        info = read_file(info_path) if info_path.exists() else {}
         info["languages"] = list(dict.fromkeys(info.get("languages", []) + languages))
         info["models"] = {**info.get("models", {}),
                           **{s.label: {"layer": s.layer, "options": s.options} for s in specs}}
         info["seeds"], info["search"] = seeds, {"lr": [g[0] for g in grid],
                                                 "layers": [g[1] for g in grid]}
-        info["base"] = base_dict
+        info["base"] = plan.base_dict
         write_atomic(info_path, info)
 
+        search = [(lang, spec, lr, layers, seeds[0])
+                  for lang in languages for spec in specs for lr, layers in grid]
         start = time.perf_counter()
         total = len(search) + len(languages) * len(specs) * (len(seeds) - 1)
-        bar = tqdm(total=total, desc="sweep", unit="run", disable=not progress, dynamic_ncols=True)
+        bar = tqdm(total=total, desc=f"sweep {out.name}", unit="run", disable=not progress,
+                   dynamic_ncols=True)
         try:
             _run_all(base, out, search, jobs, bar)
             chosen = {}

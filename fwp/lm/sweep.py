@@ -24,7 +24,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from fwp.config import leaves, read_file, to_dict, write_atomic
+from fwp.config import nest, read_file, to_dict, write_atomic
 from fwp.errors import UserError
 from fwp.lm.config import LMConfig, from_dict
 from fwp.lm.model import FwpLM, split_layer_options
@@ -78,17 +78,12 @@ def equal_size(base: dict[str, Any], layers: list[str], options: dict[str, Any],
 
 def expand(grid: dict[str, Any]) -> list[tuple[str, LMConfig, int]]:
     """(model name, config, parameter count) of every model of the grid, checked."""
-    paths = {path[-1]: path for path, _, _ in leaves(LMConfig)}
-    base: dict[str, Any] = {}
-    for key, value in grid.get("set", {}).items():
-        if key not in paths or key in ("layers", "options", "d_model", "d_ff"):
+    for key in grid.get("set", {}):
+        if key in ("layers", "options", "d_model", "d_ff"):
             raise UserError(f"grid: [set] {key!r} is not a field of the lm run config that a "
                             f"grid sets (layers and options go in [models.NAME], widths are "
                             f"chosen for equal size)")
-        node = base
-        for part in paths[key][:-1]:
-            node = node.setdefault(part, {})
-        node[key] = value
+    base = nest(LMConfig, grid.get("set", {}), "grid: [set]")
     out = []
     for name, model in grid["models"].items():
         check_name(name, "model name")

@@ -163,8 +163,8 @@ def test_more_threads_than_cores_warns(capsys, monkeypatch):
 
 
 def test_a_model_label_given_twice_as_two_models_is_refused(tmp_path, capsys):
-    assert main(["formal", "sweep", "--languages", "parity", "--models", "x=srwm:n_beta=1",
-                 "x=srwm:n_beta=4", "--out", str(tmp_path / "sweep"), *TINY]) == 2
+    assert main(["formal", "sweep", str(tmp_path / "sweep"), "--languages", "parity", "--models",
+                 "x=srwm:n_beta=1", "x=srwm:n_beta=4", *TINY]) == 2
     assert "--models names 'x' twice, as two different models" in _one_error_line(capsys)
     assert not (tmp_path / "sweep").exists()
 

@@ -150,8 +150,8 @@ def test_cli_config_file_and_flag_precedence(tmp_path):
 @pytest.mark.slow
 def test_cli_sweep_is_resumable_and_reports(tmp_path, capsys):
     out = tmp_path / "sweep"
-    argv = ["formal", "sweep", "--languages", "parity", "dyck-1", "--models", "lstm", "linear",
-            "--out", str(out), "--eval-every", "2", *TINY]
+    argv = ["formal", "sweep", str(out), "--languages", "parity", "dyck-1", "--models", "lstm",
+            "linear", "--eval-every", "2", *TINY]
     assert main(argv) == 0
     text = (out / "report.md").read_text()
     assert "| lstm |" in text and "| linear |" in text and "bin 13-20" in text
@@ -167,8 +167,7 @@ def test_cli_sweep_is_resumable_and_reports(tmp_path, capsys):
     capsys.readouterr()
     assert main(["formal", "report", str(out)]) == 0
     assert "| lstm |" in capsys.readouterr().out
-    assert main(["formal", "sweep", "--languages", "parity", "--models", "nope", "--out",
-                 str(out)]) == 2
+    assert main(["formal", "sweep", str(out), "--languages", "parity", "--models", "nope"]) == 2
     assert main(["formal", "report", str(tmp_path)]) == 2
 
 
@@ -190,8 +189,8 @@ def test_sweep_goes_on_past_a_failing_cell(tmp_path, monkeypatch, capsys):
 
     monkeypatch.setattr(sweep_module, "train", flaky)
     out = tmp_path / "sweep"
-    assert main(["formal", "sweep", "--languages", "dyck-1", "parity", "--models", "lstm",
-                 "--out", str(out), *TINY]) == 0
+    assert main(["formal", "sweep", str(out), "--languages", "dyck-1", "parity", "--models",
+                 "lstm", *TINY]) == 0
     assert "failed: training loss became nan" in (
         out / "runs" / "dyck-1" / "lstm" / "lr0.001-l1" / "s1" / "train.log").read_text()
     assert "| lstm | — |" in (out / "report.md").read_text()
@@ -206,10 +205,10 @@ def test_sweep_puts_the_signal_handlers_back(tmp_path, monkeypatch):
     def refuse(*args, **kwargs):
         raise UserError("refused for the test")
 
-    monkeypatch.setattr(sweep_module, "sweep", refuse)
+    monkeypatch.setattr(sweep_module, "run_plan", refuse)
     before = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
-    assert main(["formal", "sweep", "--languages", "parity", "--models", "lstm",
-                 "--out", str(tmp_path / "sweep"), *TINY]) == 2
+    assert main(["formal", "sweep", str(tmp_path / "sweep"), "--languages", "parity", "--models",
+                 "lstm", *TINY]) == 2
     assert {sig: signal.getsignal(sig) for sig in before} == before
 
 
@@ -300,8 +299,8 @@ def test_sweep_search_picks_on_validation_then_runs_the_other_seeds(tmp_path, ca
     assert spec.options == {"allow_negative_eigenvalues": True, "feature_map": "l2"}
     assert ModelSpec.parse("lstm") == ModelSpec("lstm", "lstm")
     out = tmp_path / "sweep"
-    argv = ["formal", "sweep", "--languages", "parity", "--models", "lstm", spec_text(),
-            "--out", str(out), "--seeds", "1", "2", "--search-lr", "1e-3", "3e-2", *TINY]
+    argv = ["formal", "sweep", str(out), "--languages", "parity", "--models", "lstm",
+            spec_text(), "--seeds", "1", "2", "--search-lr", "1e-3", "3e-2", *TINY]
     assert main(argv) == 0
     info = json.loads((out / "sweep.json").read_text())
     runs = sorted(p.parent.relative_to(out / "runs").as_posix()
@@ -341,8 +340,8 @@ def test_a_stopped_sweep_records_its_wall_time(tmp_path):
     import time
 
     out = tmp_path / "sweep"
-    argv = [sys.executable, "-m", "fwp", "formal", "sweep", "--languages", "parity", "--models",
-            "lstm", "--out", str(out), *TINY, "--epochs", "1000", "--eval-every", "1"]
+    argv = [sys.executable, "-m", "fwp", "formal", "sweep", str(out), "--languages", "parity",
+            "--models", "lstm", *TINY, "--epochs", "1000", "--eval-every", "1"]
     process = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     checkpoint = out / "runs" / "parity" / "lstm" / "lr0.001-l1" / "s1" / "checkpoint.pt"
     deadline = time.monotonic() + 120
@@ -352,3 +351,91 @@ def test_a_stopped_sweep_records_its_wall_time(tmp_path):
     assert process.wait(timeout=60) == 128 + signal.SIGTERM
     info = json.loads((out / "sweep.json").read_text())
     assert info["wall_seconds"] > 0 and checkpoint.exists()
+
+
+GRID = """
+models = ["lstm", "lin=linear"]
+seeds = [1]
+[set]
+layers = 1
+d_model = 8
+heads = 2
+d_ff = 16
+eval_size = 10
+batch_size = 4
+train_size = 12
+valid_size = 8
+epochs = 1
+[parts.short]
+languages = ["parity"]
+set = { train_bin = "1-8", bins = ["1-8"] }
+[parts.long]
+languages = ["parity", "dyck-1"]
+set = { train_bin = "9-16", bins = ["9-16"] }
+"""
+
+
+def test_a_grid_with_parts_sweeps_each_into_its_folder_and_joins_the_reports(tmp_path, capsys):
+    grid = tmp_path / "grid.toml"
+    grid.write_text(GRID)
+    out = tmp_path / "sweep"
+    assert main(["formal", "sweep", str(out), "--grid", str(grid), "--eval-every", "2"]) == 0
+    for part, languages in [("short", ["parity"]), ("long", ["parity", "dyck-1"])]:
+        info = json.loads((out / part / "sweep.json").read_text())
+        assert info["languages"] == languages and list(info["models"]) == ["lstm", "lin"]
+        assert info["base"]["train_bin"] == ("1-8" if part == "short" else "9-16")
+        assert info["base"]["network"]["d_model"] == 8  # the shared [set]
+        assert info["base"]["eval_every"] == 2  # a flag goes over the grid
+        assert (out / part / "heatmap.png").is_file()
+    report = (out / "report.md").read_text()
+    assert report.index("## short") < report.index("## long")  # the grid's order
+    assert "bin 1-8" in report and "bin 9-16" in report and "| lin |" in report
+    assert "![long](long/heatmap.png)" in report
+    capsys.readouterr()
+    assert main(["formal", "report", str(out)]) == 0
+    assert "## short" in capsys.readouterr().out
+    # the same command resumes (nothing to train); a changed setting is refused before any work
+    assert main(["formal", "sweep", str(out), "--grid", str(grid), "--eval-every", "2"]) == 0
+    assert main(["formal", "sweep", str(out), "--grid", str(grid), "--eval-every", "3"]) == 2
+    assert "another base config" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("text", "flags", "message"), [
+    (GRID, ["--models", "lstm"], "--models with --grid: the grid names the languages"),
+    (GRID.replace("[set]", "[set]\nlanguage = 'parity'"), [], "'language' in a set table"),
+    (GRID.replace("[set]", "[set]\nwidth = 3"), [], "grid \\[set\\]: 'width' is not a field"),
+    (GRID.replace("seeds = [1]", "seeds = [1]\nlanguages = ['parity']"), [],
+     "languages go in each \\[parts.NAME\\]"),
+    (GRID + "[parts.x]\nlanguages = ['nope']\n", [], "unknown language or task 'nope'"),
+    (GRID + "[parts.y]\nlanguages = ['parity']\nbins = ['1-2']\n", [],
+     "\\[parts.y\\] takes languages and set, not \\['bins'\\]"),
+    ("model = ['lstm']\n", [], "unknown keys \\['model'\\]"),
+])
+def test_a_bad_grid_is_one_line_before_any_work(tmp_path, capsys, text, flags, message):
+    import re
+
+    grid = tmp_path / "grid.toml"
+    grid.write_text(text)
+    out = tmp_path / "sweep"
+    assert main(["formal", "sweep", str(out), "--grid", str(grid), *flags]) == 2
+    error = capsys.readouterr().err.strip()
+    assert re.search(message, error) and "\n" not in error, error
+    assert not out.exists()
+
+
+def test_a_sweep_without_grid_needs_languages_and_models(tmp_path, capsys):
+    assert main(["formal", "sweep", str(tmp_path / "s"), "--languages", "parity"]) == 2
+    assert "needs --grid, or --languages and --models (missing --models)" in (
+        capsys.readouterr().err)
+    assert main(["formal", "sweep", str(tmp_path / "s"), "--grid", "nope"]) == 2
+    assert "one of ['algorithmic']" in capsys.readouterr().err
+
+
+def test_the_algorithmic_grid_is_the_documented_study():
+    from fwp.formal.sweep import grid_parts, read_grid
+
+    parts = grid_parts(read_grid("algorithmic"))
+    assert [(p.name, p.languages) for p in parts] == [
+        ("code", ["code-exec-3", "code-exec-5"]), ("listops10", ["listops"]),
+        ("listops15", ["listops"])]
+    assert all(len(p.models) == 10 and p.seeds == [1, 2, 3] for p in parts)

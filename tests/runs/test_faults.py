@@ -84,8 +84,8 @@ def test_sweep_names_that_leave_the_folder_are_refused(tmp_path, name):
 
 def test_a_formal_sweep_label_that_escapes_writes_nothing(tmp_path, capsys):
     out = tmp_path / "sweep"
-    assert main(["formal", "sweep", "--languages", "parity", "--models", "../../x=lstm",
-                 "--out", str(out), *TINY]) == 2
+    assert main(["formal", "sweep", str(out), "--languages", "parity", "--models",
+                 "../../x=lstm", *TINY]) == 2
     assert "cannot be a folder name" in _one_error_line(capsys)
     assert not out.exists() and not (tmp_path / "x").exists()
 
@@ -96,8 +96,8 @@ def test_a_second_writer_is_refused_with_who_holds_the_folder(tmp_path, capsys):
         assert _formal(run) == 2
         line = _one_error_line(capsys)
         assert f"in use by another fwp process (pid {os.getpid()}" in line
-        assert main(["formal", "sweep", "--languages", "parity", "--models", "lstm", "--out",
-                     str(run), *TINY]) == 2
+        assert main(["formal", "sweep", str(run), "--languages", "parity", "--models", "lstm",
+                     *TINY]) == 2
         assert "in use by another fwp process" in _one_error_line(capsys)
     assert _formal(run) == 0  # released (a killed holder releases it too: the kernel does)
 
@@ -161,7 +161,7 @@ def test_an_output_path_that_cannot_be_written_is_one_line_before_any_work(
     before = sorted(p.name for p in tmp_path.iterdir())
     commands = [
         ["formal", "train", "--language", "parity", "--out", str(target), *TINY],
-        ["formal", "sweep", "--languages", "parity", "--models", "lstm", "--out", str(target),
+        ["formal", "sweep", str(target), "--languages", "parity", "--models", "lstm",
          *TINY],
         ["fewshot", "sweep", str(target), "--preset", "demo", "--seeds", "1"],
         ["fewshot", "train", "--preset", "demo", "--out", str(target)],
