@@ -11,7 +11,7 @@ from fwp.rl.config import add_config_flags, config_from_args
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    for add in (add_train, add_eval, add_report, add_study, add_rtrl):
+    for add in (add_train, add_eval, add_report, add_sweep, add_rtrl):
         add(subparsers)
 
 
@@ -44,17 +44,17 @@ def add_report(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_report)
 
 
-def add_study(subparsers: argparse._SubParsersAction) -> None:
+def add_sweep(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
-        "study", help="a grid of runs × seeds (resumable), then the report",
+        "sweep", help="a grid of runs × seeds (resumable), then the report",
         description="Train every run × seed of --grid (a TOML file, or a name in fwp/rl/grids/: "
                     "pomdp, memory, multitask, r2ac, study, tiny) into DIR/runs/NAME/seedK, then "
                     "write DIR/report.md (with paired differences, Holm-adjusted); the same "
-                    "command resumes a stopped study.")
-    p.add_argument("dir", metavar="DIR", help="study folder")
+                    "command resumes a stopped sweep.")
+    p.add_argument("dir", metavar="DIR", help="sweep folder")
     p.add_argument("--grid", required=True, help="grid file or name")
     p.add_argument("--jobs", type=int, default=1, help="runs trained at once")
-    p.set_defaults(func=cmd_study)
+    p.set_defaults(func=cmd_sweep)
 
 
 def add_rtrl(subparsers: argparse._SubParsersAction) -> None:
@@ -107,12 +107,12 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_study(args: argparse.Namespace) -> int:
-    from fwp.rl.study import study
+def cmd_sweep(args: argparse.Namespace) -> int:
+    from fwp.rl.sweep import sweep
 
     if args.jobs < 1:
         raise UserError(f"--jobs must be at least 1 (got {args.jobs})")
-    print(study(args.grid, Path(args.dir), jobs=args.jobs))
+    print(sweep(args.grid, Path(args.dir), jobs=args.jobs))
     return 0
 
 

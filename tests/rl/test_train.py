@@ -134,8 +134,8 @@ def test_gae_by_hand() -> None:
     torch.testing.assert_close(rollout.returns, t(1.0, 4.0))
 
 
-def test_study_trains_reports_and_resumes(tmp_path: Path) -> None:
-    from fwp.rl.study import study
+def test_sweep_trains_reports_and_resumes(tmp_path: Path) -> None:
+    from fwp.rl.sweep import sweep
 
     grid = tmp_path / "grid.toml"
     small = ('frames = 128\nn_envs = 4\nrollout = 16\nminibatches = 2\nval_episodes = 1\n'
@@ -143,16 +143,16 @@ def test_study_trains_reports_and_resumes(tmp_path: Path) -> None:
              'd_ff = 32 }}\n')
     grid.write_text("seeds = [1, 2]\n[runs.small]\n" + small.format("deltanet")
                     + "[runs.base]\n" + small.format("lstm"))
-    table = study(grid, tmp_path / "study", log=None)
+    table = sweep(grid, tmp_path / "study", log=None)
     assert "1×deltanet | 2 (2)" in table and "1×lstm | 2 (2)" in table
     assert "| cartpole-pomdp | 1×deltanet | 1×lstm | 2 |" in table  # the paired row
     assert (tmp_path / "study" / "returns.png").is_file()
     before = (tmp_path / "study/runs/small/seed1/metrics.jsonl").read_text()
-    study(grid, tmp_path / "study", log=None)  # finished runs are skipped
+    sweep(grid, tmp_path / "study", log=None)  # finished runs are skipped
     assert (tmp_path / "study/runs/small/seed1/metrics.jsonl").read_text() == before
     grid.write_text(grid.read_text().replace("rollout = 16", "rollout = 8", 1))
     with pytest.raises(UserError, match="trained with another config"):
-        study(grid, tmp_path / "study", log=None)
+        sweep(grid, tmp_path / "study", log=None)
 
 
 def test_paired_differences_by_seed_and_episode() -> None:

@@ -65,7 +65,7 @@ def _work(task: tuple[dict, str]) -> tuple[str, dict[str, Any], float]:
     return folder, result, time.perf_counter() - tic
 
 
-def study(grid: str | Path, out: Path, jobs: int = 1, log: Any = print) -> str:
+def sweep(grid: str | Path, out: Path, jobs: int = 1, log: Any = print) -> str:
     """Train every run × seed of ``grid`` into ``out`` (``jobs`` processes) on the sweep engine
     of :mod:`fwp.runs.sweep`, then write the report; returns its text."""
     say = log or (lambda _msg: None)
@@ -74,7 +74,7 @@ def study(grid: str | Path, out: Path, jobs: int = 1, log: Any = print) -> str:
     runs = [(name, out / "runs" / name / f"seed{seed}", dataclasses.replace(config, seed=seed))
             for name, config in configs.items() for seed in seeds]
     check_run_folders(runs, "use a new study folder, or delete that run folder to retrain it")
-    with RunFolder(out).locked("study"):
+    with RunFolder(out).locked("sweep"):
         write_atomic(out / "grid.json", {"seeds": seeds,
                                          "runs": {n: to_dict(c) for n, c in configs.items()}})
         pending = pending_runs(runs, EVAL, jobs, lambda line: say(f"{out}: {line}"))
