@@ -64,8 +64,46 @@ def paired_table(runs: dict, compare: list[list[str]], mode: str) -> list[str]:
     return lines + [""]
 
 
+def curves(out: Path, models: list[str], path: Path) -> Path | None:
+    """Validation bits per byte during training (the ``val`` records of ``metrics.jsonl``) of
+    each model's finished runs: the mean over seeds and its range; None before any record."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    fig, ax = plt.subplots(figsize=(7, 4.2), layout="constrained")
+    drawn = False
+    for model in models:
+        per_seed = []
+        for final in sorted(Path(out).glob(f"runs/{model}/seed*/final.json")):
+            lines = (final.parent / "metrics.jsonl").read_text().splitlines()
+            records = [json.loads(line) for line in lines if '"split": "val"' in line]
+            per_seed.append({r["step"]: r["bits_per_byte"] for r in records})
+        steps = sorted(set.intersection(*(set(c) for c in per_seed))) if per_seed else []
+        if not steps:
+            continue
+        values = np.array([[c[s] for s in steps] for c in per_seed])
+        line, = ax.plot(steps, values.mean(0), marker=".", label=f"{model} ({len(per_seed)})")
+        if len(per_seed) > 1:
+            ax.fill_between(steps, values.min(0), values.max(0), color=line.get_color(),
+                            alpha=0.2, linewidth=0)
+        drawn = True
+    if not drawn:
+        plt.close(fig)
+        return None
+    ax.set(xlabel="training step", ylabel="bits per byte, first eval_tokens of valid",
+           title="held-out bits per byte during training: mean over seeds (n) and range")
+    ax.title.set_fontsize(10)
+    ax.legend(fontsize=7, ncol=2)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
 def write_report(out: Path) -> str:
-    """Write ``out/report.md`` and return its text."""
+    """Write ``out/report.md`` (and ``out/curves.png``) and return the report's text."""
     runs = collect(Path(out))
     if not runs:
         raise UserError(f"no finished run under {out}/runs; train some with fwp lm sweep")
@@ -74,5 +112,7 @@ def write_report(out: Path) -> str:
     text = "\n".join([f"## Sweep {out}: {sum(map(len, runs.values()))} finished runs", "",
                       *model_table(runs, grid.get("counts", {})),
                       *[line for mode in MODES for line in paired_table(runs, compare, mode)]])
+    if curves(Path(out), list(runs), Path(out) / "curves.png"):
+        text += "\n![validation bits per byte during training](curves.png)\n"
     write_atomic(Path(out) / "report.md", text + "\n")
     return text

@@ -48,7 +48,8 @@ def test_sweep_trains_resumes_and_reports(tmp_path, monkeypatch, capsys):
     out = capsys.readouterr().out
     assert "| linear | linear |" in out and "4 runs, 0 finished, 4 to train" in out
     assert "Paired differences (reset state)" in out
-    assert (tmp_path / "s" / "report.md").is_file()
+    assert "](curves.png)" in (tmp_path / "s" / "report.md").read_text()
+    assert (tmp_path / "s" / "curves.png").read_bytes()[:4] == b"\x89PNG"
     assert main(["lm", "sweep", str(tmp_path / "s"), "--grid", str(grid)]) == 0
     assert "4 runs, 4 finished, 0 to train" in capsys.readouterr().out
     assert main(["lm", "report", str(tmp_path / "s")]) == 0
