@@ -102,12 +102,44 @@ def paired_table(runs: list[dict]) -> list[str]:
     return lines + [""]
 
 
+def accuracy_plot(runs: list[dict], path: Path) -> Path:
+    """One panel per data set: test accuracy against the fraction of points dropped, per
+    model, the mean over seeds and its range."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    datasets = sorted({r["dataset"] for r in runs})
+    fig, axes = plt.subplots(1, len(datasets), figsize=(5 * len(datasets), 3.8), squeeze=False,
+                             layout="constrained")
+    for ax, dataset in zip(axes[0], datasets):
+        mine = [r for r in runs if r["dataset"] == dataset]
+        drops = sorted({r["drop"] for r in mine})
+        for model in sorted({r["model"] for r in mine}, key=_model_order):
+            accs = [[r["test"]["accuracy"] for r in mine if r["model"] == model and r["drop"] == d]
+                    for d in drops]
+            shown = [(100 * d, a) for d, a in zip(drops, accs) if a]
+            x = [d for d, _ in shown]
+            line, = ax.plot(x, [np.mean(a) for _, a in shown], marker="o", label=model)
+            ax.fill_between(x, [min(a) for _, a in shown], [max(a) for _, a in shown],
+                            color=line.get_color(), alpha=0.15, linewidth=0)
+        ax.set(title=dataset, xlabel="points dropped (%)", ylabel="test accuracy (%)")
+        ax.legend(fontsize=8)
+    fig.suptitle("test accuracy: mean over seeds and range")
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
 def write_report(out: Path) -> str:
-    """Write ``out/report.md`` and return its text."""
+    """Write ``out/report.md`` (and ``out/accuracy.png``) and return the report's text."""
     runs = collect(Path(out))
     if not runs:
         raise UserError(f"no finished run under {out}/runs; train some with fwp series sweep")
+    accuracy_plot(runs, Path(out) / "accuracy.png")
     text = "\n".join([f"## Sweep {out}: {len(runs)} finished runs", "",
+                      "![test accuracy against points dropped](accuracy.png)", "",
                       *accuracy_tables(runs), *time_table(runs), *paired_table(runs)])
     (Path(out) / "report.md").write_text(text + "\n")
     return text

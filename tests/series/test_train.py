@@ -49,6 +49,7 @@ def test_sweep_is_resumable_and_reports_pairs(tmp_path):
     text = __import__("fwp.series.sweep", fromlist=["sweep"]).sweep(out, grid, say=lines.append)
     assert "6 runs, 0 finished, 6 to train" in lines[0]
     assert "| ct_hebb |" in text and "| ct_hebb | ncde | 2 |" in text
+    assert "](accuracy.png)" in text and (out / "accuracy.png").read_bytes()[:4] == b"\x89PNG"
     again = []
     __import__("fwp.series.sweep", fromlist=["sweep"]).sweep(out, grid, say=again.append)
     assert "6 runs, 6 finished, 0 to train" in again[0]
