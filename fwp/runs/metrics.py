@@ -52,6 +52,13 @@ def read_metrics(path: Path, split: str | None = None) -> list[dict[str, Any]]:
     return rows
 
 
+def duration(seconds: float) -> str:
+    """``1h05m`` or ``4m07s``."""
+    seconds = int(round(seconds))
+    h, m, s = seconds // 3600, seconds // 60 % 60, seconds % 60
+    return f"{h}h{m:02d}m" if h else f"{m}m{s:02d}s"
+
+
 class MetricsLog:
     """The run's metrics: ``metrics.jsonl`` (always), TensorBoard (when installed and wanted)
     and the progress (a bar on a terminal; elsewhere, or without ``progress``, one plain line
@@ -64,6 +71,7 @@ class MetricsLog:
                  say: Callable[[str], None] = print) -> None:
         self.enabled, self.total, self.log_every = enabled, total, log_every
         self.instant, self.say = instant, say
+        self.first_step, self.created = step, time.perf_counter()  # for the time left
         self.path = Path(folder) / METRICS
         self.writer = self.bar = None
         self.last_train: dict[str, float] = {}
@@ -130,7 +138,16 @@ class MetricsLog:
             return
         train = self.means()
         speed = f", {train['steps_per_s']:.2f} steps/s" if "steps_per_s" in train else ""
-        self.say(f"step {step}/{self.total}: {train_line(train)}{speed}; {line}")
+        self.say(f"step {step}/{self.total}: {train_line(train)}{speed}; {line}{self.left(step)}")
+
+    def left(self, step: int) -> str:
+        """``; about 1h05m left``: the steps to go at this call's wall time per step so far
+        (validations included); empty at the end."""
+        done = step - self.first_step
+        if step >= self.total or done <= 0:
+            return ""
+        per_step = (time.perf_counter() - self.created) / done
+        return f"; about {duration(per_step * (self.total - step))} left"
 
     def _write(self, row: dict[str, Any]) -> None:
         try:

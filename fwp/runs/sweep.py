@@ -23,6 +23,7 @@ from typing import Any
 from fwp.config import to_dict
 from fwp.errors import UserError
 from fwp.runs.folder import CONFIG
+from fwp.runs.metrics import duration
 from fwp.runs.policy import learning_differences
 
 
@@ -81,12 +82,6 @@ def pending_runs(runs: list[tuple[str, Path, Any]], result: str, jobs: int,
     say(f"{len(runs)} runs, {len(runs) - len(pending)} finished, {len(pending)} to train "
         f"with {jobs} job(s)")
     return pending
-
-
-def duration(seconds: float) -> str:
-    seconds = int(round(seconds))
-    h, m, s = seconds // 3600, seconds // 60 % 60, seconds % 60
-    return f"{h}h{m:02d}m" if h else f"{m}m{s:02d}s"
 
 
 class Estimate:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 from dataclasses import dataclass
 
@@ -166,3 +167,16 @@ def test_a_finished_run_is_returned_extended_or_refused(tmp_path):
     assert folder.finished("result.json", ToyConfig(steps=4), lines.append) is None
     assert not result.exists()
     assert folder.finished("result.json", ToyConfig(steps=2), lines.append) is None
+
+
+def test_each_validation_line_says_the_time_left_but_the_last(tmp_path):
+    config = ToyConfig(steps=6)
+    lines: list[str] = []
+    run = RunFolder(tmp_path / "p")
+    with run.locked():
+        fit(Toy(config), run, steps=6, eval_every=2, log_every=1, progress=False,
+            tensorboard=False, say=lines.append)
+    progress = [line for line in lines if line.startswith("step ")]
+    assert [line.split(":")[0] for line in progress] == ["step 2/6", "step 4/6", "step 6/6"]
+    assert all(" left" in line for line in progress[:2]) and " left" not in progress[2]
+    assert re.search(r"; about \d+m\d\ds left$", progress[0]), progress[0]
