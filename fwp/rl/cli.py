@@ -37,10 +37,15 @@ def add_eval(subparsers: argparse._SubParsersAction) -> None:
 
 
 def add_report(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser("report", help="returns against frames over seeds: table, paired "
-                              "differences against the references, plot")
-    p.add_argument("runs", nargs="+", metavar="RUN", help="run folders")
-    p.add_argument("--out", metavar="DIR", required=True, help="folder for report.md")
+    p = subparsers.add_parser(
+        "report", help="returns against frames over seeds: table, paired differences against "
+        "the references, plot",
+        description="Report on a sweep folder (its runs, into the folder, as fwp rl sweep does) "
+                    "or on run folders (into --out).")
+    p.add_argument("runs", nargs="+", metavar="DIR|RUN",
+                   help="a sweep folder, or run folders")
+    p.add_argument("--out", metavar="DIR", default=None,
+                   help="folder for report.md and returns.png (default: the sweep folder)")
     p.set_defaults(func=cmd_report)
 
 
@@ -103,7 +108,23 @@ def cmd_eval(args: argparse.Namespace) -> int:
 def cmd_report(args: argparse.Namespace) -> int:
     from fwp.rl.report import write_report
 
-    print(write_report([Path(r) for r in args.runs], Path(args.out)))
+    paths = [Path(r) for r in args.runs]
+    missing = [str(p) for p in paths if not p.is_dir()]
+    if missing:
+        raise UserError(f"no such folder: {missing[0]}")
+    sweep = len(paths) == 1 and (paths[0] / "runs").is_dir()
+    if sweep:
+        out = Path(args.out) if args.out else paths[0]
+        paths = sorted(p.parent for p in paths[0].glob("runs/*/seed*/config.json"))
+    elif args.out is None:
+        raise UserError("run folders need --out DIR for the report (or give one sweep folder)")
+    else:
+        out = Path(args.out)
+    not_runs = [str(p) for p in paths if not (p / "config.json").is_file()]
+    if not_runs or not paths:
+        raise UserError(f"{not_runs[0] if not_runs else args.runs[0]} holds no fwp rl run "
+                        f"(no config.json); give run folders or a sweep folder")
+    print(write_report(paths, out))
     return 0
 
 

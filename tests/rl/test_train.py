@@ -150,6 +150,13 @@ def test_sweep_trains_reports_and_resumes(tmp_path: Path) -> None:
     before = (tmp_path / "study/runs/small/seed1/metrics.jsonl").read_text()
     sweep(grid, tmp_path / "study", log=None)  # finished runs are skipped
     assert (tmp_path / "study/runs/small/seed1/metrics.jsonl").read_text() == before
+    (tmp_path / "study" / "report.md").unlink()
+    assert main(["rl", "report", str(tmp_path / "study")]) == 0  # a sweep folder: into it
+    assert "1×deltanet | 2 (2)" in (tmp_path / "study" / "report.md").read_text()
+    run = str(tmp_path / "study/runs/small/seed1")
+    assert main(["rl", "report", run]) == 2  # run folders need --out
+    assert main(["rl", "report", run, "--out", str(tmp_path / "r")]) == 0
+    assert (tmp_path / "r" / "returns.png").is_file()
     grid.write_text(grid.read_text().replace("rollout = 16", "rollout = 8", 1))
     with pytest.raises(UserError, match="trained with another config"):
         sweep(grid, tmp_path / "study", log=None)
