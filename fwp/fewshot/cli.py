@@ -117,10 +117,15 @@ def add_eval(subparsers: argparse._SubParsersAction) -> None:
 def add_report(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "report", help="markdown table and plot of accuracy against K_test for evaluated runs",
+        description="Report on a sweep folder (rewrites DIR/report.md from the runs evaluated "
+                    "so far, with the paired verdicts) or on evaluated run folders (into --out).",
     )
-    p.add_argument("runs", metavar="RUN", nargs="+", help="evaluated run folders")
-    p.add_argument("--out", required=True, metavar="DIR", help="where to write the report")
-    p.add_argument("--split", default="test", choices=SPLITS)
+    p.add_argument("runs", metavar="DIR|RUN", nargs="+",
+                   help="a sweep folder, or evaluated run folders")
+    p.add_argument("--out", default=None, metavar="DIR",
+                   help="where to write the report of run folders")
+    p.add_argument("--split", default=None, choices=SPLITS,
+                   help="the split reported for run folders (default: test)")
     p.set_defaults(func=cmd_report)
 
 
@@ -185,8 +190,6 @@ def add_sweep(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--only", action="append", default=[], metavar="CONFIG",
                    help="train only this config of the grid (repeatable); the saved grid "
                    "and the report keep them all")
-    p.add_argument("--report-only", action="store_true",
-                   help="only rewrite DIR/report.md from the runs evaluated so far")
     p.set_defaults(func=cmd_sweep)
 
 
@@ -386,17 +389,29 @@ def _eval_protocol(args: argparse.Namespace, run: Path, config, model, source: d
 
 
 def cmd_report(args: argparse.Namespace) -> int:
+    from fwp.fewshot.grid import GRID, load_saved_grid
     from fwp.fewshot.report import write_report
 
-    check_output_path(Path(args.out))
     runs = [Path(r) for r in args.runs]
+    if len(runs) == 1 and (runs[0] / GRID).is_file():  # a sweep folder
+        from fwp.fewshot.sweep_report import write_report as write_sweep_report
+
+        if args.out is not None or args.split is not None:
+            raise UserError("--out and --split are for run folders; a sweep folder's report is "
+                            "written into it, on the test split: drop them")
+        check_output_path(runs[0], "DIR")
+        print(write_sweep_report(runs[0], load_saved_grid(runs[0])).read_text())
+        return 0
+    if args.out is None:
+        raise UserError("run folders need --out DIR for the report (or give one sweep folder)")
+    check_output_path(Path(args.out))
     seen: dict[Path, Path] = {}
     for run in runs:
         first = seen.setdefault(run.resolve(), run)
         if first is not run:
             raise UserError(f"{run} is given twice (also as {first}); a run counted twice would "
                             "weigh double in its group's mean: give each run once")
-    table, figure = write_report(runs, Path(args.out), args.split)
+    table, figure = write_report(runs, Path(args.out), args.split or "test")
     print(table.read_text())
     print(f"wrote {table} and {figure}")
     return 0
@@ -438,11 +453,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         read_grid_file,
     )
     from fwp.fewshot.sweep import sweep
-    from fwp.fewshot.sweep_report import write_report
 
-    if args.report_only and (args.jobs or args.threads is not None or args.only):
-        raise UserError("--jobs, --threads and --only do nothing with --report-only (it trains "
-                        "nothing and reports every config); drop them")
     if args.threads is not None and args.threads < 0:
         raise UserError(f"--threads must be ≥ 0 (got {args.threads}); 0 uses every core")
     if args.grid and Path(args.grid).is_dir():
@@ -463,9 +474,6 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     if args.only:
         grid.restricted(args.only)  # an unknown name is refused before any work
     check_output_path(args.dir, "DIR")
-    if args.report_only:
-        print(write_report(args.dir, grid).read_text())
-        return 0
     sweep(grid, args.dir, jobs=args.jobs or 1, threads=args.threads or 0,
           log=lambda line: print(line, flush=True), only=args.only)
     print(f"wrote {args.dir / 'report.md'}")

@@ -402,11 +402,9 @@ def test_folders_given_for_files_and_sweep_flags_that_do_nothing(tmp_path, capsy
     assert f"--grid {tmp_path} is a folder" in one_error(capsys)
     assert main([*sweep, "--preset", "demo", "--threads", "-2"]) == 2
     assert "--threads must be ≥ 0 (got -2)" in one_error(capsys)
-    assert main([*sweep, "--report-only", "--jobs", "2"]) == 2
-    assert "--jobs, --threads and --only do nothing with --report-only" in one_error(capsys)
-    assert main([*sweep, "--report-only", "--only", "demo"]) == 2
-    assert "--only do nothing with --report-only" in one_error(capsys)
     assert not (tmp_path / "sweep").exists()
+    assert main(["fewshot", "report", str(tmp_path / "run")]) == 2
+    assert "run folders need --out DIR" in one_error(capsys)
     assert main(["fewshot", "inspect", "--out", str(tmp_path)]) == 2
     assert f"--out {tmp_path} is a folder; pass the picture's file name" in one_error(capsys)
 

@@ -6,6 +6,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from fwp.cli import main
 from fwp.errors import UserError
 from fwp.fewshot.checkpoint import CHECKPOINT, METRICS
 from fwp.fewshot.grid import EVAL, Grid, build_grid, grid_spec_from_args, read_grid_file
@@ -162,6 +163,12 @@ def test_compare_pairs_are_validated_kept_and_reported(tiny_root, tmp_path):
     report = write_report(tmp_path, grid).read_text()
     section = report[report.index("### other − off"):]
     assert "| 1 | 1: +2.0, 2: +2.1 | +2.05 |" in section and "gain" in section.splitlines()[4]
+    # fwp fewshot report DIR: the same report, from the grid the sweep saved
+    (tmp_path / "report.md").unlink()
+    (tmp_path / "grid.json").write_text(json.dumps(grid.to_json()))
+    assert main(["fewshot", "report", str(tmp_path)]) == 0
+    assert (tmp_path / "report.md").read_text() == report
+    assert main(["fewshot", "report", str(tmp_path), "--out", str(tmp_path / "x")]) == 2
 
 
 def test_validation_curves_mean_over_seeds(tmp_path):
