@@ -224,7 +224,7 @@ class _Loop:
             with StopRequest(self.say) as stop:
                 while training.step < last_step:
                     values = training.train_step()
-                    stop_now = self._check(values, stop.requested)
+                    stop_now = self._check(values, stop.asked())
                     training.step += 1
                     log.step(training.step, values, last_step)
                     early = False

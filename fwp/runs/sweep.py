@@ -126,12 +126,41 @@ def run_all(tasks: list[Any], work: Callable[[Any], Any], jobs: int,
                 started([task])
             done(work(task))
         return
-    pool = ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn"))
+    context = multiprocessing.get_context("spawn")
+    stop = context.Event()
+    pool = ProcessPoolExecutor(jobs, mp_context=context, initializer=_start_worker,
+                               initargs=(stop,))
     try:
-        futures = [pool.submit(work, task) for task in tasks]
+        futures = [pool.submit(_unless_stopped, work, task) for task in tasks]
         if started is not None:
             started(tasks[:jobs])
         for future in as_completed(futures):
-            done(future.result())
-    finally:  # on a stop: no new runs; the running ones save their checkpoints
+            result = future.result()
+            if not (isinstance(result, str) and result == _SKIPPED):
+                done(result)
+    except BaseException:
+        # A stop (a signal to this process, or an error): the running runs finish their step,
+        # save and stop (see fwp.runs.signals.stop_when), and the tasks already handed to a
+        # worker's queue, which cancel_futures cannot reach, return without starting.
+        stop.set()
+        raise
+    finally:
         pool.shutdown(wait=True, cancel_futures=True)
+
+
+_SKIPPED = "fwp: skipped, the sweep was stopped"
+
+
+def _start_worker(stop: Any) -> None:
+    from fwp.runs.signals import stop_when
+
+    stop_when(stop.is_set)
+
+
+def _unless_stopped(work: Callable[[Any], Any], task: Any) -> Any:
+    """``work(task)`` in a worker, unless the sweep has been stopped meanwhile."""
+    from fwp.runs.signals import stop_asked
+
+    if stop_asked():
+        return _SKIPPED
+    return work(task)

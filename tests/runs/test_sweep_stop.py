@@ -1,0 +1,45 @@
+"""A sweep stopped in its parent process stops its workers' runs after their step (checkpoint
+saved) and starts none of the runs still queued."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+
+from fwp.runs.sweep import run_all
+
+
+def _run(task: tuple[str, int]) -> str:
+    """A stand-in for a training run (in a worker): one 20 ms step at a time, stopping as the
+    run core's loop does when its StopRequest is asked."""
+    from fwp.runs.signals import StopRequest
+
+    folder, steps = Path(task[0]), task[1]
+    folder.mkdir(parents=True)
+    (folder / "started").touch()
+    with StopRequest(lambda _: None) as stop:
+        for step in range(steps):
+            if stop.asked():
+                (folder / "stopped").write_text(str(step))
+                return str(folder)
+            time.sleep(0.02)
+    (folder / "finished").touch()
+    return str(folder)
+
+
+def test_a_stopped_sweep_stops_its_running_runs_and_starts_no_queued_one(tmp_path):
+    tasks = [(str(tmp_path / "quick"), 1)] + [(str(tmp_path / f"long{i}"), 3000) for i in range(4)]
+
+    def done(result: str) -> None:
+        raise RuntimeError("stopped by the test")  # as a signal to the sweep's process would
+
+    with pytest.raises(RuntimeError, match="stopped by the test"):
+        run_all(tasks, _run, 2, done)
+    assert (tmp_path / "quick" / "finished").is_file()
+    longs = [tmp_path / f"long{i}" for i in range(4)]
+    assert not any((f / "finished").exists() for f in longs)  # 60 s each if not stopped
+    started = [f for f in longs if (f / "started").exists()]
+    assert started and all((f / "stopped").exists() for f in started)
+    assert not (longs[-1] / "started").exists()  # never handed to a worker
