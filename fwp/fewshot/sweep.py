@@ -129,7 +129,7 @@ def sweep(
             f"runs, {total - len(pending)} done, {len(pending)} to run "
             f"({sum(steps_left.values())} steps) with {jobs} job(s) × {per_job} thread(s)")
         done: list[dict[str, Any]] = []
-        estimate = Estimate(steps_left, jobs)
+        estimate = Estimate(steps_left, jobs, group=lambda key: key[0])
 
         def finished(result: dict[str, Any]) -> None:
             done.append(result)

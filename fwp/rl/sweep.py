@@ -79,7 +79,7 @@ def sweep(grid: str | Path, out: Path, jobs: int = 1, log: Any = print) -> str:
                                          "runs": {n: to_dict(c) for n, c in configs.items()}})
         pending = pending_runs(runs, EVAL, jobs, lambda line: say(f"{out}: {line}"))
         steps = {f: updates_of(from_dict(c), specs[c["env"]]) for c, f in pending}
-        estimate = Estimate(steps, jobs)
+        estimate = Estimate(steps, jobs, group=lambda folder: Path(folder).parent.name)
 
         def done(result: tuple[str, dict[str, Any], float]) -> None:
             folder, evaluation, seconds = result

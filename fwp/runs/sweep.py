@@ -87,12 +87,17 @@ def pending_runs(runs: list[tuple[str, Path, Any]], result: str, jobs: int,
 class Estimate:
     """The time a sweep has left, from the runs finished so far: training time per step and
     the time per run besides training (evaluation) apart, since a resumed run trains few steps
-    but is evaluated in full."""
+    but is evaluated in full. With ``group`` (run key → its config's name), a run whose config
+    has finished runs is estimated at that config's own time per step (models of one sweep can
+    differ fivefold), the others at the mean of all."""
 
-    def __init__(self, steps_left: dict[Any, int], jobs: int) -> None:
+    def __init__(self, steps_left: dict[Any, int], jobs: int,
+                 group: Callable[[Any], Any] | None = None) -> None:
         self.steps_left, self.jobs = dict(steps_left), jobs
+        self.group = group or (lambda key: None)
         self.total = len(steps_left)
         self.train_s = self.steps = self.other_s = 0.0
+        self.by_group: dict[Any, list[float]] = {}  # group → [train seconds, steps]
         self.finished = 0
         self.started = time.perf_counter()
 
@@ -103,8 +108,16 @@ class Estimate:
         self.train_s += train_s
         self.steps += steps
         self.other_s += total_s - train_s
+        mine = self.by_group.setdefault(self.group(key), [0.0, 0.0])
+        mine[0] += train_s
+        mine[1] += steps
         per_step = self.train_s / max(1.0, self.steps)
-        left = ((sum(self.steps_left.values()) * per_step
+
+        def step_time(run: Any) -> float:
+            seconds, done = self.by_group.get(self.group(run), (0.0, 0.0))
+            return seconds / done if done else per_step
+
+        left = ((sum(n * step_time(run) for run, n in self.steps_left.items())
                  + len(self.steps_left) * self.other_s / self.finished)
                 / min(self.jobs, max(1, len(self.steps_left))))
         runs = len(self.steps_left)

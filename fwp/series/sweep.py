@@ -104,7 +104,8 @@ def sweep(out: Path, grid: dict[str, Any], jobs: int = 1,
     with RunFolder(out).locked("sweep"):
         write_atomic(out / "grid.json", {**grid, "seeds": seeds})
         pending = pending_runs(runs, METRICS, jobs, say)
-        estimate = Estimate({folder: c["epochs"] for c, folder in pending}, jobs)
+        estimate = Estimate({folder: c["epochs"] for c, folder in pending}, jobs,
+                            group=lambda folder: Path(folder).parent.name)
 
         def done(result: tuple[str, dict]) -> None:
             folder, metrics = result

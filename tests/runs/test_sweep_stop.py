@@ -43,3 +43,16 @@ def test_a_stopped_sweep_stops_its_running_runs_and_starts_no_queued_one(tmp_pat
     started = [f for f in longs if (f / "started").exists()]
     assert started and all((f / "stopped").exists() for f in started)
     assert not (longs[-1] / "started").exists()  # never handed to a worker
+
+
+def test_the_time_left_uses_each_configs_own_time_per_step():
+    from fwp.runs.sweep import Estimate
+
+    runs = {("slow", 1): 100, ("fast", 1): 100, ("fast", 2): 100, ("fast", 3): 100}
+    estimate = Estimate(runs, jobs=1, group=lambda key: key[0])
+    # slow: 5 s per step, fast: 1 s per step, no time besides training
+    assert "3 runs left, about 25m00s" in estimate.finish(("slow", 1), 100, 500.0, 500.0)
+    assert "2 runs left, about 3m20s" in estimate.finish(("fast", 1), 100, 100.0, 100.0)
+    plain = Estimate(runs, jobs=1)  # without groups: the mean of all, 3 s per step
+    plain.finish(("slow", 1), 100, 500.0, 500.0)
+    assert "2 runs left, about 10m00s" in plain.finish(("fast", 1), 100, 100.0, 100.0)
