@@ -183,7 +183,13 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     if args.jobs < 1:
         raise UserError(f"--jobs must be at least 1 (got {args.jobs})")
     plans = []
-    for part in _sweep_parts(args):  # every part checked before any work
+    parts = _sweep_parts(args)
+    has_parts = parts[0].name != ""
+    if has_parts and (out / "runs").is_dir() or not has_parts and (out / PARTS).is_file():
+        held, asked = ("a sweep without parts", "a grid with parts") if has_parts else (
+            "a grid's parts", "a sweep without parts")
+        raise UserError(f"{out} holds {held}; {asked} goes into a new folder")
+    for part in parts:  # every part checked before any work
         specs: dict[str, ModelSpec] = {}
         for spec in map(ModelSpec.parse, part.models):
             first = specs.setdefault(spec.label, spec)

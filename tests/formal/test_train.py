@@ -398,6 +398,10 @@ def test_a_grid_with_parts_sweeps_each_into_its_folder_and_joins_the_reports(tmp
     assert main(["formal", "sweep", str(out), "--grid", str(grid), "--eval-every", "2"]) == 0
     assert main(["formal", "sweep", str(out), "--grid", str(grid), "--eval-every", "3"]) == 2
     assert "another base config" in capsys.readouterr().err
+    # a sweep without parts into the same folder is refused (its report would hide it)
+    assert main(["formal", "sweep", str(out), "--languages", "parity", "--models", "lstm"]) == 2
+    assert "holds a grid's parts; a sweep without parts goes into a new folder" in (
+        capsys.readouterr().err)
 
 
 @pytest.mark.parametrize(("text", "flags", "message"), [
