@@ -190,12 +190,6 @@ def cmd_sweep(args: argparse.Namespace) -> int:
             "a grid's parts", "a sweep without parts")
         raise UserError(f"{out} holds {held}; {asked} goes into a new folder")
     for part in parts:  # every part checked before any work
-        specs: dict[str, ModelSpec] = {}
-        for spec in map(ModelSpec.parse, part.models):
-            first = specs.setdefault(spec.label, spec)
-            if (first.layer, first.options) != (spec.layer, spec.options):
-                raise UserError(f"--models names {spec.label!r} twice, as two different models; "
-                                "give each its own LABEL=LAYER:KEY=VALUE,…")
         if not part.languages or not part.models:
             raise UserError(f"a sweep needs at least one language and one model"
                             f"{f' (grid part {part.name!r})' if part.name else ''}")
@@ -218,7 +212,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
     if (out / PARTS).is_file():
-        _, _, text = write_report(out)
+        _, text = write_report(out)
     print(text)
     print(f"report: {out / 'report.md'}")
     return 0
@@ -228,7 +222,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     from fwp.formal.report import write_report
 
     check_output_path(Path(args.dir), "DIR")
-    md_path, _, text = write_report(Path(args.dir))
+    md_path, text = write_report(Path(args.dir))
     print(text)
     print(f"report: {md_path}")
     return 0

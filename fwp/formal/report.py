@@ -164,27 +164,26 @@ def parts_of(sweep_dir: Path) -> list[Path]:
     return [Path(sweep_dir) / name for name in json.loads(path.read_text())]
 
 
-def write_report(sweep_dir: Path) -> tuple[Path, list[Path], str]:
+def write_report(sweep_dir: Path) -> tuple[Path, str]:
     """Write ``report.md`` and ``heatmap.png`` into the sweep folder (into each part's folder,
     and the parts' reports joined in ``report.md``, for a grid with parts); returns the
-    report's path, the heat maps' and its text."""
+    report's path and text."""
     sweep_dir = Path(sweep_dir)
     parts = parts_of(sweep_dir)
     if not parts:
         text = markdown(sweep_dir)
-        pngs = [heatmap(sweep_dir, sweep_dir / "heatmap.png")]
+        heatmap(sweep_dir, sweep_dir / "heatmap.png")
     else:
-        sections, pngs = [], []
+        sections = []
         for part in parts:
             try:
-                _, part_pngs, part_text = write_report(part)
+                _, part_text = write_report(part)
             except UserError:
                 sections.append(f"## {part.name}\n\nNo finished runs yet.\n")
                 continue
-            pngs += part_pngs
             sections.append(f"## {part.name}\n\n![{part.name}]({part.name}/heatmap.png)\n\n"
                             f"{part_text}")
         text = "\n".join(sections)
     md_path = sweep_dir / "report.md"
     md_path.write_text(text)
-    return md_path, pngs, text
+    return md_path, text

@@ -180,7 +180,13 @@ def _rows_and_columns(languages: list[str], models: list[str]) -> tuple[list[str
     if not languages or not models:
         raise UserError("a sweep needs at least one --languages and one --models entry")
     languages = list(dict.fromkeys(get_language(name).name for name in languages))
-    specs = list({s.label: s for s in map(ModelSpec.parse, models)}.values())
+    by_label: dict[str, ModelSpec] = {}
+    for spec in map(ModelSpec.parse, models):
+        first = by_label.setdefault(spec.label, spec)
+        if (first.layer, first.options) != (spec.layer, spec.options):
+            raise UserError(f"--models names {spec.label!r} twice, as two different models; "
+                            "give each its own LABEL=LAYER:KEY=VALUE,…")
+    specs = list(by_label.values())
     registered = available_models()
     unknown = [s.layer for s in specs if s.layer not in registered]
     if unknown:
@@ -292,7 +298,7 @@ def run_plan(plan: Plan, jobs: int = 1, progress: bool = True) -> str:
             info = read_file(info_path)
             info["wall_seconds"] = info.get("wall_seconds", 0.0) + time.perf_counter() - start
             write_atomic(info_path, info)
-        _, _, text = write_report(out)
+        _, text = write_report(out)
     return text
 
 
