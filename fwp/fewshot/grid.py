@@ -9,6 +9,7 @@ Grid file (TOML)::
     k_test = [1, 5, 10, 15]
     test_episodes = 1000
     compare = [["table2_k5+beta2=0", "k10_kp1+beta2=0"]]  # (off, on) pairs besides the β2 pairs
+    interaction = [[["a_off", "a_on"], ["b_off", "b_on"]]]  # how (on − off) changes from a to b
     [set]                     # every config: field = value (flag names, - or _)
     steps = 800
     dataset = "cluttered_glyphs"
@@ -24,7 +25,11 @@ Grid file (TOML)::
 A grid file may start from another with ``base = "NAME"`` (a grid shipped in
 ``fwp/fewshot/sweeps/`` or a path): its ``set`` and ``vary`` entries are updated key by key, every
 other key (``configs`` included) is replaced when given, and ``compare`` goes with the configs:
-a file that gives configs and no ``compare`` has none.
+a file that gives configs and no ``compare`` has none; the same for ``interaction``.
+
+``interaction``: pairs of pairs ``[[off_a, on_a], [off_b, on_b]]``; the report tests the
+difference of differences (on_b − off_b) − (on_a − off_a), paired by seed: whether an effect
+changes between two settings (e.g. bootstrap − plain at 1,200 and at 3,600 steps).
 """
 
 from __future__ import annotations
@@ -44,9 +49,12 @@ from fwp.runs.sweep import check_name, grid_path
 GRIDS_DIR = Path(__file__).parent / "sweeps"
 EVAL = "sweep_eval.json"
 GRID = "grid.json"
-GRID_KEYS = ("seeds", "k_test", "test_episodes", "split", "set", "vary", "configs", "compare")
+GRID_KEYS = ("seeds", "k_test", "test_episodes", "split", "set", "vary", "configs", "compare",
+             "interaction")
 GRID_TYPES = {"seeds": list[int], "k_test": list[int], "test_episodes": int, "split": str,
-              "set": dict, "vary": dict, "configs": list[dict], "compare": list[list[str]]}
+              "set": dict, "vary": dict, "configs": list[dict], "compare": list[list[str]],
+              "interaction": list[list[list[str]]]}
+Pair = tuple[str, str]
 
 
 def _paths() -> dict[str, tuple[str, ...]]:
@@ -93,7 +101,8 @@ class Grid:
     k_test: list[int] = field(default_factory=lambda: [1, 5, 10, 15])
     test_episodes: int = 1000
     split: str = "test"
-    compare: list[tuple[str, str]] = field(default_factory=list)
+    compare: list[Pair] = field(default_factory=list)
+    interaction: list[tuple[Pair, Pair]] = field(default_factory=list)
 
     def runs(self, root: Path) -> list[tuple[str, int, Path]]:
         """(config, seed, run folder), seed by seed: a sweep cut short has every config's
@@ -126,20 +135,23 @@ class Grid:
                             f"configs are {', '.join(self.configs)}")
         return Grid({n: c for n, c in self.configs.items() if n in names}, self.seeds,
                     self.k_test, self.test_episodes, self.split,
-                    [(a, b) for a, b in self.compare if a in names and b in names])
+                    [(a, b) for a, b in self.compare if a in names and b in names],
+                    [(a, b) for a, b in self.interaction if set(a + b) <= set(names)])
 
     def to_json(self) -> dict:
         return {"configs": {n: to_dict(c) for n, c in self.configs.items()},
                 "seeds": self.seeds, "k_test": self.k_test,
                 "test_episodes": self.test_episodes, "split": self.split,
-                "compare": [list(pair) for pair in self.compare]}
+                "compare": [list(pair) for pair in self.compare],
+                "interaction": [[list(a), list(b)] for a, b in self.interaction]}
 
     @classmethod
     def from_json(cls, data: dict) -> Grid:
         return cls({check_name(n): from_dict(c) for n, c in data["configs"].items()},
                    list(data["seeds"]),
                    list(data["k_test"]), int(data["test_episodes"]), data["split"],
-                   [tuple(pair) for pair in data.get("compare", [])])
+                   [tuple(pair) for pair in data.get("compare", [])],
+                   [(tuple(a), tuple(b)) for a, b in data.get("interaction", [])])
 
 
 def build_grid(spec: dict, where: str = "the grid") -> Grid:
@@ -187,18 +199,29 @@ def build_grid(spec: dict, where: str = "the grid") -> Grid:
             config = from_dict(full, f"config {label}")
             config.validate()
             configs[label] = config
-    compare = []
-    for pair in spec.get("compare", []):
-        if not (isinstance(pair, list) and len(pair) == 2):
-            raise UserError(f"{where}: compare takes pairs of config names, e.g. "
-                            f'compare = [["off", "on"]] (got {pair!r})')
-        unknown = [n for n in pair if n not in configs]
-        if unknown:
-            raise UserError(f"{where}: compare names {', '.join(map(repr, unknown))}, not a "
-                            f"config of the grid; its configs are {', '.join(configs)}")
-        compare.append((pair[0], pair[1]))
+    compare = [_pair(pair, configs, f"{where}: compare") for pair in spec.get("compare", [])]
+    interaction = []
+    for entry in spec.get("interaction", []):
+        if not (isinstance(entry, list) and len(entry) == 2):
+            raise UserError(f"{where}: interaction takes pairs of pairs of config names, e.g. "
+                            f'interaction = [[["a_off", "a_on"], ["b_off", "b_on"]]] (got '
+                            f"{entry!r})")
+        interaction.append(tuple(_pair(pair, configs, f"{where}: interaction")
+                                 for pair in entry))
     return Grid(configs, seeds, k_test, int(spec.get("test_episodes", 1000)),
-                spec.get("split", "test"), compare)
+                spec.get("split", "test"), compare, interaction)
+
+
+def _pair(pair: Any, configs: dict[str, RunConfig], where: str) -> Pair:
+    """``[off, on]``, two config names of the grid."""
+    if not (isinstance(pair, list) and len(pair) == 2):
+        raise UserError(f'{where} takes pairs of config names, e.g. ["off", "on"] (got '
+                        f"{pair!r})")
+    unknown = [n for n in pair if n not in configs]
+    if unknown:
+        raise UserError(f"{where} names {', '.join(map(repr, unknown))}, not a config of the "
+                        f"grid; its configs are {', '.join(configs)}")
+    return pair[0], pair[1]
 
 
 def read_grid_file(path: str | Path, _seen: tuple[Path, ...] = ()) -> dict:
@@ -213,8 +236,9 @@ def read_grid_file(path: str | Path, _seen: tuple[Path, ...] = ()) -> dict:
         raise UserError(f"grid file {path}: its base chain comes back to itself; remove a base")
     parent = read_grid_file(spec.pop("base"), _seen + (path.resolve(),))
     combined = {**parent, **spec}
-    if "configs" in spec and "compare" not in spec:
-        combined.pop("compare", None)
+    for key in ("compare", "interaction"):  # they go with the configs they name
+        if "configs" in spec and key not in spec:
+            combined.pop(key, None)
     for key in ("set", "vary"):
         combined[key] = {**parent.get(key, {}), **spec.get(key, {})}
     return combined

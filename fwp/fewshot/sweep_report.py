@@ -5,7 +5,9 @@ differ only in β2, one with β2 = 0 (off) and one with β2 > 0 (on), and every 
 ``compare`` list: the paired difference on − off per seed, its 95 % t-interval over seeds, its
 95 % interval over test episodes and the verdict; beside it the Holm-adjusted p-value and
 verdict over all the report's comparisons, and the seeds that a 3-point difference needs
-(:mod:`fwp.stats`). Per config also
+(:mod:`fwp.stats`). For every entry of the grid's ``interaction`` list, the change of a
+difference between two pairs, (on_b − off_b) − (on_a − off_a), paired by seed the same way and
+in the same Holm family. Per config also
 the validation accuracy during training (from each evaluated run's ``metrics.jsonl``), mean over
 seeds: when a config leaves chance shows there. The computation is :func:`summarise`; writing
 and plotting are apart from it.
@@ -21,7 +23,7 @@ import numpy as np
 
 from fwp.fewshot.checkpoint import METRICS
 from fwp.fewshot.config import RunConfig
-from fwp.fewshot.grid import EVAL, Grid, flat_config
+from fwp.fewshot.grid import EVAL, Grid, Pair, flat_config
 from fwp.runs.policy import policies
 from fwp.stats import PairedDifference, holm_verdicts, paired_difference, seeds_needed
 
@@ -30,12 +32,14 @@ SHOWN = ("k_shot", "k_extra", "beta1", "beta2", "beta3", "distill", "model", "st
 
 @dataclass
 class Summary:
-    """Per config: K_test → seed → (accuracy, per-episode accuracies); the pairs; and
-    per config, seed → validation step → accuracy."""
+    """Per config: K_test → seed → (accuracy, per-episode accuracies); the pairs; the
+    interactions (pair a, pair b, K_test → the change); and per config, seed → validation step →
+    accuracy."""
 
     results: dict[str, dict[int, dict[int, tuple[float, list[float]]]]]
     pairs: list[tuple[str, str, dict[int, PairedDifference]]]
     curves: dict[str, dict[int, dict[int, float]]]
+    interactions: list[tuple[Pair, Pair, dict[int, PairedDifference]]]
 
 
 def validation_curve(run: Path) -> dict[int, float]:
@@ -99,7 +103,32 @@ def summarise(grid: Grid, root: Path) -> Summary:
                     {s: v[1] for s, v in a.items()}, {s: v[1] for s, v in b.items()},
                 )
         pairs.append((off, on, by_k))
-    return Summary(results, pairs, curves)
+    interactions = []
+    for pair_a, pair_b in grid.interaction:
+        by_k = {}
+        for k in grid.k_test:
+            a, b = (_per_seed_differences(results, pair, k) for pair in (pair_a, pair_b))
+            if set(a) & set(b):
+                episodes = all(v[1] for v in [*a.values(), *b.values()])
+                by_k[k] = paired_difference(
+                    {s: v[0] for s, v in a.items()}, {s: v[0] for s, v in b.items()},
+                    {s: v[1] for s, v in a.items()} if episodes else None,
+                    {s: v[1] for s, v in b.items()} if episodes else None,
+                )
+        interactions.append((pair_a, pair_b, by_k))
+    return Summary(results, pairs, curves, interactions)
+
+
+def _per_seed_differences(results: dict, pair: Pair, k: int
+                          ) -> dict[int, tuple[float, list[float]]]:
+    """Seed → (on − off, on − off per test episode) at K_test ``k``, on the seeds both have."""
+    off, on = (results.get(name, {}).get(k, {}) for name in pair)
+    out = {}
+    for seed in set(off) & set(on):
+        episodes = ([b - a for a, b in zip(off[seed][1], on[seed][1])]
+                    if off[seed][1] and on[seed][1] else [])
+        out[seed] = (on[seed][0] - off[seed][0], episodes)
+    return out
 
 
 def mean_curves(grid: Grid, summary: Summary) -> dict[str, tuple[list[int], np.ndarray,
@@ -186,13 +215,15 @@ def _pair_tables(grid: Grid, summary: Summary) -> list[str]:
         "the test sampling noise of these trained models.",
         "",
     ]
-    if not summary.pairs:
+    if not summary.pairs and not summary.interactions:
         lines.append("No two configs of this grid differ only in β2, and it has no `compare` "
                      "list.")
         return lines
-    cells = [(off, on, k) for off, on, by_k in summary.pairs for k in grid.k_test if k in by_k]
-    by_cell = {(off, on): by_k for off, on, by_k in summary.pairs}
-    adjusted = dict(zip(cells, holm_verdicts([by_cell[(off, on)][k] for off, on, k in cells])))
+    tables = ([(f"{on} − {off}", by_k) for off, on, by_k in summary.pairs]
+              + [(f"({b[1]} − {b[0]}) − ({a[1]} − {a[0]})", by_k)
+                 for a, b, by_k in summary.interactions])
+    cells = [(i, k) for i, (_, by_k) in enumerate(tables) for k in grid.k_test if k in by_k]
+    adjusted = dict(zip(cells, holm_verdicts([tables[i][1][k] for i, k in cells])))
     lines += [
         f"Holm: the paired t-test's p-value of each of the report's {len(cells)} comparisons, "
         "adjusted (Holm 1979) so that all of them together keep a 5 % chance of any false gain "
@@ -201,8 +232,13 @@ def _pair_tables(grid: Grid, summary: Summary) -> list[str]:
         "α = 0.05, power 0.8, t-based).",
         "",
     ]
-    for off, on, by_k in summary.pairs:
-        lines += [f"### {on} − {off}", "",
+    for i, (title, by_k) in enumerate(tables):
+        if i == len(summary.pairs):
+            lines += ["## How a difference changes between two pairs", "",
+                      "The grid's `interaction` list: per seed, the second pair's difference "
+                      "minus the first's, on the seeds that all four configs have; a gain "
+                      "means the second pair's on − off is larger.", ""]
+        lines += [f"### {title}", "",
                   "| K_test | per seed | mean | 95 % over seeds | 95 % over episodes | verdict "
                   "| p (Holm) | verdict (Holm) | seeds for 3 points |",
                   "|---:|---|---:|---|---|---|---:|---|---:|"]
@@ -213,7 +249,7 @@ def _pair_tables(grid: Grid, summary: Summary) -> list[str]:
             d = by_k[k]
             per_seed = ", ".join(f"{s}: {v:+.1f}" for s, v in zip(d.seeds, d.per_seed))
             episodes = _interval(d.over_episodes) if d.over_episodes else "–"
-            p, holm_verdict = adjusted[(off, on, k)]
+            p, holm_verdict = adjusted[(i, k)]
             needed = seeds_needed(d.sd)
             lines.append(f"| {k} | {per_seed} | {d.over_seeds.mean:+.2f} | "
                          f"{_interval(d.over_seeds)} | {episodes} | {d.verdict} | {p:.3g} | "

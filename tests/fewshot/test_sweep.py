@@ -171,6 +171,53 @@ def test_compare_pairs_are_validated_kept_and_reported(tiny_root, tmp_path):
     assert main(["fewshot", "report", str(tmp_path), "--out", str(tmp_path / "x")]) == 2
 
 
+def _fake_evaluation(root, name, seed, per_episode):
+    run = root / "runs" / name / f"seed{seed}"
+    run.mkdir(parents=True)
+    results = [{"k_test": k, "accuracy": sum(per_episode) / len(per_episode),
+                "per_episode": per_episode} for k in (1, 2)]
+    (run / EVAL).write_text(json.dumps({"episodes": len(per_episode), "split": "test",
+                                        "results": results}))
+
+
+def test_interaction_tests_how_a_difference_changes(tiny_root, tmp_path):
+    spec = tiny_spec(tiny_root, seeds=(1, 2, 3))
+    spec["configs"] += [{"name": "off_long", "beta2": 0.0, "steps": 8},
+                        {"name": "on_long", "beta2": 2.0, "steps": 8}]
+    spec["interaction"] = [[["off", "on"], ["off_long", "on_long"]]]
+    grid = build_grid(spec)
+    assert grid.interaction == [(("off", "on"), ("off_long", "on_long"))]
+    assert Grid.from_json(json.loads(json.dumps(grid.to_json()))).interaction == grid.interaction
+    assert grid.restricted(["off", "on", "off_long"]).interaction == []
+    with pytest.raises(UserError, match="'nope', not a config of the grid"):
+        build_grid({**spec, "interaction": [[["off", "on"], ["off_long", "nope"]]]})
+    with pytest.raises(UserError, match="pairs of pairs"):
+        build_grid({**spec, "interaction": [[["off", "on"]]]})
+    with pytest.raises(UserError, match="interaction needs a list"):
+        build_grid(read_grid_file(_toml(tmp_path, 'interaction = "off"\n')))
+    # known numbers: on − off is 1 point at the short budget and 4 + seed at the long one,
+    # so the change is 4, 5, 6 points (seed 1, 2, 3) on every episode
+    for seed in (1, 2, 3):
+        base = [50.0 + 10 * seed + (i % 3) for i in range(6)]
+        for name, shift in (("off", 0), ("on", 1), ("off_long", 5), ("on_long", 9 + seed)):
+            _fake_evaluation(tmp_path, name, seed, [x + shift for x in base])
+    report = write_report(tmp_path, grid).read_text()
+    section = report[report.index("## How a difference changes"):]
+    assert "### (on_long − off_long) − (on − off)" in section
+    row = next(line for line in section.splitlines() if line.startswith("| 1 |"))
+    # t = 5 / (1 / √3) with 2 degrees of freedom: p = 0.013
+    assert "1: +4.0, 2: +5.0, 3: +6.0 | +5.00 |" in row and "| gain |" in row
+    assert "[+5.00, +5.00]" in row  # over episodes: the change is the same on every episode
+    # the family of Holm: 2 pairs × 2 K_test + 1 interaction × 2 K_test
+    assert "each of the report's 6 comparisons" in report
+
+
+def _toml(tmp_path, extra):
+    path = tmp_path / "grid.toml"
+    path.write_text(extra + '[[configs]]\npreset = "demo"\n')
+    return path
+
+
 def test_validation_curves_mean_over_seeds(tmp_path):
     run = tmp_path / "run"
     run.mkdir()
