@@ -37,7 +37,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from fwp.errors import UserError
-from fwp.ops._dispatch import constant_for_compile
+from fwp.ops._compile_marks import constant_for_compile
 
 CSRC = Path(__file__).resolve().parent.parent / "csrc"
 SOURCES = ("ops.cpp", "srwm_cpu.cpp", "delta_rule_cpu.cpp")

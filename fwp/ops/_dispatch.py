@@ -18,16 +18,6 @@ import torch
 from fwp.errors import UserError
 
 
-def constant_for_compile(fn: Callable) -> Callable:
-    """Mark ``fn`` as ``torch.compiler.assume_constant_result`` does: ``torch.compile`` calls it
-    once while tracing and keeps its result, instead of tracing into it (availability checks
-    build and cache things it cannot trace). Done by hand, since importing ``torch.compiler``'s
-    helper imports ``torch._dynamo`` and with it triton, which must wait for the first kernel
-    launch (see :mod:`fwp.ops._triton_utils`); ``tests/ops/test_compile.py`` checks the mark."""
-    fn._dynamo_marked_constant = True
-    return fn
-
-
 def always(tensor: torch.Tensor) -> tuple[bool, str]:
     return True, ""
 

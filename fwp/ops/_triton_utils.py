@@ -17,7 +17,7 @@ from typing import Any
 import torch
 
 from fwp.errors import UserError
-from fwp.ops._dispatch import constant_for_compile
+from fwp.ops._compile_marks import constant_for_compile
 
 INSTALL_HINT = "pip install triton (or the fwp[triton] extra)"
 

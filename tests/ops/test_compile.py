@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from fwp.ops import _cpp, _triton_utils, delta_rule, srwm, srwm_rows
-from fwp.ops._dispatch import constant_for_compile
+from fwp.ops._compile_marks import constant_for_compile
 
 
 def test_the_constant_mark_is_torch_compilers():
