@@ -13,6 +13,7 @@ from fwp.layers.continuous import (
     ContinuousOja,
     NeuralCDE,
 )
+from fwp.layers.deeper import DeltaMLP, Mesa
 from fwp.layers.fast_weights import SRWM, DeltaNet, LinearAttention
 from fwp.layers.recurrent import (
     DeltaDelta,
@@ -31,7 +32,6 @@ from fwp.layers.registry import (
     register_layer,
 )
 from fwp.layers.state import clone_state, detach_state, map_state, repeat_state
-from fwp.layers.test_time import DeltaMLP, Mesa
 
 __all__ = [
     "LAYERS",
