@@ -1,4 +1,5 @@
-"""Deeper fast nets, trained at test time beyond one linear delta step: the Delta-MLP and the Mesa layer.
+"""Deeper fast nets, trained at test time beyond one linear delta step: the Delta-MLP and the
+Mesa layer.
 
 - ``"delta_mlp"``: the fast net is an MLP (two layers by default) whose weights take one
   gradient step on ½‖f(k_t) − v_t‖² per token with a learned rate (:func:`fwp.ops.delta_mlp`);
