@@ -279,9 +279,15 @@ def run_plan(plan: Plan, jobs: int = 1, progress: bool = True) -> str:
         bar = tqdm(total=total, desc=f"sweep {out.name}", unit="run", disable=not progress,
                    dynamic_ncols=True)
         try:
-            _run_all(base, out, search, jobs, bar)
+            # With one (lr, layers) pair there is nothing to choose: the first seed's runs and
+            # the others go to the workers at once, and no core waits for the slowest search run.
+            if len(grid) > 1:
+                _run_all(base, out, search, jobs, bar)
             chosen = {}
             for lang, spec in itertools.product(languages, specs):
+                if len(grid) == 1:
+                    chosen[f"{lang}/{spec.label}"] = {"lr": grid[0][0], "layers": grid[0][1]}
+                    continue
                 done = [(valid_key(m), lr, layers) for lr, layers in grid
                         if (m := _metrics(run_dir(out, lang, spec.label, lr, layers, seeds[0])))]
                 if done:
@@ -292,7 +298,7 @@ def run_plan(plan: Plan, jobs: int = 1, progress: bool = True) -> str:
             repeats = [(lang, spec, c["lr"], c["layers"], seed)
                        for seed in seeds[1:] for lang in languages for spec in specs
                        if (c := chosen.get(f"{lang}/{spec.label}"))]
-            _run_all(base, out, repeats, jobs, bar)
+            _run_all(base, out, (search if len(grid) == 1 else []) + repeats, jobs, bar)
         finally:
             bar.close()
             info = read_file(info_path)

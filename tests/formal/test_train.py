@@ -319,6 +319,21 @@ def test_sweep_search_picks_on_validation_then_runs_the_other_seeds(tmp_path, ca
     capsys.readouterr()
 
 
+def test_without_a_choice_every_seed_goes_to_the_workers_at_once(tmp_path, monkeypatch):
+    import fwp.formal.sweep as sweeping
+
+    calls = []
+    monkeypatch.setattr(sweeping, "run_all", lambda todo, *args: calls.append(len(todo)))
+    monkeypatch.setattr(sweeping, "write_report", lambda out: (out / "report.md", ""))
+    base = ["formal", "sweep", "--languages", "parity", "--models", "lstm", "srwm",
+            "--seeds", "1", "2", "3", *TINY]
+    assert main([*base[:2], str(tmp_path / "one"), *base[2:]]) == 0
+    assert calls == [6]  # one pool: 2 models × 3 seeds, no wait for a search
+    calls.clear()
+    assert main([*base[:2], str(tmp_path / "two"), *base[2:], "--search-lr", "1e-3", "3e-3"]) == 0
+    assert calls == [4, 0]  # the search first (2 models × 2 rates); its choice found no run
+
+
 def spec_text():
     return "neg=deltanet:allow_negative_eigenvalues=true,feature_map=l2"
 
