@@ -85,9 +85,11 @@ def markdown(sweep_dir: Path) -> str:
     search = info.get("search", {})
     lrs = ", ".join(f"{lr:g}" for lr in dict.fromkeys(search.get("lr", [])))
     layers = ", ".join(str(n) for n in dict.fromkeys(search.get("layers", [])))
+    searched = len(search.get("lr", [])) > 1
+    setting = (f"search on validation over lr {{{lrs}}} × layers {{{layers}}}" if searched
+               else f"lr {lrs}, layers {layers} (one setting, no search)")
     lines = [f"Protocol: {base.get('protocol', '?')}; model selection: "
-             f"{base.get('selection', '?')}; search on validation over lr {{{lrs}}} × layers "
-             f"{{{layers}}}; seeds {info.get('seeds', '?')}.", ""]
+             f"{base.get('selection', '?')}; {setting}; seeds {info.get('seeds', '?')}.", ""]
     for bin_ in bins:
         mean, std, count = accuracy_grid(languages, models, bin_, results)
         lines += [f"Sequence accuracy (%), bin {bin_} (mean ± std over seeds; (n) where fewer "
@@ -105,7 +107,7 @@ def markdown(sweep_dir: Path) -> str:
             lines.append(f"| {model} | " + " | ".join(cells) + " |")
         lines.append("")
     chosen = info.get("chosen", {})
-    if chosen:
+    if chosen and searched:
         lines += ["Chosen configuration per cell (lr, layers), by validation accuracy:", ""]
         lines.append("| model | " + " | ".join(languages) + " |")
         lines.append("|---|" + "---|" * len(languages))

@@ -156,6 +156,7 @@ def test_cli_sweep_is_resumable_and_reports(tmp_path, capsys):
     text = (out / "report.md").read_text()
     assert "| lstm |" in text and "| linear |" in text and "bin 13-20" in text
     assert "| model | parity | dyck-1 |" in text and "4 of 4 runs finished" in text
+    assert "lr 0.001, layers 1 (one setting, no search)" in text and "Chosen" not in text
     assert (out / "heatmap.png").read_bytes()[:4] == b"\x89PNG"
     cell = out / "runs" / "dyck-1" / "linear" / "lr0.001-l1" / "s1" / "metrics.json"
     before = cell.stat().st_mtime_ns
@@ -316,6 +317,7 @@ def test_sweep_search_picks_on_validation_then_runs_the_other_seeds(tmp_path, ca
         assert chosen["lr"] == best
     report = (out / "report.md").read_text()
     assert "6 of 6 runs finished" in report and "search on validation" in report
+    assert "Chosen configuration per cell" in report
     capsys.readouterr()
 
 
