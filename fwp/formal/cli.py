@@ -109,10 +109,13 @@ def cmd_languages(args: argparse.Namespace) -> int:
 
 
 def _print_bins(bins: dict) -> None:
-    print("| bin | sequence acc. (%) | position acc. (%) | loss |")
-    print("|---|---:|---:|---:|")
+    answers = all("answer_acc" in m for m in bins.values())
+    print("| bin | sequence acc. (%) | position acc. (%) |"
+          + (" answer acc. (%) |" if answers else "") + " loss |")
+    print("|---|---:|---:|" + ("---:|" if answers else "") + "---:|")
     for name, m in bins.items():
-        print(f"| {name} | {m['seq_acc']:.1f} | {m['pos_acc']:.2f} | {m['loss']:.4f} |")
+        answer = f" {m['answer_acc']:.2f} |" if answers else ""
+        print(f"| {name} | {m['seq_acc']:.1f} | {m['pos_acc']:.2f} |{answer} {m['loss']:.4f} |")
 
 
 def cmd_train(args: argparse.Namespace) -> int:

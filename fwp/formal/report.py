@@ -51,6 +51,11 @@ def collect(sweep_dir: Path) -> tuple[list[str], list[str], list[str], dict, dic
     return languages, models, bins, results, info
 
 
+def _has_answer_accuracy(results: dict, language: str) -> bool:
+    return any("answer_acc" in scores for (lang, _), runs in results.items() if lang == language
+               for metrics in runs for scores in metrics["bins"].values())
+
+
 def _valid_key(metrics: dict) -> tuple[float, float]:
     valid = metrics.get("valid", {"seq_acc": 0.0, "loss": 0.0})
     return (valid["seq_acc"], -valid["loss"])
@@ -61,15 +66,16 @@ def _ordered(found: list[str], order: list[str]) -> list[str]:
     return order + sorted(set(found) - set(order))
 
 
-def accuracy_grid(languages, models, bin_, results) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Mean and std over seeds of the sequence accuracy, and the seed count, each
-    ``[models, languages]``; NaN (count 0) where nothing finished yet."""
+def accuracy_grid(languages, models, bin_, results, key: str = "seq_acc"
+                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Mean and std over seeds of the sequence accuracy (or the metric ``key``), and the seed
+    count, each ``[models, languages]``; NaN (count 0) where nothing finished yet."""
     mean = np.full((len(models), len(languages)), np.nan)
     std, count = np.full_like(mean, np.nan), np.zeros_like(mean)
     for i, model in enumerate(models):
         for j, language in enumerate(languages):
-            values = [m["bins"][bin_]["seq_acc"] for m in results.get((language, model), [])
-                      if bin_ in m["bins"]]
+            values = [m["bins"][bin_][key] for m in results.get((language, model), [])
+                      if key in m["bins"].get(bin_, {})]
             if values:
                 mean[i, j], std[i, j], count[i, j] = np.mean(values), np.std(values), len(values)
     return mean, std, count
@@ -90,22 +96,30 @@ def markdown(sweep_dir: Path) -> str:
                else f"lr {lrs}, layers {layers} (one setting, no search)")
     lines = [f"Protocol: {base.get('protocol', '?')}; model selection: "
              f"{base.get('selection', '?')}; {setting}; seeds {info.get('seeds', '?')}.", ""]
-    for bin_ in bins:
-        mean, std, count = accuracy_grid(languages, models, bin_, results)
-        lines += [f"Sequence accuracy (%), bin {bin_} (mean ± std over seeds; (n) where fewer "
-                  f"than {seeds} seeds finished):", ""]
-        lines.append("| model | " + " | ".join(languages) + " |")
-        lines.append("|---|" + "---:|" * len(languages))
-        for i, model in enumerate(models):
-            cells = []
-            for j in range(len(languages)):
-                if np.isnan(mean[i, j]):
-                    cells.append("—")
-                    continue
-                text = f"{mean[i, j]:.1f} ± {std[i, j]:.1f}"
-                cells.append(text + (f" ({count[i, j]:.0f})" if count[i, j] < seeds else ""))
-            lines.append(f"| {model} | " + " | ".join(cells) + " |")
-        lines.append("")
+    answered = [lang for lang in languages if _has_answer_accuracy(results, lang)]
+    tables = [("seq_acc", "Sequence accuracy", languages)]
+    if answered:
+        tables.append(("answer_acc", "Answer accuracy (positions whose answer is not the "
+                       "no-output class: the printed values of code execution)", answered))
+    for key, title, columns in tables:
+        for bin_ in bins:
+            mean, std, count = accuracy_grid(columns, models, bin_, results, key)
+            if np.isnan(mean).all():
+                continue
+            lines += [f"{title} (%), bin {bin_} (mean ± std over seeds; (n) where fewer "
+                      f"than {seeds} seeds finished):", ""]
+            lines.append("| model | " + " | ".join(columns) + " |")
+            lines.append("|---|" + "---:|" * len(columns))
+            for i, model in enumerate(models):
+                cells = []
+                for j in range(len(columns)):
+                    if np.isnan(mean[i, j]):
+                        cells.append("—")
+                        continue
+                    text = f"{mean[i, j]:.1f} ± {std[i, j]:.1f}"
+                    cells.append(text + (f" ({count[i, j]:.0f})" if count[i, j] < seeds else ""))
+                lines.append(f"| {model} | " + " | ".join(cells) + " |")
+            lines.append("")
     chosen = info.get("chosen", {})
     if chosen and searched:
         lines += ["Chosen configuration per cell (lr, layers), by validation accuracy:", ""]

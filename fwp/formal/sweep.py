@@ -163,8 +163,10 @@ def _run(config_dict: dict, out: str, data_cache: str) -> tuple[str, str]:
             log(f"failed: {error}")
             return out, f"failed: {error}"
     last_bin = list(metrics["bins"])[-1]
-    return out, (f"valid {metrics['valid']['seq_acc']:.1f}%, "
-                 f"{metrics['bins'][last_bin]['seq_acc']:.1f}% on bin {last_bin}")
+    last = metrics["bins"][last_bin]
+    answers = f" (answers {last['answer_acc']:.1f}%)" if "answer_acc" in last else ""
+    return out, (f"valid {metrics['valid']['seq_acc']:.1f}%, {last['seq_acc']:.1f}% on bin "
+                 f"{last_bin}{answers}")
 
 
 def valid_key(metrics: dict) -> tuple[float, float]:

@@ -47,10 +47,13 @@ VALID_KEY = 987_654_321  # offsets data_seed for the stream protocol's validatio
 @torch.no_grad()
 def evaluate(model: FormalModel, language: Language, strings: list[str],
              batch_size: int = 100) -> dict[str, float]:
-    """Sequence accuracy (every scored position right), position accuracy, loss."""
+    """Sequence accuracy (every scored position right), position accuracy, loss; for a task
+    with a no-output class (``blank``) also the answer accuracy, over the positions whose
+    answer is not blank (code execution: the printed values, the public code's "print acc")."""
     was_training = model.training
     model.eval()
-    seq_ok = pos_ok = positions = 0
+    blank = getattr(language, "blank", None)
+    seq_ok = pos_ok = positions = answer_ok = answers = 0
     loss_sum = 0.0
     for chunk in batches(strings, batch_size):
         batch = encode(language, chunk)
@@ -60,12 +63,19 @@ def evaluate(model: FormalModel, language: Language, strings: list[str],
         pos_ok += int((exact & batch.mask).sum())
         positions += int(batch.mask.sum())
         loss_sum += float(batch_loss(logits, batch)) * int(batch.mask.sum())
+        if blank is not None:
+            answer = batch.mask & (batch.targets.argmax(-1) != language.classes.index(blank))
+            answer_ok += int((exact & answer).sum())
+            answers += int(answer.sum())
     model.train(was_training)
-    return {
+    out = {
         "seq_acc": 100.0 * seq_ok / len(strings),
         "pos_acc": 100.0 * pos_ok / positions,
         "loss": loss_sum / positions,
     }
+    if blank is not None:
+        out["answer_acc"] = 100.0 * answer_ok / max(answers, 1)
+    return out
 
 
 def load_data(config: RunConfig, cache_dir: Path | None = None) -> DataSets:

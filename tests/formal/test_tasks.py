@@ -179,6 +179,44 @@ def test_exclusive_batches_score_answer_positions_with_cross_entropy():
     assert position_correct(perfect, batch)[batch.mask].all()
 
 
+class _Answers(torch.nn.Module):
+    """A fake model whose logits are the targets of the strings it was built from, each
+    position's answer replaced by ``replace`` (a class) where ``where`` says so."""
+
+    def __init__(self, batch, where=None, replace=0):
+        super().__init__()
+        self.logits = 10 * batch.targets.clone()
+        if where is not None:
+            self.logits[where] = 0.0
+            self.logits[..., replace][where] = 10.0
+
+    def forward(self, tokens):
+        return self.logits
+
+
+def test_answer_accuracy_counts_the_printed_values_only():
+    from fwp.formal.train import evaluate
+
+    task = get_language("code-exec-3")
+    # in the order evaluate() batches them (by length), so that the fake logits line up
+    strings = sorted((task.sample(6, np.random.default_rng(s)) for s in range(5)), key=len)
+    batch = encode(task, strings)
+    printed = batch.mask & (batch.targets.argmax(-1) != task.classes.index("_"))
+    assert 0 < int(printed.sum()) < int(batch.mask.sum())
+    perfect = evaluate(_Answers(batch), task, strings, batch_size=len(strings))
+    assert perfect["seq_acc"] == perfect["pos_acc"] == perfect["answer_acc"] == 100.0
+    silent = evaluate(_Answers(batch, printed, replace=task.classes.index("_")), task, strings,
+                      batch_size=len(strings))  # says "_" everywhere: right at most positions
+    assert silent["answer_acc"] == 0.0 and silent["seq_acc"] == 0.0
+    expected = 100.0 * (1 - int(printed.sum()) / int(batch.mask.sum()))
+    assert silent["pos_acc"] == pytest.approx(expected)
+    # a task without a no-output class reports no answer accuracy (its positions are answers)
+    recall = get_language("recall:keys=8,values=3,queries=2")
+    queries = sorted((recall.sample(3, np.random.default_rng(s)) for s in range(3)), key=len)
+    assert "answer_acc" not in evaluate(_Answers(encode(recall, queries)), recall, queries,
+                                        batch_size=3)
+
+
 def test_data_sets_are_fixed_per_seed_and_disjoint():
     a = published_data("code-exec-3", "5", ["5"], 20, 5, 5, seed=3)
     b = published_data("code-exec-3", "5", ["5"], 20, 5, 5, seed=3)

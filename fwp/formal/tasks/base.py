@@ -30,6 +30,9 @@ class TokenTask:
     min_size: int = 1
     max_size: int | None = None
     exclusive = True  # one class per scored position: cross-entropy and arg-max
+    # The no-output class, if the task has one: its positions count in the sequence and position
+    # accuracies, and the answer accuracy leaves them out (code execution: the printed values).
+    blank: str | None = None
     alphabet: list[str]
     classes: list[str]
 

@@ -43,6 +43,7 @@ class CodeExecution(TokenTask):
         self.alphabet = [*self.names, "=", "++", "--", ";", "print", "if", "<", ">", ":",
                          *map(str, range(10))]
         self.classes = [NO_OUTPUT, *map(str, range(LOW, HIGH + 1))]
+        self.blank = NO_OUTPUT
 
     def example_size(self) -> int:
         return 6
