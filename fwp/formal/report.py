@@ -68,8 +68,9 @@ def _ordered(found: list[str], order: list[str]) -> list[str]:
 
 def accuracy_grid(languages, models, bin_, results, key: str = "seq_acc"
                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Mean and std over seeds of the sequence accuracy (or the metric ``key``), and the seed
-    count, each ``[models, languages]``; NaN (count 0) where nothing finished yet."""
+    """Mean and standard deviation (n − 1; 0 for one seed) over seeds of the sequence accuracy
+    (or the metric ``key``), and the seed count, each ``[models, languages]``; NaN (count 0)
+    where nothing finished yet."""
     mean = np.full((len(models), len(languages)), np.nan)
     std, count = np.full_like(mean, np.nan), np.zeros_like(mean)
     for i, model in enumerate(models):
@@ -77,7 +78,8 @@ def accuracy_grid(languages, models, bin_, results, key: str = "seq_acc"
             values = [m["bins"][bin_][key] for m in results.get((language, model), [])
                       if key in m["bins"].get(bin_, {})]
             if values:
-                mean[i, j], std[i, j], count[i, j] = np.mean(values), np.std(values), len(values)
+                mean[i, j], count[i, j] = np.mean(values), len(values)
+                std[i, j] = np.std(values, ddof=1) if len(values) > 1 else 0.0
     return mean, std, count
 
 

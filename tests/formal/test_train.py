@@ -460,3 +460,13 @@ def test_the_algorithmic_grid_is_the_documented_study():
         ("code", ["code-exec-3", "code-exec-5"]), ("listops10", ["listops"]),
         ("listops15", ["listops"])]
     assert all(len(p.models) == 10 and p.seeds == [1, 2, 3] for p in parts)
+
+
+def test_report_std_over_seeds_is_the_sample_std():
+    from fwp.formal.report import accuracy_grid
+
+    runs = [{"bins": {"1-5": {"seq_acc": v}}} for v in (0.0, 50.0, 100.0)]
+    mean, std, count = accuracy_grid(["parity"], ["lstm"], "1-5", {("parity", "lstm"): runs})
+    assert (mean[0, 0], std[0, 0], count[0, 0]) == (50.0, 50.0, 3)  # n − 1, as every report
+    _, std, _ = accuracy_grid(["parity"], ["lstm"], "1-5", {("parity", "lstm"): runs[:1]})
+    assert std[0, 0] == 0.0
