@@ -176,7 +176,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
     from fwp.config import write_atomic
     from fwp.formal.report import PARTS, write_report
-    from fwp.formal.sweep import ModelSpec, check_sweep, run_plan
+    from fwp.formal.sweep import ModelSpec, check_sweep, run_plans
 
     def stop(signum: int, frame: object) -> None:
         raise SystemExit(128 + signum)
@@ -209,8 +209,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         write_atomic(out / PARTS, [plan.out.name for plan in plans])
     previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
-        for plan in plans:
-            text = run_plan(plan, jobs=args.jobs)
+        text = run_plans(plans, jobs=args.jobs)[-1]
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)

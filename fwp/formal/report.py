@@ -138,7 +138,10 @@ def markdown(sweep_dir: Path) -> str:
     lines.append(f"{len(runs)} of {expected or '?'} runs finished; training time "
                  f"{train_seconds / 60:.1f} min in total.")
     if "wall_seconds" in info:
-        lines.append(f"Sweep wall time so far: {info['wall_seconds'] / 60:.1f} min.")
+        shared = info.get("wall_shared_by")
+        lines.append(f"Sweep wall time so far: {info['wall_seconds'] / 60:.1f} min"
+                     + (f" (of the parts {', '.join(shared)}, run in one pool)." if shared
+                        else "."))
     return "\n".join(lines) + "\n"
 
 

@@ -8,15 +8,16 @@ Layout: ``DIR/sweep.json`` (grid, search, seeds, base config, chosen configs, wa
 Two phases. Search: every (learning rate, layers) pair of the grid is trained with the first
 seed. Each (language, model) cell then keeps the pair with the best validation accuracy of its
 selected model (ties: lower validation loss; the search never reads a test bin), and the other
-seeds train that pair. A run with ``metrics.json`` is skipped on re-run, an unfinished one
-resumes from its checkpoint, so the same command continues a sweep that was stopped.
+seeds train that pair; with one pair there is nothing to choose and every seed's runs start
+at once. A run with ``metrics.json`` is skipped on re-run, an unfinished one resumes from its
+checkpoint, so the same command continues a sweep that was stopped.
 
 A sweep's cells come from flags (``--languages``, ``--models``, …) or from a grid file
 (``--grid NAME`` of ``fwp/formal/grids/`` or a path; :func:`read_grid`): its ``languages``,
 ``models``, ``seeds``, ``search_lr``, ``search_layers`` and ``[set]`` (run config fields by leaf
 name), and optionally ``[parts.NAME]`` tables, each an ordinary sweep in ``DIR/NAME`` with its
-own ``languages`` and ``set`` over the shared ones (for tasks whose bins differ); the parts'
-reports are joined in ``DIR/report.md``.
+own ``languages`` and ``set`` over the shared ones (for tasks whose bins differ), all trained
+in one pool of workers; the parts' reports are joined in ``DIR/report.md``.
 
 A model entry is a registered layer name, or ``LABEL=LAYER:KEY=VALUE,…`` for a layer with
 options (VALUE read as JSON where it parses, else as text), e.g.
@@ -25,9 +26,11 @@ options (VALUE read as JSON where it parses, else as text), e.g.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import itertools
 import json
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -256,58 +259,89 @@ def sweep(base: RunConfig, languages: list[str], models: list[str], out: Path,
     if jobs < 1:
         raise UserError(f"--jobs must be at least 1 (got {jobs})")
     plan = check_sweep(base, languages, models, out, seeds, search_lr, search_layers)
-    return run_plan(plan, jobs, progress)
+    return run_plans([plan], jobs, progress)[0]
 
 
-def run_plan(plan: Plan, jobs: int = 1, progress: bool = True) -> str:
-    """Train a checked sweep's runs not finished yet, then write its report; returns it."""
-    base, out, languages, specs, seeds, grid = (plan.base, plan.out, plan.languages,
-                                                plan.specs, plan.seeds, plan.grid)
-    info_path = out / SWEEP
-    with RunFolder(out).locked("sweep"):
-        info = read_file(info_path) if info_path.exists() else {}
-        info["languages"] = list(dict.fromkeys(info.get("languages", []) + languages))
-        info["models"] = {**info.get("models", {}),
-                          **{s.label: {"layer": s.layer, "options": s.options} for s in specs}}
-        info["seeds"], info["search"] = seeds, {"lr": [g[0] for g in grid],
-                                                "layers": [g[1] for g in grid]}
-        info["base"] = plan.base_dict
-        write_atomic(info_path, info)
+def run_plans(plans: list[Plan], jobs: int = 1, progress: bool = True) -> list[str]:
+    """Train the checked sweeps' runs not finished yet, all in one pool of ``jobs`` workers
+    (the parts of a grid: no core waits at the end of one part while the next could start),
+    then write each sweep's report; returns the reports.
 
-        search = [(lang, spec, lr, layers, seeds[0])
-                  for lang in languages for spec in specs for lr, layers in grid]
-        start = time.perf_counter()
-        total = len(search) + len(languages) * len(specs) * (len(seeds) - 1)
-        bar = tqdm(total=total, desc=f"sweep {out.name}", unit="run", disable=not progress,
+    The searches of every plan with more than one (lr, layers) pair run first; then, with the
+    choices made, the other seeds, together with the runs of the plans that have nothing to
+    choose."""
+    with contextlib.ExitStack() as locks:
+        for plan in plans:
+            locks.enter_context(RunFolder(plan.out).locked("sweep"))
+            _write_info(plan)
+        total = sum(len(p.languages) * len(p.specs) * (len(p.grid) + len(p.seeds) - 1)
+                    for p in plans)
+        root = Path(os.path.commonpath([p.out for p in plans]))
+        bar = tqdm(total=total, desc=f"sweep {root.name}", unit="run", disable=not progress,
                    dynamic_ncols=True)
+        start = time.perf_counter()
         try:
-            # With one (lr, layers) pair there is nothing to choose: the first seed's runs and
-            # the others go to the workers at once, and no core waits for the slowest search run.
-            if len(grid) > 1:
-                _run_all(base, out, search, jobs, bar)
-            chosen = {}
-            for lang, spec in itertools.product(languages, specs):
-                if len(grid) == 1:
-                    chosen[f"{lang}/{spec.label}"] = {"lr": grid[0][0], "layers": grid[0][1]}
-                    continue
-                done = [(valid_key(m), lr, layers) for lr, layers in grid
-                        if (m := _metrics(run_dir(out, lang, spec.label, lr, layers, seeds[0])))]
-                if done:
-                    _, lr, layers = max(done, key=lambda d: d[0])
-                    chosen[f"{lang}/{spec.label}"] = {"lr": lr, "layers": layers}
-            info["chosen"] = {**info.get("chosen", {}), **chosen}
-            write_atomic(info_path, info)
-            repeats = [(lang, spec, c["lr"], c["layers"], seed)
-                       for seed in seeds[1:] for lang in languages for spec in specs
-                       if (c := chosen.get(f"{lang}/{spec.label}"))]
-            _run_all(base, out, (search if len(grid) == 1 else []) + repeats, jobs, bar)
+            searched = [p for p in plans if len(p.grid) > 1]
+            if searched:
+                _run_all([_search_runs(p) for p in searched], searched, jobs, bar, root)
+            _run_all([(_search_runs(p) if len(p.grid) == 1 else []) + _seed_runs(p, _choose(p))
+                      for p in plans], plans, jobs, bar, root)
         finally:
             bar.close()
-            info = read_file(info_path)
-            info["wall_seconds"] = info.get("wall_seconds", 0.0) + time.perf_counter() - start
-            write_atomic(info_path, info)
-        _, text = write_report(out)
-    return text
+            for plan in plans:
+                info = read_file(plan.out / SWEEP)
+                info["wall_seconds"] = (info.get("wall_seconds", 0.0)
+                                        + time.perf_counter() - start)
+                if len(plans) > 1:  # one pool: the time is the whole grid's
+                    info["wall_shared_by"] = [p.out.name for p in plans]
+                write_atomic(plan.out / SWEEP, info)
+        return [write_report(plan.out)[1] for plan in plans]
+
+
+def _write_info(plan: Plan) -> None:
+    """``sweep.json``: the cells, seeds, search and base config (merged with an earlier call's)."""
+    path = plan.out / SWEEP
+    info = read_file(path) if path.exists() else {}
+    info["languages"] = list(dict.fromkeys(info.get("languages", []) + plan.languages))
+    info["models"] = {**info.get("models", {}),
+                      **{s.label: {"layer": s.layer, "options": s.options} for s in plan.specs}}
+    info["seeds"], info["search"] = plan.seeds, {"lr": [g[0] for g in plan.grid],
+                                                 "layers": [g[1] for g in plan.grid]}
+    info["base"] = plan.base_dict
+    write_atomic(path, info)
+
+
+def _search_runs(plan: Plan) -> list[tuple]:
+    """Every (lr, layers) pair of every cell, with the first seed."""
+    return [(lang, spec, lr, layers, plan.seeds[0])
+            for lang in plan.languages for spec in plan.specs for lr, layers in plan.grid]
+
+
+def _choose(plan: Plan) -> dict[str, dict]:
+    """Per cell the pair its finished search runs rank first (the only pair, when the grid has
+    one: nothing to wait for), recorded in ``sweep.json``."""
+    chosen = {}
+    for lang, spec in itertools.product(plan.languages, plan.specs):
+        if len(plan.grid) == 1:
+            chosen[f"{lang}/{spec.label}"] = {"lr": plan.grid[0][0], "layers": plan.grid[0][1]}
+            continue
+        done = [(valid_key(m), lr, layers) for lr, layers in plan.grid
+                if (m := _metrics(run_dir(plan.out, lang, spec.label, lr, layers,
+                                          plan.seeds[0])))]
+        if done:
+            _, lr, layers = max(done, key=lambda d: d[0])
+            chosen[f"{lang}/{spec.label}"] = {"lr": lr, "layers": layers}
+    info = read_file(plan.out / SWEEP)
+    info["chosen"] = {**info.get("chosen", {}), **chosen}
+    write_atomic(plan.out / SWEEP, info)
+    return chosen
+
+
+def _seed_runs(plan: Plan, chosen: dict[str, dict]) -> list[tuple]:
+    """The seeds after the first, with each cell's chosen pair, seed by seed."""
+    return [(lang, spec, c["lr"], c["layers"], seed)
+            for seed in plan.seeds[1:] for lang in plan.languages for spec in plan.specs
+            if (c := chosen.get(f"{lang}/{spec.label}"))]
 
 
 def _metrics(run: Path) -> dict | None:
@@ -315,32 +349,40 @@ def _metrics(run: Path) -> dict | None:
     return json.loads(path.read_text()) if path.exists() else None
 
 
-def _run_all(base: RunConfig, out: Path, runs: list, jobs: int, bar: tqdm) -> None:
+def _run_all(runs: list[list[tuple]], plans: list[Plan], jobs: int, bar: tqdm,
+             root: Path) -> None:
+    """The unfinished runs of each plan (``runs[i]`` of ``plans[i]``) in one pool."""
     todo = []
-    for lang, spec, lr, layers, seed in runs:
-        folder = run_dir(out, lang, spec.label, lr, layers, seed)
-        if (folder / METRICS).exists():
-            bar.update(1)
-            continue
-        config = run_config(base, lang, spec, lr, layers, seed)
-        if jobs > 1:
-            config.threads = config.threads or 1  # one torch thread per worker by default
-        todo.append((to_dict(config), str(folder), str(out / DATA)))
+    for plan, plan_runs in zip(plans, runs):
+        for lang, spec, lr, layers, seed in plan_runs:
+            folder = run_dir(plan.out, lang, spec.label, lr, layers, seed)
+            if (folder / METRICS).exists():
+                bar.update(1)
+                continue
+            config = run_config(plan.base, lang, spec, lr, layers, seed)
+            if jobs > 1:
+                config.threads = config.threads or 1  # one torch thread per worker by default
+            todo.append((to_dict(config), str(folder), str(plan.out / DATA)))
 
     def started(tasks: list) -> None:
         if jobs == 1:
-            bar.set_postfix_str(Path(tasks[0][1]).relative_to(out / RUNS).as_posix())
+            bar.set_postfix_str(_shown(Path(tasks[0][1]), root))
 
     # In workers, the data sets of one language are built by whichever run needs them first
-    # and read back from DIR/data by the others.
-    run_all(todo, _run_task, jobs, lambda result: _report_done(bar, out, result), started)
+    # and read back from the plan's DIR/data by the others.
+    run_all(todo, _run_task, jobs, lambda result: _report_done(bar, root, result), started)
+
+
+def _shown(folder: Path, root: Path) -> str:
+    """``PART/LANGUAGE/MODEL/…/sSEED`` below the sweep folder (``runs/`` left out)."""
+    return "/".join(part for part in folder.relative_to(root).parts if part != RUNS)
 
 
 def _run_task(args: tuple[dict, str, str]) -> tuple[str, str]:
     return _run(*args)
 
 
-def _report_done(bar: tqdm, out: Path, result: tuple[str, str]) -> None:
+def _report_done(bar: tqdm, root: Path, result: tuple[str, str]) -> None:
     folder, outcome = result
     bar.update(1)
-    bar.write(f"{Path(folder).relative_to(out / RUNS).as_posix()}: {outcome}")
+    bar.write(f"{_shown(Path(folder), root)}: {outcome}")

@@ -206,7 +206,7 @@ def test_sweep_puts_the_signal_handlers_back(tmp_path, monkeypatch):
     def refuse(*args, **kwargs):
         raise UserError("refused for the test")
 
-    monkeypatch.setattr(sweep_module, "run_plan", refuse)
+    monkeypatch.setattr(sweep_module, "run_plans", refuse)
     before = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
     assert main(["formal", "sweep", str(tmp_path / "sweep"), "--languages", "parity", "--models",
                  "lstm", *TINY]) == 2
@@ -334,6 +334,11 @@ def test_without_a_choice_every_seed_goes_to_the_workers_at_once(tmp_path, monke
     calls.clear()
     assert main([*base[:2], str(tmp_path / "two"), *base[2:], "--search-lr", "1e-3", "3e-3"]) == 0
     assert calls == [4, 0]  # the search first (2 models × 2 rates); its choice found no run
+    calls.clear()
+    grid = tmp_path / "grid.toml"
+    grid.write_text(GRID)
+    assert main(["formal", "sweep", str(tmp_path / "parts"), "--grid", str(grid)]) == 0
+    assert calls == [6]  # both parts in one pool: 1 + 2 languages × 2 models
 
 
 def spec_text():
@@ -404,8 +409,10 @@ def test_a_grid_with_parts_sweeps_each_into_its_folder_and_joins_the_reports(tmp
         assert info["base"]["network"]["d_model"] == 8  # the shared [set]
         assert info["base"]["eval_every"] == 2  # a flag goes over the grid
         assert (out / part / "heatmap.png").is_file()
+        assert info["wall_shared_by"] == ["short", "long"]  # one pool for both parts
     report = (out / "report.md").read_text()
     assert report.index("## short") < report.index("## long")  # the grid's order
+    assert "(of the parts short, long, run in one pool)" in report
     assert "bin 1-8" in report and "bin 9-16" in report and "| lin |" in report
     assert "![long](long/heatmap.png)" in report
     capsys.readouterr()
