@@ -92,31 +92,30 @@ def summarise(grid: Grid, root: Path) -> Summary:
             if r["k_test"] in grid.k_test:
                 results.setdefault(name, {}).setdefault(r["k_test"], {})[seed] = (
                     r["accuracy"], r.get("per_episode", []))
-    pairs = []
-    for off, on in compared_pairs(grid):
-        by_k = {}
-        for k in grid.k_test:
-            a, b = results.get(off, {}).get(k, {}), results.get(on, {}).get(k, {})
-            if set(a) & set(b):
-                by_k[k] = paired_difference(
-                    {s: v[0] for s, v in a.items()}, {s: v[0] for s, v in b.items()},
-                    {s: v[1] for s, v in a.items()}, {s: v[1] for s, v in b.items()},
-                )
-        pairs.append((off, on, by_k))
-    interactions = []
-    for pair_a, pair_b in grid.interaction:
-        by_k = {}
-        for k in grid.k_test:
-            a, b = (_per_seed_differences(results, pair, k) for pair in (pair_a, pair_b))
-            if set(a) & set(b):
-                episodes = all(v[1] for v in [*a.values(), *b.values()])
-                by_k[k] = paired_difference(
-                    {s: v[0] for s, v in a.items()}, {s: v[0] for s, v in b.items()},
-                    {s: v[1] for s, v in a.items()} if episodes else None,
-                    {s: v[1] for s, v in b.items()} if episodes else None,
-                )
-        interactions.append((pair_a, pair_b, by_k))
+    pairs = [(off, on, _by_k({k: (results.get(off, {}).get(k, {}), results.get(on, {}).get(k, {}))
+                              for k in grid.k_test}))
+             for off, on in compared_pairs(grid)]
+    interactions = [(a, b, _by_k({k: (_per_seed_differences(results, a, k),
+                                      _per_seed_differences(results, b, k))
+                                  for k in grid.k_test}))
+                    for a, b in grid.interaction]
     return Summary(results, pairs, curves, interactions)
+
+
+def _by_k(sides: dict[int, tuple[dict, dict]]) -> dict[int, PairedDifference]:
+    """K_test → the paired difference on − off of ``sides[k] = (off, on)``, each seed → (value,
+    values per test episode), where they share a seed (no interval over episodes where a side
+    has none)."""
+    by_k = {}
+    for k, (off, on) in sides.items():
+        if set(off) & set(on):
+            episodes = all(v[1] for v in [*off.values(), *on.values()])
+            by_k[k] = paired_difference(
+                {s: v[0] for s, v in off.items()}, {s: v[0] for s, v in on.items()},
+                {s: v[1] for s, v in off.items()} if episodes else None,
+                {s: v[1] for s, v in on.items()} if episodes else None,
+            )
+    return by_k
 
 
 def _per_seed_differences(results: dict, pair: Pair, k: int
