@@ -77,6 +77,9 @@ def add_sweep(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--search-layers", type=int, nargs="+", default=None,
                    help="layer counts searched per cell on validation (default: the grid's, "
                    "else --layers)")
+    p.add_argument("--reference", metavar="MODEL", default=None,
+                   help="a model (label) the report compares every other model with, paired "
+                   "by seed, Holm over the report (default: the grid's, else none)")
     add_config_flags(p, skip=("language", "model"))
     p.set_defaults(func=cmd_sweep)
 
@@ -84,6 +87,9 @@ def add_sweep(subparsers: argparse._SubParsersAction) -> None:
 def add_report(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("report", help="(re)write a sweep's table and heat map")
     p.add_argument("dir", metavar="DIR", help="sweep folder")
+    p.add_argument("--reference", metavar="MODEL", default=None,
+                   help="compare every other model with this one (default: the sweep's own "
+                   "reference, set by its grid or --reference; else no comparisons)")
     p.set_defaults(func=cmd_report)
 
 
@@ -158,7 +164,7 @@ def _sweep_parts(args: argparse.Namespace) -> list:
             raise UserError(f"fwp formal sweep needs --grid, or --languages and --models "
                             f"(missing {' and '.join(missing)})")
         return [Part("", args.languages, args.models, args.seeds, args.search_lr,
-                     args.search_layers, [])]
+                     args.search_layers, [], args.reference)]
     given = [f"--{name}" for name in ("languages", "models") if getattr(args, name)]
     if given:
         raise UserError(f"{given[0]} with --grid: the grid names the languages and models; drop "
@@ -168,6 +174,7 @@ def _sweep_parts(args: argparse.Namespace) -> list:
         part.seeds = args.seeds or part.seeds
         part.search_lr = args.search_lr or part.search_lr
         part.search_layers = args.search_layers or part.search_layers
+        part.reference = args.reference or part.reference
     return parts
 
 
@@ -199,7 +206,8 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         base = config_from_args(args, layers=part.layers, language=part.languages[0],
                                 model=ModelSpec.parse(part.models[0]).layer)
         plans.append(check_sweep(base, part.languages, part.models, out / part.name,
-                                 part.seeds, part.search_lr, part.search_layers))
+                                 part.seeds, part.search_lr, part.search_layers,
+                                 part.reference))
     # A sweep stopped by SIGTERM or SIGINT (also when started in the background, where SIGINT
     # is ignored by default) still adds its wall time to sweep.json; every run resumes.
     # The handlers are put back afterwards, so a caller in the same process (a test, a notebook)
@@ -224,7 +232,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     from fwp.formal.report import write_report
 
     check_output_path(Path(args.dir), "DIR")
-    md_path, text = write_report(Path(args.dir))
+    md_path, text = write_report(Path(args.dir), args.reference)
     print(text)
     print(f"report: {md_path}")
     return 0

@@ -14,10 +14,11 @@ checkpoint, so the same command continues a sweep that was stopped.
 
 A sweep's cells come from flags (``--languages``, ``--models``, …) or from a grid file
 (``--grid NAME`` of ``fwp/formal/grids/`` or a path; :func:`read_grid`): its ``languages``,
-``models``, ``seeds``, ``search_lr``, ``search_layers`` and ``[set]`` (run config fields by leaf
-name), and optionally ``[parts.NAME]`` tables, each an ordinary sweep in ``DIR/NAME`` with its
-own ``languages`` and ``set`` over the shared ones (for tasks whose bins differ), all trained
-in one pool of workers; the parts' reports are joined in ``DIR/report.md``.
+``models``, ``seeds``, ``search_lr``, ``search_layers``, ``reference`` (a model the report
+compares the others with, paired by seed, Holm over the report) and ``[set]`` (run config fields
+by leaf name), and optionally ``[parts.NAME]`` tables, each an ordinary sweep in ``DIR/NAME``
+with its own ``languages`` and ``set`` over the shared ones (for tasks whose bins differ), all
+trained in one pool of workers; the parts' reports are joined in ``DIR/report.md``.
 
 A model entry is a registered layer name, or ``LABEL=LAYER:KEY=VALUE,…`` for a layer with
 options (VALUE read as JSON where it parses, else as text), e.g.
@@ -48,7 +49,8 @@ from fwp.runs.policy import learning_differences
 from fwp.runs.sweep import check_name, grid_path, run_all
 
 GRIDS = Path(__file__).parent / "grids"
-GRID_KEYS = {"languages", "models", "seeds", "search_lr", "search_layers", "set", "parts"}
+GRID_KEYS = {"languages", "models", "seeds", "search_lr", "search_layers", "reference", "set",
+             "parts"}
 PART_KEYS = {"languages", "set"}
 
 
@@ -63,6 +65,7 @@ class Part:
     search_lr: list[float] | None
     search_layers: list[int] | None
     layers: list[tuple[str, dict]]  # (where, nested partial run config), applied in order
+    reference: str | None = None  # the model label the report compares the others with
 
 
 def read_grid(grid: str) -> dict:
@@ -85,7 +88,8 @@ def grid_parts(grid: dict) -> list[Part]:
                             f"languages = [...] and models = [...]")
     shared = [("grid [set]", nest(RunConfig, grid.get("set", {}), "grid [set]"))]
     common = dict(models=list(grid.get("models", [])), seeds=grid.get("seeds"),
-                  search_lr=grid.get("search_lr"), search_layers=grid.get("search_layers"))
+                  search_lr=grid.get("search_lr"), search_layers=grid.get("search_layers"),
+                  reference=grid.get("reference"))
     parts = grid.get("parts", {})
     if not parts:
         return [Part("", list(grid.get("languages", [])), layers=shared, **common)]
@@ -213,15 +217,21 @@ class Plan:
     seeds: list[int]
     grid: list[tuple[float, int]]  # (learning rate, layers) pairs searched with the first seed
     base_dict: dict
+    reference: str | None = None
 
 
 def check_sweep(base: RunConfig, languages: list[str], models: list[str], out: Path,
                 seeds: list[int] | None = None, search_lr: list[float] | None = None,
-                search_layers: list[int] | None = None) -> Plan:
+                search_layers: list[int] | None = None, reference: str | None = None) -> Plan:
     """Every cell's config validated and the folder checked against it, before any work: a
-    folder that holds a sweep or runs of another config is refused."""
+    folder that holds a sweep or runs of another config is refused; ``reference`` (the model
+    the report compares the others with) must be one of the models."""
     out = Path(out)
     languages, specs = _rows_and_columns(languages, models)
+    labels = [spec.label for spec in specs]
+    if reference is not None and reference not in labels:
+        raise UserError(f"reference model {reference!r} is not one of the sweep's models "
+                        f"({', '.join(labels)}); name one of them")
     seeds = list(dict.fromkeys(seeds or [base.seed]))
     grid = list(itertools.product(dict.fromkeys(search_lr or [base.lr]),
                                   dict.fromkeys(search_layers or [base.network.layers])))
@@ -248,17 +258,17 @@ def check_sweep(base: RunConfig, languages: list[str], models: list[str], out: P
             f"{out} already has runs with another config ({len(conflicts)} runs, e.g. "
             f"{conflicts[0]}); repeat the original flags (or grid), or sweep into a new folder"
         )
-    return Plan(base, out, languages, specs, seeds, grid, base_dict)
+    return Plan(base, out, languages, specs, seeds, grid, base_dict, reference)
 
 
 def sweep(base: RunConfig, languages: list[str], models: list[str], out: Path,
           jobs: int = 1, progress: bool = True, seeds: list[int] | None = None,
           search_lr: list[float] | None = None,
-          search_layers: list[int] | None = None) -> str:
+          search_layers: list[int] | None = None, reference: str | None = None) -> str:
     """Run every search and seed run not finished yet, then write the report; returns it."""
     if jobs < 1:
         raise UserError(f"--jobs must be at least 1 (got {jobs})")
-    plan = check_sweep(base, languages, models, out, seeds, search_lr, search_layers)
+    plan = check_sweep(base, languages, models, out, seeds, search_lr, search_layers, reference)
     return run_plans([plan], jobs, progress)[0]
 
 
@@ -308,6 +318,8 @@ def _write_info(plan: Plan) -> None:
     info["seeds"], info["search"] = plan.seeds, {"lr": [g[0] for g in plan.grid],
                                                  "layers": [g[1] for g in plan.grid]}
     info["base"] = plan.base_dict
+    if plan.reference is not None:
+        info["reference"] = plan.reference
     write_atomic(path, info)
 
 

@@ -378,6 +378,7 @@ def test_a_stopped_sweep_records_its_wall_time(tmp_path):
 GRID = """
 models = ["lstm", "lin=linear"]
 seeds = [1]
+reference = "lstm"
 [set]
 layers = 1
 d_model = 8
@@ -415,6 +416,14 @@ def test_a_grid_with_parts_sweeps_each_into_its_folder_and_joins_the_reports(tmp
     assert "(of the parts short, long, run in one pool)" in report
     assert "bin 1-8" in report and "bin 9-16" in report and "| lin |" in report
     assert "![long](long/heatmap.png)" in report
+    # one table of comparisons with the grid's reference, over both parts (one Holm family)
+    comparisons = report[report.index("## Comparisons"):]
+    for row in ("| short | parity | 1-8 | sequences | lin | lstm |",
+                "| long | parity | 9-16 | sequences | lin | lstm |",
+                "| long | dyck-1 | 9-16 | sequences | lin | lstm |"):
+        assert row in comparisons
+    assert "Each model against" not in (out / "short" / "report.md").read_text()
+    assert "in the grid's report" in (out / "short" / "report.md").read_text()
     capsys.readouterr()
     assert main(["formal", "report", str(out)]) == 0
     assert "## short" in capsys.readouterr().out
@@ -438,6 +447,8 @@ def test_a_grid_with_parts_sweeps_each_into_its_folder_and_joins_the_reports(tmp
     (GRID + "[parts.y]\nlanguages = ['parity']\nbins = ['1-2']\n", [],
      "\\[parts.y\\] takes languages and set, not \\['bins'\\]"),
     ("model = ['lstm']\n", [], "unknown keys \\['model'\\]"),
+    (GRID, ["--reference", "gru"], "reference model 'gru' is not one of the sweep's models "
+     "\\(lstm, lin\\)"),
 ])
 def test_a_bad_grid_is_one_line_before_any_work(tmp_path, capsys, text, flags, message):
     import re
@@ -477,3 +488,42 @@ def test_report_std_over_seeds_is_the_sample_std():
     assert (mean[0, 0], std[0, 0], count[0, 0]) == (50.0, 50.0, 3)  # n − 1, as every report
     _, std, _ = accuracy_grid(["parity"], ["lstm"], "1-5", {("parity", "lstm"): runs[:1]})
     assert std[0, 0] == 0.0
+
+
+def _fake_run(folder, seed, model, values):
+    run = folder / "runs" / "code-exec-3" / model / "lr0.001-l2" / f"s{seed}"
+    run.mkdir(parents=True)
+    bins = {"20-20": {"seq_acc": 0.0, "pos_acc": 50.0, "answer_acc": values[seed]}}
+    (run / "metrics.json").write_text(json.dumps({"bins": bins, "train_seconds": 1.0}))
+
+
+def test_report_compares_each_model_with_the_reference_paired_by_seed(tmp_path, capsys):
+    from fwp.formal.report import comparisons
+    from fwp.stats import holm
+
+    sweep = tmp_path / "s"
+    lstm, good = {1: 30.0, 2: 40.0, 3: 35.0}, {1: 40.0, 2: 51.0, 3: 44.0}
+    same = {1: 31.0, 2: 38.0, 3: 36.0}
+    for seed in (1, 2, 3):
+        for model, values in (("lstm", lstm), ("mesa", good), ("srwm", same)):
+            _fake_run(sweep, seed, model, values)
+    (sweep / "sweep.json").write_text(json.dumps({"models": {"lstm": {}, "mesa": {}, "srwm": {}},
+                                                  "seeds": [1, 2, 3]}))
+    assert comparisons(sweep) == []  # no reference named: no comparisons
+    rows = comparisons(sweep, "lstm")
+    assert [(r.model, r.metric) for r in rows] == [("mesa", "answer_acc"), ("srwm", "answer_acc")]
+    mesa, srwm = (r.difference for r in rows)
+    assert mesa.per_seed == (10.0, 11.0, 9.0) and mesa.over_seeds.mean == 10.0
+    # paired t with sd 1 over 3 seeds: t = 10 / (1 / √3) = 17.32, df 2 → p = 0.00332
+    assert abs(mesa.p_value - 0.003317) < 1e-5
+    assert srwm.per_seed == (1.0, -2.0, 1.0)
+    assert main(["formal", "report", str(sweep), "--reference", "lstm"]) == 0
+    report = (sweep / "report.md").read_text()
+    holm_p = holm([mesa.p_value, srwm.p_value])
+    assert (f"| code-exec-3 | 20-20 | answers | mesa | lstm | 1: +10.0, 2: +11.0, 3: +9.0 | "
+            f"+10.0 | [+7.5, +12.5] | 0.00332 | {holm_p[0]:.3g} | gain | 4 |") in report
+    assert "| srwm | lstm |" in report and "no detectable difference" in report
+    capsys.readouterr()
+    assert main(["formal", "report", str(sweep), "--reference", "gru"]) == 2
+    error = capsys.readouterr().err.strip()
+    assert "reference model 'gru' is not a model of" in error and "\n" not in error
