@@ -4,11 +4,12 @@ Runs are grouped by their config without the seed. A run's curve is the mean ret
 episodes finished in each of ``bins`` equal frame intervals; a group's curve is the mean and
 the range (min, max) of its seeds' curves. The table gives, per group, the final return (mean
 over the last fifth of training, per seed), the seeded evaluation's mean return, and frames
-per second. Beneath it, paired differences of the seeded evaluation return (:mod:`fwp.stats`):
-each PPO core against the LSTM core of the same config, and R2AC with RTRL against truncated
-BPTT (our choice of references), paired by seed (same training episodes' seeds) and, within
-the seeds, by evaluation episode (episode i plays environment seed ``eval_seed + i`` in every
-run); the verdicts come from Holm-adjusted paired t-tests over all comparisons of the report.
+per second; for multi-task runs, the evaluation return per task. Beneath it, paired differences
+of the seeded evaluation return (:mod:`fwp.stats`): each PPO core against the LSTM core of the
+same config, and R2AC with RTRL against truncated BPTT (our choice of references), paired by
+seed (same training episodes' seeds) and, within the seeds, by evaluation episode (episode i
+plays environment seed ``eval_seed + i`` in every run); the verdicts come from Holm-adjusted
+paired t-tests over all comparisons of the report.
 """
 
 from __future__ import annotations
@@ -98,11 +99,31 @@ def write_report(runs: list[Path], out: Path, bins: int = 20) -> str:
         fps = f"{s['fps']:.0f}" if s["fps"] else "–"
         lines.append(f"| {env} | {core} | {len(s['seeds'])} ({s['done']}) | "
                      f"{_mean_range(s['final'])} | {_mean_range(s['eval'])} | {fps} |")
-    table = "\n".join(lines + paired_table(groupread))
+    table = "\n".join(lines + per_task_table(groupread) + paired_table(groupread))
     out.mkdir(parents=True, exist_ok=True)
     write_atomic(out / "report.md", "# fwp rl report\n\n" + table + "\n")
     _plot(summary, out / "returns.png")
     return table
+
+
+def per_task_table(runs: list[dict]) -> list[str]:
+    """The seeded evaluation's return per task of the multi-task runs (the evaluation plays
+    the tasks in turn), mean [min, max] over seeds; no lines when no run has several tasks."""
+    groups: dict[str, list[dict]] = defaultdict(list)
+    for run in runs:
+        if run["eval"] and len(run["eval"].get("per_task", {})) > 1:
+            groups[label_of(run["config"])].append(run["eval"]["per_task"])
+    if not groups:
+        return []
+    lines = ["", "Evaluation return per task of the multi-task agents (mean [min, max] over "
+             "seeds):", "", "| env | core | seeds | task | eval return |",
+             "|---|---|---:|---|---:|"]
+    for label, evals in sorted(groups.items()):
+        env, core = label.split(" | ")
+        for task in evals[0]:
+            lines.append(f"| {env} | {core} | {len(evals)} | {task} | "
+                         f"{_mean_range([e[task] for e in evals])} |")
+    return lines
 
 
 def reference_of(config: dict) -> dict | None:
