@@ -19,6 +19,11 @@ def _run(task: tuple[str, int]) -> str:
     folder, steps = Path(task[0]), task[1]
     folder.mkdir(parents=True)
     (folder / "started").touch()
+    if steps == 1:  # the quick run ends only once the other worker runs a long one (its
+        # process may still be starting under load: without this wait, none would have begun)
+        deadline = time.monotonic() + 120
+        while not (folder.parent / "long0" / "started").exists() and time.monotonic() < deadline:
+            time.sleep(0.01)
     with StopRequest(lambda _: None) as stop:
         for step in range(steps):
             if stop.asked():
