@@ -67,7 +67,9 @@ def add_rtrl(subparsers: argparse._SubParsersAction) -> None:
         "rtrl", help="online delayed recall, RTRL vs truncated BPTT; memory and time per step",
         description="Train --cells online on delayed recall (--delay longer than --segment) "
                     "with RTRL and with truncated BPTT, and measure memory and time per step "
-                    "of full BPTT and RTRL as the sequence grows; writes OUT/rtrl.json.")
+                    "of full BPTT and RTRL as the sequence grows; writes OUT/rtrl.json, "
+                    "OUT/rtrl.md and OUT/recall.png. Resumes: learners already measured with "
+                    "the same settings are kept.")
     p.add_argument("--out", metavar="DIR", required=True)
     p.add_argument("--cells", nargs="+", default=["elstm", "fwp_sum"])
     p.add_argument("--delay", type=int, default=20)
@@ -76,6 +78,9 @@ def add_rtrl(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--seeds", type=int, nargs="+", default=[1])
     p.add_argument("--lengths", type=int, nargs="+", default=[100, 400, 1600],
                    help="sequence lengths of the memory/time measurement")
+    p.add_argument("--compute", choices=["cpu", "steps"], default="cpu",
+                   help="cpu: truncated BPTT runs for the CPU time RTRL took on the same cell and "
+                        "seed (the same compute); steps: both run --steps")
     p.add_argument("--threads", type=int, default=1)
     p.set_defaults(func=cmd_rtrl)
 
@@ -140,26 +145,49 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 def cmd_rtrl(args: argparse.Namespace) -> int:
     import torch
 
-    from fwp.config import write_atomic
-    from fwp.rl.recall import RecallTask, cost_per_step, online_recall
+    from fwp.config import read_file, write_atomic
+    from fwp.rl.recall import RecallTask, cost_per_step, online_recall, recall_report
 
     if args.delay < args.segment:
         raise UserError(f"--delay {args.delay} is shorter than --segment {args.segment}: the "
                         f"comparison needs a delay no truncated gradient spans")
+    if args.steps < args.segment:
+        raise UserError(f"--steps {args.steps} is shorter than --segment {args.segment}: give "
+                        f"at least one segment")
     torch.set_num_threads(args.threads)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    task, results = RecallTask(delay=args.delay), {"recall": [], "cost": []}
+    settings = {"delay": args.delay, "segment": args.segment, "steps": args.steps,
+                "compute": args.compute}
+    results = {"settings": settings, "recall": [], "cost": []}
+    if (out / "rtrl.json").is_file():  # resume: keep what was measured with these settings
+        old = read_file(out / "rtrl.json")
+        if old.get("settings") == settings:
+            results = old
+            print(f"{out / 'rtrl.json'}: resuming ({len(old['recall'])} learners measured)")
+        else:
+            print(f"{out / 'rtrl.json'}: measured with other settings ({old.get('settings')}); "
+                  f"measuring again")
+    task = RecallTask(delay=args.delay)
     for cell in args.cells:
-        results["cost"] += cost_per_step(cell, args.lengths)
+        if not any(c["cell"] == cell for c in results["cost"]):
+            results["cost"] += cost_per_step(cell, args.lengths)
+            write_atomic(out / "rtrl.json", results)
         for seed in args.seeds:
             for gradient in ("rtrl", "tbptt"):
-                r = online_recall(cell, gradient, task, args.steps, args.segment, seed=seed)
-                print(f"{cell} {gradient} seed {seed}: final recall accuracy "
-                      f"{r['final_accuracy']:.3f}, {r['ms_per_step']:.2f} ms/step", flush=True)
+                if any((r["cell"], r["gradient"], r["seed"]) == (cell, gradient, seed)
+                       for r in results["recall"]):
+                    continue
+                budget = None
+                if gradient == "tbptt" and args.compute == "cpu":
+                    budget = next(r["cpu_seconds"] for r in results["recall"]
+                                  if (r["cell"], r["gradient"], r["seed"]) == (cell, "rtrl", seed))
+                r = online_recall(cell, gradient, task, args.steps, args.segment, seed=seed,
+                                  cpu_seconds=budget)
+                print(f"{cell} {gradient} seed {seed}: {r['steps']:,} steps in "
+                      f"{r['cpu_seconds']:.1f} CPU s, final recall accuracy "
+                      f"{r['final_accuracy']:.3f}", flush=True)
                 results["recall"].append(r)
                 write_atomic(out / "rtrl.json", results)
-    write_atomic(out / "rtrl.json", results)
-    for row in results["cost"]:
-        print(json.dumps({k: round(v, 3) if isinstance(v, float) else v for k, v in row.items()}))
+    print(recall_report(results, out))
     return 0

@@ -14,16 +14,23 @@ every recall loss through the whole episode), truncated BPTT stops at the segmen
 from __future__ import annotations
 
 import functools
+import math
 import time
+from collections import defaultdict, deque
+from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 from torch.nn import functional as F
 
+from fwp.config import write_atomic
 from fwp.errors import UserError
 from fwp.rl.rtrl import ELSTM, SumFWP
+from fwp.stats import holm_verdicts, paired_difference
 
 
 @dataclass
@@ -68,10 +75,26 @@ def build_cell(cell: str, d_in: int, width: int, heads: int = 4) -> ELSTM | SumF
     raise UserError(f"unknown cell {cell!r}; choose elstm or fwp_sum")
 
 
+def _segments(task: RecallTask, batch: int, segment: int, generator: torch.Generator
+              ) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+    """The endless stream in segments of ``segment`` steps, made a chunk at a time (a chunk is a
+    whole number of episodes and of segments, so both learners see the same stream)."""
+    unit = math.lcm(task.length, segment)
+    chunk = unit * max(1, 2048 // unit)
+    while True:
+        x, target, start = task.stream(batch, chunk, generator)
+        for a in range(0, chunk, segment):
+            yield x[:, a:a + segment], target[:, a:a + segment], start[:, a:a + segment]
+
+
 def online_recall(cell: str, gradient: str, task: RecallTask, steps: int, segment: int,
                   batch: int = 16, width: int = 32, lr: float = 3e-3, seed: int = 1,
-                  log_every: int = 2000) -> dict[str, Any]:
-    """Train online on a fresh stream; returns recall accuracy per ``log_every`` steps and the
+                  log_every: int = 2000, cpu_seconds: float | None = None) -> dict[str, Any]:
+    """Train online on a fresh stream for ``steps`` steps or, given ``cpu_seconds``, for as long
+    as that much of this process's CPU time lasts (the same compute as another learner).
+
+    Returns the recall accuracy of each ``log_every`` steps with the CPU seconds spent so far,
+    the accuracy over the last ``log_every`` steps (``final_accuracy``), the steps run and the
     CPU time per step."""
     if gradient not in ("rtrl", "tbptt"):
         raise UserError(f"unknown gradient {gradient!r}; choose rtrl or tbptt")
@@ -80,31 +103,44 @@ def online_recall(cell: str, gradient: str, task: RecallTask, steps: int, segmen
     head = nn.Linear(net.n, task.symbols)
     params = list(net.parameters()) + list(head.parameters())
     optimizer = torch.optim.Adam(params, lr=lr)
-    x, target, start = task.stream(batch, steps, torch.Generator().manual_seed(seed))
     state, sens = net.initial(batch)
-    curve, hits, count = [], 0, 0
+    curve, hits, count, done = [], 0, 0, 0
+    window: deque[tuple[int, int]] = deque(maxlen=max(1, log_every // segment))
     tic = time.process_time()
-    for a in range(0, steps, segment):
-        b = min(a + segment, steps)
-        y, state, seg = net(x[:, a:b], state, start[:, a:b], bptt=gradient == "tbptt")
+    for x, target, start in _segments(task, batch, segment, torch.Generator().manual_seed(seed)):
+        if cpu_seconds is None:
+            if done >= steps:
+                break
+            left = steps - done
+            x, target, start = x[:, :left], target[:, :left], start[:, :left]
+        elif time.process_time() - tic >= cpu_seconds:
+            break
+        y, state, seg = net(x, state, start, bptt=gradient == "tbptt")
         logits = head(y)
-        mask = target[:, a:b] >= 0
+        mask = target >= 0
         optimizer.zero_grad(set_to_none=True)
+        seg_hits = seg_count = 0
         if mask.any():
-            F.cross_entropy(logits[mask], target[:, a:b][mask]).backward()
-            hits += int((logits[mask].argmax(-1) == target[:, a:b][mask]).sum())
-            count += int(mask.sum())
+            F.cross_entropy(logits[mask], target[mask]).backward()
+            seg_hits = int((logits[mask].argmax(-1) == target[mask]).sum())
+            seg_count = int(mask.sum())
         if gradient == "rtrl":
             sens = net.rtrl_backward(seg, sens)
         optimizer.step()
         state = tuple(s.detach() for s in state)
-        if b % log_every < segment or b == steps:
-            curve.append({"step": b, "accuracy": hits / max(count, 1)})
+        n = x.shape[1]
+        done, hits, count = done + n, hits + seg_hits, count + seg_count
+        window.append((seg_hits, seg_count))
+        if done % log_every < n:
+            curve.append({"step": done, "cpu_s": time.process_time() - tic,
+                          "accuracy": hits / max(count, 1)})
             hits = count = 0
     seconds = time.process_time() - tic
+    last = sum(c for _, c in window)
     return {"cell": cell, "gradient": gradient, "delay": task.delay, "segment": segment,
-            "steps": steps, "batch": batch, "width": width, "seed": seed, "curve": curve,
-            "final_accuracy": curve[-1]["accuracy"], "ms_per_step": 1e3 * seconds / steps}
+            "steps": done, "batch": batch, "width": width, "seed": seed, "curve": curve,
+            "final_accuracy": sum(h for h, _ in window) / max(last, 1),
+            "cpu_seconds": seconds, "ms_per_step": 1e3 * seconds / max(done, 1)}
 
 
 def _saved_bytes(fn: Any) -> tuple[Any, int]:
@@ -155,3 +191,78 @@ def cost_per_step(cell: str, lengths: list[int], d_in: int = 32, width: int = 64
                      "rtrl_sensitivity_MB": sens_bytes / 2**20,
                      "rtrl_ms_per_step": 1e3 * rtrl_s / T})
     return rows
+
+
+def recall_report(results: dict[str, Any], out: Path) -> str:
+    """``out/rtrl.md`` (per learner: steps, CPU time, final accuracy over seeds; RTRL − truncated
+    BPTT per cell, paired by seed, Holm over the cells; memory and time per step) and
+    ``out/recall.png`` (accuracy against CPU seconds, one line per seed); returns the markdown."""
+    recall, settings = results["recall"], results.get("settings", {})
+    groups: dict[tuple[str, str], list[dict]] = defaultdict(list)
+    for r in recall:
+        groups[(r["cell"], r["gradient"])].append(r)
+    lines = ["# RTRL against truncated BPTT: online delayed recall", ""]
+    if settings:
+        same = ("truncated BPTT ran for the CPU time RTRL took on the same cell and seed"
+                if settings.get("compute") == "cpu" else "both learners ran the same steps")
+        lines += [f"Delay {settings['delay']}, one update per {settings['segment']}-step segment "
+                  f"(no truncated gradient spans the delay), RTRL {settings['steps']:,} steps; "
+                  f"{same}. Accuracy: recall over the last 2,000 steps (chance "
+                  f"{1 / RecallTask().symbols:.2f}). Times are CPU time of one thread.", ""]
+    lines += ["| cell | gradient | seeds | steps | CPU s | ms / step | final accuracy, "
+              "mean [min, max] |", "|---|---|---:|---:|---:|---:|---:|"]
+    for (cell, gradient), rs in sorted(groups.items()):
+        acc = [r["final_accuracy"] for r in rs]
+        lines.append(f"| {cell} | {gradient} | {len(rs)} | {np.mean([r['steps'] for r in rs]):,.0f}"
+                     f" | {np.mean([r['cpu_seconds'] for r in rs]):.1f} | "
+                     f"{np.mean([r['ms_per_step'] for r in rs]):.2f} | {np.mean(acc):.3f} "
+                     f"[{min(acc):.3f}, {max(acc):.3f}] |")
+    cells = sorted({cell for cell, _ in groups if (cell, "rtrl") in groups
+                    and (cell, "tbptt") in groups})
+    diffs = [paired_difference({r["seed"]: r["final_accuracy"] for r in groups[(c, "tbptt")]},
+                               {r["seed"]: r["final_accuracy"] for r in groups[(c, "rtrl")]})
+             for c in cells]
+    if diffs:
+        lines += ["", "| cell | RTRL − truncated BPTT | seeds | 95 % interval over seeds | p | "
+                  "Holm p | verdict |", "|---|---:|---:|---|---:|---:|---|"]
+        for cell, d, (p, verdict) in zip(cells, diffs, holm_verdicts(diffs)):
+            i = d.over_seeds
+            lines.append(f"| {cell} | {i.mean:+.3f} | {i.n} | [{i.low:+.3f}, {i.high:+.3f}] | "
+                         f"{d.p_value:.4f} | {p:.4f} | {verdict} |")
+    if results.get("cost"):
+        lines += ["", "Memory and CPU time of one gradient over T steps:", "",
+                  "| cell | T | BPTT saved MB | BPTT ms / step | RTRL sensitivities MB | "
+                  "RTRL ms / step |", "|---|---:|---:|---:|---:|---:|"]
+        for c in results["cost"]:
+            lines.append(f"| {c['cell']} | {c['T']} | {c['bptt_saved_MB']:.2f} | "
+                         f"{c['bptt_ms_per_step']:.2f} | {c['rtrl_sensitivity_MB']:.2f} | "
+                         f"{c['rtrl_ms_per_step']:.2f} |")
+    if recall:
+        _plot_recall(groups, out / "recall.png")
+        lines += ["", "![recall accuracy against CPU seconds](recall.png)"]
+    text = "\n".join(lines) + "\n"
+    write_atomic(out / "rtrl.md", text)
+    return text
+
+
+def _plot_recall(groups: dict[tuple[str, str], list[dict]], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    cells = sorted({cell for cell, _ in groups})
+    fig, axes = plt.subplots(1, len(cells), figsize=(5 * len(cells), 3.5), squeeze=False)
+    colours = {"rtrl": "tab:blue", "tbptt": "tab:orange"}
+    for ax, cell in zip(axes[0], cells):
+        for gradient, colour in colours.items():
+            for i, r in enumerate(groups.get((cell, gradient), [])):
+                ax.plot([0] + [p["cpu_s"] for p in r["curve"]],
+                        [1 / RecallTask().symbols] + [p["accuracy"] for p in r["curve"]],
+                        color=colour, alpha=0.7, lw=1, label=gradient if i == 0 else None)
+        ax.axhline(1 / RecallTask().symbols, color="grey", ls=":", lw=1)
+        ax.set(title=cell, xlabel="CPU seconds", ylabel="recall accuracy", ylim=(0, 1.02))
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

@@ -30,3 +30,45 @@ def test_rtrl_memory_does_not_grow_with_the_sequence() -> None:
     rows = cost_per_step("fwp_sum", [8, 32], d_in=4, width=8, batch=2)
     assert rows[0]["rtrl_sensitivity_MB"] == rows[1]["rtrl_sensitivity_MB"]
     assert rows[1]["bptt_saved_MB"] > 3 * rows[0]["bptt_saved_MB"]
+
+
+def test_a_cpu_budget_runs_the_learner_for_that_much_cpu_time() -> None:
+    result = online_recall("elstm", "tbptt", RecallTask(delay=6), steps=10, segment=4, batch=2,
+                           width=8, cpu_seconds=0.3)
+    assert result["cpu_seconds"] >= 0.3 and result["steps"] > 10  # steps only caps a step run
+    assert result["steps"] % 4 == 0
+
+
+def test_the_report_pairs_rtrl_with_truncated_bptt_by_seed(tmp_path) -> None:
+    from fwp.rl.recall import recall_report
+
+    def learner(gradient: str, seed: int, accuracy: float) -> dict:
+        return {"cell": "elstm", "gradient": gradient, "seed": seed, "steps": 100,
+                "cpu_seconds": 1.0, "ms_per_step": 10.0, "final_accuracy": accuracy,
+                "curve": [{"step": 100, "cpu_s": 1.0, "accuracy": accuracy}]}
+
+    results = {"recall": [learner("rtrl", 1, 0.9), learner("tbptt", 1, 0.3),
+                          learner("rtrl", 2, 0.8), learner("tbptt", 2, 0.4)], "cost": []}
+    text = recall_report(results, tmp_path)
+    # differences 0.6 and 0.4: mean 0.5, t = 0.5 / (0.1414 / √2) = 5 with 1 df, p = 0.1257
+    assert "| elstm | +0.500 | 2 | [-0.771, +1.771] | 0.1257 | 0.1257 | no detectable" in text
+    assert (tmp_path / "rtrl.md").read_text() == text and (tmp_path / "recall.png").is_file()
+
+
+def test_the_command_keeps_what_it_measured_and_remeasures_on_new_settings(tmp_path, capsys
+                                                                          ) -> None:
+    import json
+
+    from fwp.cli import main
+
+    argv = ["rl", "rtrl", "--out", str(tmp_path), "--cells", "elstm", "--steps", "24",
+            "--segment", "4", "--delay", "6", "--lengths", "8"]
+    main(argv)
+    first = json.loads((tmp_path / "rtrl.json").read_text())
+    assert [(r["gradient"], r["seed"]) for r in first["recall"]] == [("rtrl", 1), ("tbptt", 1)]
+    main(argv)
+    assert "resuming (2 learners measured)" in capsys.readouterr().out
+    assert json.loads((tmp_path / "rtrl.json").read_text()) == first  # nothing re-measured
+    main(argv[:-4] + ["--delay", "8", "--lengths", "8"])
+    assert "measured with other settings" in capsys.readouterr().out
+    assert json.loads((tmp_path / "rtrl.json").read_text())["settings"]["delay"] == 8
