@@ -24,8 +24,8 @@ from fwp.config import to_dict, write_atomic
 from fwp.errors import RunStopped
 from fwp.fewshot.config import from_dict
 from fwp.fewshot.grid import EVAL, GRID, Grid
-from fwp.runs import CHECKPOINT, RunFolder, load_checkpoint
-from fwp.runs.sweep import Estimate, check_run_folders, duration, run_all
+from fwp.runs import RunFolder
+from fwp.runs.sweep import Estimate, check_run_folders, duration, run_all, trained_steps
 
 
 def _evaluated(run: Path, grid: Grid) -> bool:
@@ -35,13 +35,6 @@ def _evaluated(run: Path, grid: Grid) -> bool:
         return False
     return (saved.get("episodes") == grid.test_episodes and saved.get("split") == grid.split
             and set(grid.k_test) <= {r["k_test"] for r in saved.get("results", [])})
-
-
-def trained_steps(run: Path) -> int:
-    """Optimiser steps in the run's checkpoint (0 if none)."""
-    if not (run / CHECKPOINT).is_file():
-        return 0
-    return int(load_checkpoint(run / CHECKPOINT)["step"])
 
 
 @dataclass

@@ -37,6 +37,7 @@ from fwp.runs.sweep import (
     grid_path,
     pending_runs,
     run_all,
+    trained_steps,
 )
 
 GRIDS = Path(__file__).parent / "grids"
@@ -131,7 +132,8 @@ def sweep(out: Path, grid: dict[str, Any], jobs: int = 1, say=print) -> str:  # 
                                          "widths": {n: c.network.d_model for n, c, _ in models},
                                          "counts": {n: k for n, _, k in models}})
         pending = pending_runs(runs, FINAL, jobs, say)
-        estimate = Estimate({folder: c["steps"] for c, folder in pending}, jobs,
+        estimate = Estimate({folder: c["steps"] - trained_steps(Path(folder))
+                             for c, folder in pending}, jobs,
                             group=lambda folder: Path(folder).parent.name)
 
         def done(result: tuple[str, dict]) -> None:

@@ -36,6 +36,7 @@ from fwp.runs.sweep import (
     grid_path,
     pending_runs,
     run_all,
+    trained_steps,
 )
 
 GRIDS = Path(__file__).parent / "grids"
@@ -70,8 +71,8 @@ def sweep(grid: str | Path, out: Path, jobs: int = 1, log: Any = print) -> str:
     of :mod:`fwp.runs.sweep`, then write the report; returns its text."""
     say = log or (lambda _msg: None)
     seeds, configs = read_grid(grid)
-    for env in sorted({c.env for c in configs.values()}):
-        check_env(env)  # every environment before any work
+    specs = {env: check_env(env) for env in sorted({c.env for c in configs.values()})}
+    # (every environment before any work)
     runs = [(name, out / "runs" / name / f"seed{seed}", dataclasses.replace(config, seed=seed))
             for name, config in configs.items() for seed in seeds]
     check_run_folders(runs, "use a new study folder, or delete that run folder to retrain it")
@@ -82,7 +83,8 @@ def sweep(grid: str | Path, out: Path, jobs: int = 1, log: Any = print) -> str:
         # Counted in frames, not updates: a config with no finished run yet is estimated at
         # the mean time per frame of the others, which varies less between learners than the
         # time per update (R2AC's updates are 8× smaller than PPO's).
-        steps = {f: c["frames"] for c, f in pending}
+        steps = {f: c["frames"] - trained_steps(Path(f)) * c["n_envs"] * c["rollout"]
+                 * specs[c["env"]].frame_skip for c, f in pending}  # a resumed run: what is left
         estimate = Estimate(steps, jobs, group=lambda folder: Path(folder).parent.name)
 
         def done(result: tuple[str, dict[str, Any], float]) -> None:

@@ -22,7 +22,8 @@ from typing import Any
 
 from fwp.config import to_dict
 from fwp.errors import UserError
-from fwp.runs.folder import CONFIG
+from fwp.runs.checkpoint import load_checkpoint
+from fwp.runs.folder import CHECKPOINT, CONFIG
 from fwp.runs.metrics import duration
 from fwp.runs.policy import learning_differences
 
@@ -82,6 +83,13 @@ def pending_runs(runs: list[tuple[str, Path, Any]], result: str, jobs: int,
     say(f"{len(runs)} runs, {len(runs) - len(pending)} finished, {len(pending)} to train "
         f"with {jobs} job(s)")
     return pending
+
+
+def trained_steps(run: Path) -> int:
+    """Optimiser steps in the run folder's checkpoint (0 if none): what a resumed run has done."""
+    if not (run / CHECKPOINT).is_file():
+        return 0
+    return int(load_checkpoint(run / CHECKPOINT)["step"])
 
 
 class Estimate:

@@ -61,3 +61,29 @@ def test_the_time_left_uses_each_configs_own_time_per_step():
     plain = Estimate(runs, jobs=1)  # without groups: the mean of all, 3 s per step
     plain.finish(("slow", 1), 100, 500.0, 500.0)
     assert "2 runs left, about 10m00s" in plain.finish(("fast", 1), 100, 100.0, 100.0)
+
+
+def test_a_resumed_run_counts_only_the_steps_it_has_left(tmp_path, monkeypatch):
+    import fwp.rl.sweep as rl_sweep
+    from fwp.runs import CHECKPOINT, save_checkpoint
+    from fwp.runs.sweep import trained_steps
+
+    assert trained_steps(tmp_path) == 0
+    save_checkpoint(tmp_path / CHECKPOINT, {"model": {}, "step": 7})
+    assert trained_steps(tmp_path) == 7
+
+    seen = {}
+
+    class Recorded(rl_sweep.Estimate):
+        def __init__(self, steps_left, jobs, group=None):
+            seen.update(steps_left)
+            raise RuntimeError("seen")
+
+    monkeypatch.setattr(rl_sweep, "Estimate", Recorded)
+    monkeypatch.setattr(rl_sweep, "trained_steps", lambda run: 2 if run.name == "seed1" else 0)
+    grid = tmp_path / "grid.toml"
+    grid.write_text("seeds = [1, 2]\n[runs.small]\nframes = 640\nn_envs = 4\nrollout = 16\n")
+    with pytest.raises(RuntimeError, match="seen"):
+        rl_sweep.sweep(grid, tmp_path / "study", log=None)
+    left = {Path(folder).name: frames for folder, frames in seen.items()}
+    assert left == {"seed1": 640 - 2 * 4 * 16, "seed2": 640}  # frames, less a checkpoint's
