@@ -158,7 +158,7 @@ def cmd_rtrl(args: argparse.Namespace) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     settings = {"delay": args.delay, "segment": args.segment, "steps": args.steps,
-                "compute": args.compute}
+                "compute": args.compute, "log_every": 1000}
     results = {"settings": settings, "recall": [], "cost": []}
     if (out / "rtrl.json").is_file():  # resume: keep what was measured with these settings
         old = read_file(out / "rtrl.json")
@@ -183,7 +183,7 @@ def cmd_rtrl(args: argparse.Namespace) -> int:
                     budget = next(r["cpu_seconds"] for r in results["recall"]
                                   if (r["cell"], r["gradient"], r["seed"]) == (cell, "rtrl", seed))
                 r = online_recall(cell, gradient, task, args.steps, args.segment, seed=seed,
-                                  cpu_seconds=budget)
+                                  cpu_seconds=budget, log_every=settings["log_every"])
                 print(f"{cell} {gradient} seed {seed}: {r['steps']:,} steps in "
                       f"{r['cpu_seconds']:.1f} CPU s, final recall accuracy "
                       f"{r['final_accuracy']:.3f}", flush=True)

@@ -52,6 +52,7 @@ def test_the_report_pairs_rtrl_with_truncated_bptt_by_seed(tmp_path) -> None:
     text = recall_report(results, tmp_path)
     # differences 0.6 and 0.4: mean 0.5, t = 0.5 / (0.1414 / √2) = 5 with 1 df, p = 0.1257
     assert "| elstm | +0.500 | 2 | [-0.771, +1.771] | 0.1257 | 0.1257 | no detectable" in text
+    assert "| 0.850 [0.800, 0.900] | 1 of 2 | 1.0 [1.0, 1.0] |" in text  # RTRL seed 1 learnt
     assert (tmp_path / "rtrl.md").read_text() == text and (tmp_path / "recall.png").is_file()
 
 
