@@ -42,16 +42,21 @@ def test_a_cpu_budget_runs_the_learner_for_that_much_cpu_time() -> None:
 def test_the_report_pairs_rtrl_with_truncated_bptt_by_seed(tmp_path) -> None:
     from fwp.rl.recall import recall_report
 
-    def learner(gradient: str, seed: int, accuracy: float) -> dict:
-        return {"cell": "elstm", "gradient": gradient, "seed": seed, "steps": 100,
+    def learner(gradient: str, seed: int, accuracy: float, cell: str = "elstm",
+                learnt: float = 1.0) -> dict:
+        return {"cell": cell, "gradient": gradient, "seed": seed, "steps": 100,
                 "cpu_seconds": 1.0, "ms_per_step": 10.0, "final_accuracy": accuracy,
-                "curve": [{"step": 100, "cpu_s": 1.0, "accuracy": accuracy}]}
+                "curve": [{"step": 100, "cpu_s": learnt, "accuracy": accuracy}]}
 
     results = {"recall": [learner("rtrl", 1, 0.9), learner("tbptt", 1, 0.3),
                           learner("rtrl", 2, 0.8), learner("tbptt", 2, 0.4)], "cost": []}
+    both = (("rtrl", 1, 2.0), ("rtrl", 2, 3.0), ("tbptt", 1, 4.0), ("tbptt", 2, 4.0))
+    results["recall"] += [learner(g, seed, 1.0, "fwp_sum", t) for g, seed, t in both]
     text = recall_report(results, tmp_path)
     # differences 0.6 and 0.4: mean 0.5, t = 0.5 / (0.1414 / √2) = 5 with 1 df, p = 0.1257
-    assert "| elstm | +0.500 | 2 | [-0.771, +1.771] | 0.1257 | 0.1257 | no detectable" in text
+    assert "| elstm | final accuracy | +0.500 | 2 | [-0.771, +1.771] | 0.1257 |" in text
+    assert "| elstm | CPU s to learn |" not in text  # truncated BPTT never learnt: censored
+    assert "| fwp_sum | CPU s to learn | -1.500 | 2 |" in text  # differences −2 and −1
     assert "| 0.850 [0.800, 0.900] | 1 of 2 | 1.0 [1.0, 1.0] |" in text  # RTRL seed 1 learnt
     assert (tmp_path / "rtrl.md").read_text() == text and (tmp_path / "recall.png").is_file()
 
