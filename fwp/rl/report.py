@@ -101,7 +101,11 @@ def write_report(runs: list[Path], out: Path, bins: int = 20) -> str:
                      f"{_mean_range(s['final'])} | {_mean_range(s['eval'])} | {fps} |")
     table = "\n".join(lines + per_task_table(groupread) + paired_table(groupread))
     out.mkdir(parents=True, exist_ok=True)
-    write_atomic(out / "report.md", "# fwp rl report\n\n" + table + "\n")
+    caption = ("Per config, mean [min, max] over its seeds: final return = the mean return of "
+               "the episodes finished in the last fifth of training; eval return = the seeded "
+               "evaluation (the same episodes for every run); frames/s = environment frames per "
+               "wall second of training, mean over the runs.")
+    write_atomic(out / "report.md", "# fwp rl report\n\n" + caption + "\n\n" + table + "\n")
     _plot(summary, out / "returns.png")
     return table
 
