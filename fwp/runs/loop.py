@@ -154,6 +154,7 @@ def fit(
         status = loop.run(log, last_step, saved_at=training.step if resume else -1)
     finally:
         log.close()
+    world.barrier()  # no rank leaves (and closes its connections) while another still saves
     return {"status": status, "step": training.step, "best": loop.best, "runtime": runtime,
             "signal": loop.signum}
 

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import atexit
 import os
 from dataclasses import dataclass
 from typing import Any
@@ -66,4 +67,12 @@ def setup_world(device: str = "auto") -> World:
         torch.cuda.set_device(chosen)
     if size > 1 and not dist.is_initialized():
         dist.init_process_group("nccl" if chosen.type == "cuda" else "gloo")
+        atexit.register(_leave)
     return World(rank, size, chosen)
+
+
+def _leave() -> None:
+    """Destroy the process group while the interpreter is whole: left to finalisation, gloo's
+    worker threads can abort the process (SIGABRT) after a finished run."""
+    if dist.is_initialized():
+        dist.destroy_process_group()
