@@ -169,25 +169,25 @@ def cmd_rtrl(args: argparse.Namespace) -> int:
             print(f"{out / 'rtrl.json'}: measured with other settings ({old.get('settings')}); "
                   f"measuring again")
     task = RecallTask(delay=args.delay)
+    measured = {(r["cell"], r["gradient"], r["seed"]): r for r in results["recall"]}
     for cell in args.cells:
         if not any(c["cell"] == cell for c in results["cost"]):
             results["cost"] += cost_per_step(cell, args.lengths)
             write_atomic(out / "rtrl.json", results)
         for seed in args.seeds:
             for gradient in ("rtrl", "tbptt"):
-                if any((r["cell"], r["gradient"], r["seed"]) == (cell, gradient, seed)
-                       for r in results["recall"]):
+                if (cell, gradient, seed) in measured:
                     continue
                 budget = None
                 if gradient == "tbptt" and args.compute == "cpu":
-                    budget = next(r["cpu_seconds"] for r in results["recall"]
-                                  if (r["cell"], r["gradient"], r["seed"]) == (cell, "rtrl", seed))
+                    budget = measured[(cell, "rtrl", seed)]["cpu_seconds"]
                 r = online_recall(cell, gradient, task, args.steps, args.segment, seed=seed,
                                   cpu_seconds=budget, log_every=settings["log_every"])
                 print(f"{cell} {gradient} seed {seed}: {r['steps']:,} steps in "
                       f"{r['cpu_seconds']:.1f} CPU s, final recall accuracy "
                       f"{r['final_accuracy']:.3f}", flush=True)
                 results["recall"].append(r)
+                measured[(cell, gradient, seed)] = r
                 write_atomic(out / "rtrl.json", results)
     print(recall_report(results, out))
     return 0

@@ -193,6 +193,15 @@ def cost_per_step(cell: str, lengths: list[int], d_in: int = 32, width: int = 64
     return rows
 
 
+LEARNT = 0.9
+
+
+def learnt_at(learner: dict[str, Any]) -> float | None:
+    """CPU seconds at the end of the first logged stretch with recall ≥ :data:`LEARNT` (None if
+    none)."""
+    return next((p["cpu_s"] for p in learner["curve"] if p["accuracy"] >= LEARNT), None)
+
+
 def recall_report(results: dict[str, Any], out: Path) -> str:
     """``out/rtrl.md`` (per learner: steps, CPU time, final accuracy over seeds; RTRL − truncated
     BPTT per cell, paired by seed, Holm over the cells; memory and time per step) and
@@ -261,15 +270,6 @@ def recall_report(results: dict[str, Any], out: Path) -> str:
     return text
 
 
-LEARNT = 0.9
-
-
-def learnt_at(learner: dict[str, Any]) -> float | None:
-    """CPU seconds at the end of the first logged stretch with recall ≥ :data:`LEARNT` (None if
-    none)."""
-    return next((p["cpu_s"] for p in learner["curve"] if p["accuracy"] >= LEARNT), None)
-
-
 def _plot_recall(groups: dict[tuple[str, str], list[dict]], path: Path) -> None:
     import matplotlib
 
@@ -278,14 +278,14 @@ def _plot_recall(groups: dict[tuple[str, str], list[dict]], path: Path) -> None:
 
     cells = sorted({cell for cell, _ in groups})
     fig, axes = plt.subplots(1, len(cells), figsize=(5 * len(cells), 3.5), squeeze=False)
-    colours = {"rtrl": "tab:blue", "tbptt": "tab:orange"}
+    colours, chance = {"rtrl": "tab:blue", "tbptt": "tab:orange"}, 1 / RecallTask().symbols
     for ax, cell in zip(axes[0], cells):
         for gradient, colour in colours.items():
             for i, r in enumerate(groups.get((cell, gradient), [])):
                 ax.plot([0] + [p["cpu_s"] for p in r["curve"]],
-                        [1 / RecallTask().symbols] + [p["accuracy"] for p in r["curve"]],
+                        [chance] + [p["accuracy"] for p in r["curve"]],
                         color=colour, alpha=0.7, lw=1, label=gradient if i == 0 else None)
-        ax.axhline(1 / RecallTask().symbols, color="grey", ls=":", lw=1)
+        ax.axhline(chance, color="grey", ls=":", lw=1)
         ax.set(title=cell, xlabel="CPU seconds", ylabel="recall accuracy", ylim=(0, 1.02))
         ax.legend(fontsize=7)
     fig.tight_layout()

@@ -26,7 +26,7 @@ from fwp.errors import UserError
 from fwp.rl.config import PRESETS, RLConfig, from_dict
 from fwp.rl.envs import check_env
 from fwp.rl.report import write_report
-from fwp.rl.train import EVAL, train
+from fwp.rl.train import EVAL, frames_per_update, train
 from fwp.runs import RunFolder
 from fwp.runs.sweep import (
     Estimate,
@@ -71,8 +71,8 @@ def sweep(grid: str | Path, out: Path, jobs: int = 1, log: Any = print) -> str:
     of :mod:`fwp.runs.sweep`, then write the report; returns its text."""
     say = log or (lambda _msg: None)
     seeds, configs = read_grid(grid)
+    # every environment is checked before any work
     specs = {env: check_env(env) for env in sorted({c.env for c in configs.values()})}
-    # (every environment before any work)
     runs = [(name, out / "runs" / name / f"seed{seed}", dataclasses.replace(config, seed=seed))
             for name, config in configs.items() for seed in seeds]
     check_run_folders(runs, "use a new study folder, or delete that run folder to retrain it")
@@ -83,8 +83,9 @@ def sweep(grid: str | Path, out: Path, jobs: int = 1, log: Any = print) -> str:
         # Counted in frames, not updates: a config with no finished run yet is estimated at
         # the mean time per frame of the others, which varies less between learners than the
         # time per update (R2AC's updates are 8× smaller than PPO's).
-        steps = {f: c["frames"] - trained_steps(Path(f)) * c["n_envs"] * c["rollout"]
-                 * specs[c["env"]].frame_skip for c, f in pending}  # a resumed run: what is left
+        # (a resumed run: the frames it has left)
+        steps = {f: c["frames"] - trained_steps(Path(f))
+                 * frames_per_update(from_dict(c), specs[c["env"]]) for c, f in pending}
         estimate = Estimate(steps, jobs, group=lambda folder: Path(folder).parent.name)
 
         def done(result: tuple[str, dict[str, Any], float]) -> None:

@@ -54,8 +54,12 @@ def build_policy(spec: EnvSpec, config: RLConfig) -> torch.nn.Module:
                  net.residual, options)
 
 
+def frames_per_update(config: RLConfig, spec: EnvSpec) -> int:
+    return config.n_envs * config.rollout * spec.frame_skip
+
+
 def updates_of(config: RLConfig, spec: EnvSpec) -> int:
-    return math.ceil(config.frames / (config.n_envs * config.rollout * spec.frame_skip))
+    return math.ceil(config.frames / frames_per_update(config, spec))
 
 
 def read_config(run: Path) -> RLConfig:
@@ -111,7 +115,7 @@ class RLTraining(Training):
         self.learner = build_learner(self.model, config)
         self.optimizer = self.learner.optimizer
         self.updates = updates_of(config, spec)
-        self.frames_per_update = config.n_envs * config.rollout * spec.frame_skip
+        self.frames_per_update = frames_per_update(config, spec)
         self.envs: Any = None
         self.actor: Actor | None = None
         self.seconds = 0.0
